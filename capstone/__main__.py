@@ -1,0 +1,3 @@
+from capstone.cli import app
+
+app(prog_name="capstone")

@@ -1,0 +1,140 @@
+"""Validating: every parsed record gets exactly one fate, decided in input order.
+
+1. Not a JSON object: rejected as malformed.
+2. A `ts` that parses and is at or below `watermark - lookback`: skipped (an earlier run had it).
+3. Otherwise validated by the `Event` model: staged, or rejected with one reason per field.
+"""
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from capstone.model import Event, Reason, reasons_from_error
+from capstone.sources import Item, Malformed
+from capstone.timeutil import format_ts, parse_ts
+
+__all__ = ["Batch", "Classifier", "Rejected", "Skipped", "Staged"]
+
+Staged = tuple[int, int, str, str, float, str, str | None]
+"""(seq, position, key, name, value, ts, attributes JSON) in the staging table's column order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record bound for the dead-letter table."""
+
+    position: int
+    key: str | None
+    raw: str
+    reasons: list[Reason]
+
+    @property
+    def codes(self) -> str:
+        return ",".join(code for code, _ in self.reasons)
+
+    @property
+    def message(self) -> str:
+        return "; ".join(message for _, message in self.reasons)
+
+    @property
+    def fingerprint(self) -> str:
+        """Same raw text, same dead letter: seeing bad input again does not duplicate it."""
+        return hashlib.sha256(self.raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+Skipped = tuple[int, str | None, str]
+"""(position, key, ts) of a record at or below the watermark."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """The fates of one batch of records."""
+
+    staged: list[Staged] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    newest: datetime | None = None
+
+    def __len__(self) -> int:
+        return len(self.staged) + len(self.rejected) + len(self.skipped)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw if isinstance(raw, str) else raw.decode("utf-8", "backslashreplace")
+
+
+def _loose_key(record: dict[str, Any]) -> str | None:
+    key = record.get("key")
+    return key[:256] if isinstance(key, str) else None
+
+
+def _loose_ts(record: dict[str, Any]) -> datetime | None:
+    value = record.get("ts")
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_ts(value)
+    except ValueError:
+        return None
+
+
+class Classifier:
+    """Decides fates against one run's watermark threshold and future limit."""
+
+    def __init__(self, skip_through: datetime | None, future_limit: datetime) -> None:
+        self.skip_through = skip_through
+        self.future_limit = future_limit
+        self._seq = 0
+
+    def classify(self, items: Iterable[Item]) -> Batch:
+        """Sort one batch of items into staged, rejected and skipped, preserving input order."""
+        batch = Batch()
+        staged, skipped = batch.staged, batch.skipped
+        skip_through, future_limit = self.skip_through, self.future_limit
+        validate, dumps, sort_keys = Event.model_validate, orjson.dumps, orjson.OPT_SORT_KEYS
+        for position, raw, record in items:
+            if type(record) is Malformed:
+                batch.rejected.append(
+                    Rejected(position, None, _text(raw), [(record.code, record.message)])
+                )
+                continue
+            try:
+                event = validate(record)
+            except ValidationError as error:
+                ts = _loose_ts(record)
+                if skip_through is not None and ts is not None and ts <= skip_through:
+                    skipped.append((position, _loose_key(record), format_ts(ts)))
+                else:
+                    batch.rejected.append(
+                        Rejected(position, _loose_key(record), _text(raw), reasons_from_error(error))
+                    )
+                continue
+            ts = event.ts
+            if skip_through is not None and ts <= skip_through:
+                skipped.append((position, event.key, format_ts(ts)))
+                continue
+            if ts > future_limit:
+                reason = ("ts.in_future", f"ts: {format_ts(ts)} is later than now plus the tolerance")
+                batch.rejected.append(Rejected(position, event.key, _text(raw), [reason]))
+                continue
+            extra = event.model_extra
+            self._seq += 1
+            staged.append(
+                (
+                    self._seq,
+                    position,
+                    event.key,
+                    event.name,
+                    event.value,
+                    format_ts(ts),
+                    dumps(extra, option=sort_keys).decode() if extra else None,
+                )
+            )
+            if batch.newest is None or ts > batch.newest:
+                batch.newest = ts
+        return batch

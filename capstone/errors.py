@@ -1,0 +1,45 @@
+"""One family of errors. Each message names the problem and the fix; the CLI maps them to exit codes."""
+
+__all__ = [
+    "CapstoneError",
+    "ConfigError",
+    "InputError",
+    "InterruptedRun",
+    "LockError",
+    "StoreError",
+    "WatermarkError",
+]
+
+
+class CapstoneError(Exception):
+    """Base of every error capstone raises on purpose; its message is one line meant for a person."""
+
+    exit_code = 1
+
+
+class InputError(CapstoneError):
+    """The input file is missing, unreadable or not in a format capstone can read."""
+
+
+class WatermarkError(CapstoneError):
+    """A stored watermark is unusable (does not parse, or lies in the future)."""
+
+
+class StoreError(CapstoneError):
+    """The database cannot be opened, read or written."""
+
+
+class LockError(StoreError):
+    """Another run of the same pipeline holds the pipeline's lock."""
+
+
+class ConfigError(CapstoneError):
+    """An option or a setting has a value capstone cannot use."""
+
+    exit_code = 2
+
+
+class InterruptedRun(CapstoneError):
+    """The run was stopped by Ctrl-C (SIGINT) or SIGTERM and rolled back."""
+
+    exit_code = 130

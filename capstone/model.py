@@ -1,0 +1,67 @@
+"""The record model: what a valid event is, and how a failed validation reads."""
+
+import math
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StringConstraints,
+    ValidationError,
+)
+
+from capstone.timeutil import to_utc_naive
+
+__all__ = ["MAX_TEXT_LENGTH", "Event", "Reason", "reasons_from_error"]
+
+MAX_TEXT_LENGTH = 256
+"""Longest `key` or `name` accepted; longer ones are rejected, never truncated."""
+
+Reason = tuple[str, str]
+"""A machine-readable code and a readable message, for example ("value.float_parsing", "...")."""
+
+
+def _number_not_bool(value: Any) -> Any:
+    # bool is an int subclass, so pydantic would read true as 1.0; an event value never means that.
+    if isinstance(value, bool):
+        raise ValueError("booleans are not numbers")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("NaN and Infinity are not allowed")
+    return value
+
+
+def _iso_text_only(value: Any) -> Any:
+    # pydantic would read a number as Unix seconds; capstone promises ISO-8601 text only.
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO-8601 timestamp string")
+    return value
+
+
+Text = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_LENGTH)
+]
+
+
+class Event(BaseModel):
+    """One event: key, name, value, ts. Unknown fields are kept in `model_extra`."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, frozen=True)
+
+    key: Text
+    name: Text
+    value: Annotated[float, BeforeValidator(_number_not_bool)]
+    ts: Annotated[datetime, BeforeValidator(_iso_text_only), AfterValidator(to_utc_naive)]
+
+
+def reasons_from_error(error: ValidationError) -> list[Reason]:
+    """One reason per failing field: code `field.type` and a message naming the field."""
+    reasons: list[Reason] = []
+    for item in error.errors(include_url=False):
+        field = ".".join(str(part) for part in item["loc"]) or "record"
+        kind = "invalid" if item["type"] == "value_error" else item["type"]
+        message = item["msg"].removeprefix("Value error, ")
+        reasons.append((f"{field}.{kind}", f"{field}: {message}"))
+    return reasons

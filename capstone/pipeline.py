@@ -1,0 +1,140 @@
+"""The orchestrator: source -> classify -> stage / dead-letter / skip -> merge -> finish, in one transaction."""
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
+from itertools import islice
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from capstone.classify import Classifier
+from capstone.errors import CapstoneError, InterruptedRun, StoreError
+from capstone.sources import Format, SourceFile
+from capstone.store import Store, open_store
+from capstone.summary import RunStatus, RunSummary
+from capstone.timeutil import format_ts, utcnow
+from capstone.watermark import advance, check_stored
+
+__all__ = ["Progress", "RunOptions", "run", "run_source"]
+
+Progress = Callable[[int, int], None]
+"""Called after each batch with (records read so far, bytes read so far)."""
+
+T = TypeVar("T")
+
+
+class RunOptions(BaseModel):
+    """How one run behaves; every field has the CLI's default."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pipeline: str = Field("events", min_length=1, max_length=128)
+    lookback: timedelta = timedelta(0)
+    future_tolerance: timedelta = timedelta(days=1)
+    format: Format | None = None
+    batch_size: int = Field(10_000, ge=1)
+    lock_timeout: float = Field(5.0, ge=0)
+
+
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def run(
+    input_path: str,
+    db: str = "capstone.db",
+    options: RunOptions | None = None,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Load one file into the database at `db` and return the run's summary."""
+    source = SourceFile(input_path, (options or RunOptions()).format)
+    with source:
+        store = open_store(db)
+        try:
+            return run_source(source, store, options or RunOptions(), progress)
+        finally:
+            store.close()
+
+
+def run_source(
+    source: SourceFile, store: Store, options: RunOptions, progress: Progress | None = None
+) -> RunSummary:
+    """Run the pipeline over an opened source; on any error roll back and log the run as failed."""
+    clock = time.perf_counter()
+    run = store.begin_run(options.pipeline, source.name)
+    try:
+        with store.run_transaction(run, options.lock_timeout) as tx:
+            now = utcnow()
+            old = check_stored(options.pipeline, tx.read_watermark(), now, options.future_tolerance)
+            classifier = Classifier(
+                skip_through=None if old is None else old - options.lookback,
+                future_limit=now + options.future_tolerance,
+            )
+            staged = rejected = skipped = dead_letters = 0
+            newest = None
+            for chunk in _batches(source.records(), options.batch_size):
+                batch = classifier.classify(chunk)
+                if batch.staged:
+                    tx.stage(batch.staged)
+                if batch.rejected:
+                    dead_letters += tx.reject(batch.rejected)
+                if batch.skipped:
+                    tx.skip(batch.skipped)
+                staged += len(batch.staged)
+                rejected += len(batch.rejected)
+                skipped += len(batch.skipped)
+                newest = advance(newest, batch.newest)
+                if progress is not None:
+                    progress(staged + rejected + skipped, source.bytes_read())
+            loaded, stale = tx.merge()
+            watermark = advance(old, newest)
+            summary = run.model_copy(
+                update={
+                    "status": RunStatus.SUCCESS,
+                    "finished_at": format_ts(utcnow()),
+                    "input_records": staged + rejected + skipped,
+                    "staged": staged,
+                    "loaded": loaded,
+                    "stale": stale,
+                    "rejected": rejected,
+                    "skipped": skipped,
+                    "dead_letters": dead_letters,
+                    "lineage_entries": 2 * staged + rejected + skipped,
+                    "watermark_before": None if old is None else format_ts(old),
+                    "watermark": None if watermark is None else format_ts(watermark),
+                    "duration_ms": round((time.perf_counter() - clock) * 1000),
+                }
+            )
+            if not summary.is_balanced():
+                raise StoreError(f"run {run.run_id} does not balance ({summary}); nothing was kept")
+            tx.finish(summary)
+        return summary
+    except KeyboardInterrupt:
+        _record_end(store, run, RunStatus.INTERRUPTED, "interrupted by signal", clock)
+        raise InterruptedRun(
+            f"run {run.run_id} was interrupted and rolled back; nothing was changed"
+        ) from None
+    except CapstoneError as error:
+        _record_end(store, run, RunStatus.FAILED, str(error), clock)
+        raise
+    except Exception as error:
+        _record_end(store, run, RunStatus.FAILED, f"{type(error).__name__}: {error}", clock)
+        raise
+
+
+def _record_end(store: Store, run: RunSummary, status: str, error: str, clock: float) -> None:
+    ended = run.model_copy(
+        update={
+            "status": status,
+            "error": error,
+            "finished_at": format_ts(utcnow()),
+            "duration_ms": round((time.perf_counter() - clock) * 1000),
+        }
+    )
+    try:
+        store.end_run(ended)
+    except CapstoneError:
+        pass  # the database cannot be written (disk full, locked): the original error matters more

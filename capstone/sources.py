@@ -1,0 +1,211 @@
+"""Reading sources: JSON arrays, JSON Lines and CSV, streamed record by record.
+
+Every reader yields `(position, raw, parsed)` tuples in input order. `position` is the line number
+(1-based) for JSON Lines and CSV and the element index (0-based) for a JSON array; `raw` is the
+record's text as it stood in the file; `parsed` is a dict, or a `Malformed` when the record is not a
+JSON object (kept so it can be dead-lettered, not lost).
+"""
+
+import csv
+import io
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any, Literal, NamedTuple
+
+import ijson
+import orjson
+
+from capstone.errors import InputError
+
+__all__ = ["FORMATS", "Format", "Item", "Malformed", "SourceFile"]
+
+Format = Literal["json", "jsonl", "csv"]
+FORMATS: tuple[Format, ...] = ("json", "jsonl", "csv")
+_BOM = b"\xef\xbb\xbf"
+
+
+class Malformed(NamedTuple):
+    """A record that could not be parsed into a JSON object, with the reason."""
+
+    code: str
+    message: str
+
+
+Item = tuple[int, bytes | str, Any]
+
+
+@dataclass
+class SourceFile:
+    """An input file (or standard input, as `-`) opened for streaming; use it as a context manager."""
+
+    path: str
+    format: Format | None = None
+    _fh: IO[bytes] | None = None
+    _stdin_bytes: int = 0
+
+    @property
+    def name(self) -> str:
+        return "<stdin>" if self.path == "-" else self.path
+
+    @property
+    def size(self) -> int | None:
+        """Bytes in the file, or None for standard input."""
+        return None if self.path == "-" else os.path.getsize(self.path)
+
+    def bytes_read(self) -> int:
+        """How far the reader has got, for progress display."""
+        if self._fh is None or self.path == "-":
+            return 0
+        try:
+            return self._fh.tell()
+        except (OSError, ValueError):
+            return 0
+
+    def __enter__(self) -> "SourceFile":
+        if self.path == "-":
+            self._fh = sys.stdin.buffer
+            return self
+        try:
+            self._fh = open(self.path, "rb")  # noqa: SIM115 - closed in __exit__
+        except FileNotFoundError:
+            raise InputError(f"input file {self.path} does not exist; check the --input path") from None
+        except IsADirectoryError:
+            raise InputError(f"input {self.path} is a folder; pass a file to --input") from None
+        except OSError as error:
+            raise InputError(f"cannot open input {self.path}: {error.strerror}") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None and self.path != "-":
+            self._fh.close()
+        self._fh = None
+
+    def records(self) -> Iterator[Item]:
+        """Yield every record of the file in order; raises InputError if the file cannot be read."""
+        assert self._fh is not None, "use SourceFile as a context manager"
+        fh = self._fh if isinstance(self._fh, io.BufferedReader) else io.BufferedReader(self._fh)  # type: ignore[arg-type]
+        if fh.peek(3)[:3] == _BOM:
+            fh.read(3)
+        fmt = self.format or _detect(fh)
+        try:
+            if fmt == "json":
+                yield from _json_array(fh, self.name)
+            elif fmt == "jsonl":
+                yield from _json_lines(fh, self.name)
+            else:
+                yield from _csv_rows(fh, self.name)
+        except OSError as error:
+            raise InputError(f"reading {self.name} failed: {error.strerror or error}") from None
+
+
+def _detect(fh: io.BufferedReader) -> Format:
+    head = fh.peek(4096).lstrip()
+    if head.startswith(b"["):
+        return "json"
+    if head.startswith(b"{") or not head:
+        return "jsonl"
+    return "csv"
+
+
+def _json_lines(fh: io.BufferedReader, name: str) -> Iterator[Item]:
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    for number, line in enumerate(fh, 1):
+        if not line.strip():
+            continue
+        try:
+            parsed = loads(line)
+        except decode_error as error:
+            if number == 1 and line.strip() == b"{":
+                raise InputError(
+                    f"{name} holds one pretty-printed JSON object; capstone reads a JSON array of "
+                    "objects, JSON Lines (one object per line) or CSV"
+                ) from None
+            parsed = Malformed("malformed.json", f"line is not valid JSON: {error}")
+        else:
+            if type(parsed) is not dict:
+                parsed = Malformed("malformed.not_object", "line is not a JSON object")
+        yield number, line.rstrip(b"\r\n"), parsed
+
+
+def _json_array(fh: io.BufferedReader, name: str) -> Iterator[Item]:
+    if not fh.peek(4096).lstrip().startswith(b"["):
+        raise InputError(
+            f"{name} is not a JSON array; capstone reads a JSON array of objects, "
+            "JSON Lines or CSV (use --format to say which)"
+        )
+    index = -1
+    try:
+        for index, element in enumerate(ijson.items(fh, "item", use_float=True)):  # noqa: B007
+            raw = orjson.dumps(element)
+            if type(element) is dict:
+                yield index, raw, element
+            else:
+                yield index, raw, Malformed("malformed.not_object", "array element is not a JSON object")
+    except ijson.JSONError as error:
+        raise InputError(
+            f"{name} is not valid JSON after element {index}: {error}; "
+            "fix or re-export the file (is it truncated?)"
+        ) from None
+    except UnicodeDecodeError:
+        raise InputError(f"{name} is not valid UTF-8 after element {index}; re-encode it as UTF-8") from None
+
+
+class _LineTap:
+    """Wraps a line iterator and remembers the lines the csv module consumed for the current row."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self.taken: list[str] = []
+        self.line_number = 0
+
+    def __iter__(self) -> "_LineTap":
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.taken.append(line)
+        self.line_number += 1
+        return line
+
+    def row_text(self) -> tuple[int, str]:
+        """First line number and raw text of the row just read; resets for the next row."""
+        text = "".join(self.taken).rstrip("\r\n")
+        first = self.line_number - len(self.taken) + 1
+        self.taken.clear()
+        return first, text
+
+
+def _csv_rows(fh: io.BufferedReader, name: str) -> Iterator[Item]:
+    text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+    tap = _LineTap(iter(text))
+    reader = csv.reader(tap)
+    try:
+        header = [column.strip() for column in next(reader, [])]
+        tap.row_text()
+        if not header:
+            return
+        if len(set(header)) != len(header) or "" in header:
+            raise InputError(
+                f"{name}: the CSV header has blank or repeated column names; give every column a unique name"
+            )
+        width = len(header)
+        for row in reader:
+            position, raw = tap.row_text()
+            if not row:
+                continue
+            if len(row) != width:
+                yield position, raw, Malformed(
+                    "malformed.columns", f"row has {len(row)} columns, the header has {width}"
+                )
+            else:
+                yield position, raw, dict(zip(header, row, strict=True))
+    except UnicodeDecodeError:
+        raise InputError(
+            f"{name} is not valid UTF-8 near line {tap.line_number + 1}; re-encode it as UTF-8"
+        ) from None
+    except csv.Error as error:
+        raise InputError(f"{name}: CSV error near line {tap.line_number}: {error}") from None
+    finally:
+        text.detach()

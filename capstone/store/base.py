@@ -1,0 +1,81 @@
+"""The storage interface the pipeline talks to; one implementation per database."""
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from capstone.classify import Rejected, Skipped, Staged
+from capstone.summary import RunSummary, StepCount
+
+__all__ = ["STEPS", "RunTransaction", "Store"]
+
+STEPS = ("stage", "load", "stale", "reject", "skip")
+"""Lineage steps, in the order a record can pass through them."""
+
+
+class RunTransaction(Protocol):
+    """Everything one run writes, in one database transaction that commits only in `finish`."""
+
+    def read_watermark(self) -> str | None:
+        """The pipeline's stored watermark text, unvalidated (None when there is none)."""
+
+    def stage(self, rows: Sequence[Staged]) -> None:
+        """Append valid records to the staging table."""
+
+    def reject(self, rows: Sequence[Rejected]) -> int:
+        """Write dead letters and their lineage; returns how many dead letters are new."""
+
+    def skip(self, rows: Sequence[Skipped]) -> None:
+        """Write lineage for records the watermark skipped."""
+
+    def merge(self) -> tuple[int, int]:
+        """Apply staging to the target with the timestamp guard; returns (loaded, stale)."""
+
+    def finish(self, summary: RunSummary) -> None:
+        """Store the watermark, the run's success row and its step counts, then commit."""
+
+
+class Store(Protocol):
+    """A capstone database: run log, watermarks, lineage, dead letters, target."""
+
+    display_url: str
+
+    def begin_run(self, pipeline: str, source: str) -> RunSummary:
+        """Record a `running` row (committed at once) and return it."""
+
+    def run_transaction(
+        self, run: RunSummary, lock_timeout: float
+    ) -> AbstractContextManager[RunTransaction]:
+        """Take the pipeline's lock and open the run's transaction; rolls back on any error."""
+
+    def end_run(self, run: RunSummary) -> None:
+        """Record a run that did not succeed (failed, interrupted) in its own transaction."""
+
+    def runs(
+        self, limit: int | None = None, pipeline: str | None = None, status: str | None = None
+    ) -> list[RunSummary]:
+        """Run history, newest first."""
+
+    def get_run(self, run_id: int) -> RunSummary | None:
+        """One run, or None."""
+
+    def step_counts(self, run_id: int | None = None) -> list[StepCount]:
+        """Lineage rows per step, for one run or all runs (from per-run counts, not a lineage scan)."""
+
+    def get_watermark(self, pipeline: str) -> str | None:
+        """The stored watermark text of a pipeline."""
+
+    def set_watermark(self, pipeline: str, value: str | None) -> None:
+        """Replace (or clear, with None) a pipeline's watermark."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+def iter_steps(summary: RunSummary) -> Iterator[tuple[str, int]]:
+    """A run's lineage rows per step, derived from its counts (each record adds one row per step)."""
+    yield "stage", summary.staged
+    yield "load", summary.loaded
+    yield "stale", summary.stale
+    yield "reject", summary.rejected
+    yield "skip", summary.skipped

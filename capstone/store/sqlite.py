@@ -1,0 +1,482 @@
+"""SQLite backend: the embedded default. One file, WAL journal, one writer at a time."""
+
+import os
+import socket
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from capstone.classify import Rejected, Skipped, Staged
+from capstone.errors import LockError, StoreError
+from capstone.store.base import iter_steps
+from capstone.summary import RunStatus, RunSummary, StepCount
+from capstone.timeutil import format_ts, utcnow
+
+__all__ = ["SQLiteStore"]
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "core tables",
+        """
+        CREATE TABLE run_log (
+            run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            pipeline TEXT NOT NULL,
+            status TEXT NOT NULL,
+            source TEXT,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            duration_ms INTEGER NOT NULL DEFAULT 0,
+            input_records INTEGER NOT NULL DEFAULT 0,
+            staged INTEGER NOT NULL DEFAULT 0,
+            loaded INTEGER NOT NULL DEFAULT 0,
+            stale INTEGER NOT NULL DEFAULT 0,
+            rejected INTEGER NOT NULL DEFAULT 0,
+            skipped INTEGER NOT NULL DEFAULT 0,
+            dead_letters INTEGER NOT NULL DEFAULT 0,
+            lineage_entries INTEGER NOT NULL DEFAULT 0,
+            watermark_before TEXT,
+            watermark_after TEXT,
+            error TEXT,
+            host TEXT,
+            pid INTEGER
+        );
+        CREATE INDEX run_log_running ON run_log (pipeline) WHERE status = 'running';
+        CREATE TABLE run_steps (
+            run_id INTEGER NOT NULL REFERENCES run_log (run_id),
+            step TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (run_id, step)
+        ) WITHOUT ROWID;
+        CREATE TABLE watermarks (
+            name TEXT PRIMARY KEY,
+            value TEXT,
+            run_id INTEGER,
+            updated_at TEXT
+        );
+        CREATE TABLE staging (
+            seq INTEGER PRIMARY KEY,
+            position INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            name TEXT NOT NULL,
+            value REAL NOT NULL,
+            ts TEXT NOT NULL,
+            attributes TEXT
+        );
+        CREATE TABLE target (
+            key TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            value REAL NOT NULL,
+            ts TEXT NOT NULL,
+            attributes TEXT,
+            run_id INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY,
+            pipeline TEXT NOT NULL,
+            run_id INTEGER NOT NULL,
+            last_run_id INTEGER NOT NULL,
+            times_seen INTEGER NOT NULL DEFAULT 1,
+            position INTEGER NOT NULL,
+            key TEXT,
+            reason TEXT NOT NULL,
+            message TEXT NOT NULL,
+            raw TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            resolved_run_id INTEGER,
+            UNIQUE (pipeline, fingerprint)
+        );
+        CREATE INDEX dead_letters_run ON dead_letters (run_id);
+        CREATE TABLE lineage (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL,
+            step TEXT NOT NULL,
+            key TEXT,
+            position INTEGER NOT NULL,
+            detail TEXT
+        );
+        """,
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _host() -> str:
+    return socket.gethostname()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def _translate(path: str) -> Iterator[None]:
+    """Turn sqlite3 errors into one-line StoreErrors that name the fix."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        text = str(error)
+        if "file is not a database" in text:
+            raise StoreError(
+                f"{path} is not a SQLite database; point --db at a capstone database or a new file"
+            ) from None
+        if "readonly" in text:
+            raise StoreError(
+                f"{path} is read-only; make the file and its folder writable or use another --db"
+            ) from None
+        if "disk is full" in text or "disk I/O error" in text:
+            raise StoreError(
+                f"writing {path} failed ({text}); free disk space and run again, nothing was changed"
+            ) from None
+        if "unable to open" in text:
+            raise StoreError(
+                f"cannot open database {path}; check that its folder exists and is writable"
+            ) from None
+        if "locked" in text or "busy" in text:
+            raise LockError(
+                f"database {path} is locked by another process; wait for it or raise --lock-timeout"
+            ) from None
+        raise StoreError(f"database {path}: {text}") from None
+
+
+def _row_to_summary(row: sqlite3.Row) -> RunSummary:
+    data = dict(row)
+    data["watermark"] = data.pop("watermark_after")
+    data.pop("host", None)
+    data.pop("pid", None)
+    return RunSummary.model_validate(data)
+
+
+class SQLiteStore:
+    """A capstone database in one SQLite file."""
+
+    def __init__(self, path: str, *, create: bool = True) -> None:
+        self.path = path
+        self.display_url = path
+        if not create and not Path(path).exists():
+            raise StoreError(f"database {path} does not exist; run `capstone run` first or check --db")
+        with _translate(path):
+            self.conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            # NORMAL in WAL mode keeps every commit atomic; a power cut may lose the last commit,
+            # never half of it.
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.conn.execute("PRAGMA cache_size = -65536")
+            self.conn.execute("PRAGMA temp_store = MEMORY")
+            self._migrate()
+            self._mark_abandoned()
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def _schema_version(self) -> int:
+        exists = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        ).fetchone()
+        if not exists:
+            return 0
+        return int(self.conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0)
+
+    def _migrate(self) -> None:
+        version = self._schema_version()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer capstone (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}); upgrade capstone to use it"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            version = self._schema_version()  # another process may have migrated meanwhile
+            for number, (name, script) in enumerate(MIGRATIONS, 1):
+                if number <= version:
+                    continue
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                self.conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (number, name, format_ts(utcnow())),
+                )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def _mark_abandoned(self) -> None:
+        """A `running` row whose process is gone belongs to a run that was killed."""
+        rows = self.conn.execute(
+            "SELECT run_id, host, pid FROM run_log WHERE status = 'running'"
+        ).fetchall()
+        dead = [
+            row["run_id"]
+            for row in rows
+            if row["host"] == _host() and row["pid"] != os.getpid() and not _pid_alive(row["pid"])
+        ]
+        if dead:
+            self.conn.executemany(
+                "UPDATE run_log SET status = ?, error = ?, finished_at = ? "
+                "WHERE run_id = ? AND status = 'running'",
+                [
+                    (RunStatus.ABANDONED, "the process died before the run finished; nothing it "
+                     "wrote was kept", format_ts(utcnow()), run_id)
+                    for run_id in dead
+                ],
+            )
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def begin_run(self, pipeline: str, source: str) -> RunSummary:
+        started = format_ts(utcnow())
+        with _translate(self.path):
+            cursor = self.conn.execute(
+                "INSERT INTO run_log (pipeline, status, source, started_at, host, pid) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (pipeline, RunStatus.RUNNING, source, started, _host(), os.getpid()),
+            )
+        assert cursor.lastrowid is not None
+        return RunSummary(
+            run_id=cursor.lastrowid,
+            pipeline=pipeline,
+            status=RunStatus.RUNNING,
+            source=source,
+            started_at=started,
+        )
+
+    @contextmanager
+    def run_transaction(self, run: RunSummary, lock_timeout: float) -> Iterator["_SQLiteRun"]:
+        with _translate(self.path):
+            self.conn.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise
+                raise LockError(self._lock_message(run)) from None
+            try:
+                yield _SQLiteRun(self.conn, run)
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    def _lock_message(self, run: RunSummary) -> str:
+        other = self.conn.execute(
+            "SELECT run_id, pipeline FROM run_log WHERE status = 'running' AND run_id != ? "
+            "ORDER BY pipeline = ? DESC, run_id LIMIT 1",
+            (run.run_id, run.pipeline),
+        ).fetchone()
+        holder = f"run {other['run_id']} of pipeline {other['pipeline']}" if other else "another writer"
+        return (
+            f"another run is in progress ({holder} holds {self.path}); "
+            "wait for it to finish or raise --lock-timeout"
+        )
+
+    def end_run(self, run: RunSummary) -> None:
+        with _translate(self.path):
+            self.conn.execute(
+                "UPDATE run_log SET status = ?, finished_at = ?, duration_ms = ?, error = ?, "
+                "watermark_before = ?, watermark_after = ? WHERE run_id = ?",
+                (
+                    run.status,
+                    run.finished_at,
+                    run.duration_ms,
+                    run.error,
+                    run.watermark_before,
+                    run.watermark,
+                    run.run_id,
+                ),
+            )
+
+    def runs(
+        self, limit: int | None = None, pipeline: str | None = None, status: str | None = None
+    ) -> list[RunSummary]:
+        with _translate(self.path):
+            rows = self.conn.execute(
+                "SELECT * FROM run_log WHERE (:pipeline IS NULL OR pipeline = :pipeline) "
+                "AND (:status IS NULL OR status = :status) ORDER BY run_id DESC LIMIT :limit",
+                {"pipeline": pipeline, "status": status, "limit": -1 if limit is None else limit},
+            ).fetchall()
+        return [_row_to_summary(row) for row in rows]
+
+    def get_run(self, run_id: int) -> RunSummary | None:
+        with _translate(self.path):
+            row = self.conn.execute("SELECT * FROM run_log WHERE run_id = ?", (run_id,)).fetchone()
+        return _row_to_summary(row) if row else None
+
+    def step_counts(self, run_id: int | None = None) -> list[StepCount]:
+        with _translate(self.path):
+            rows = self.conn.execute(
+                "SELECT step, SUM(count) AS count FROM run_steps "
+                "WHERE (:run IS NULL OR run_id = :run) GROUP BY step",
+                {"run": run_id},
+            ).fetchall()
+        return [StepCount(step=row["step"], count=row["count"]) for row in rows]
+
+    def get_watermark(self, pipeline: str) -> str | None:
+        with _translate(self.path):
+            row = self.conn.execute(
+                "SELECT value FROM watermarks WHERE name = ?", (pipeline,)
+            ).fetchone()
+        return None if row is None else row["value"]
+
+    def set_watermark(self, pipeline: str, value: str | None) -> None:
+        with _translate(self.path):
+            self.conn.execute(
+                "INSERT INTO watermarks (name, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at, run_id = NULL",
+                (pipeline, value, format_ts(utcnow())),
+            )
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _SQLiteRun:
+    """One run's writes inside the transaction `SQLiteStore.run_transaction` opened."""
+
+    def __init__(self, conn: sqlite3.Connection, run: RunSummary) -> None:
+        self.conn = conn
+        self.run = run
+        conn.execute("DELETE FROM staging")
+
+    def read_watermark(self) -> str | None:
+        row = self.conn.execute(
+            "SELECT value FROM watermarks WHERE name = ?", (self.run.pipeline,)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def stage(self, rows: Sequence[Staged]) -> None:
+        self.conn.executemany(
+            "INSERT INTO staging (seq, position, key, name, value, ts, attributes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def reject(self, rows: Sequence[Rejected]) -> int:
+        run_id, pipeline = self.run.run_id, self.run.pipeline
+        before = self.conn.total_changes
+        self.conn.executemany(
+            "INSERT INTO dead_letters "
+            "(pipeline, run_id, last_run_id, position, key, reason, message, raw, fingerprint) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, fingerprint) DO NOTHING",
+            [
+                (pipeline, run_id, run_id, r.position, r.key, r.codes, r.message, r.raw, r.fingerprint)
+                for r in rows
+            ],
+        )
+        new = self.conn.total_changes - before
+        if new < len(rows):
+            # Seen before: keep one dead letter, note the sighting and today's reasons.
+            self.conn.executemany(
+                "UPDATE dead_letters SET last_run_id = ?, times_seen = times_seen + 1, "
+                "reason = ?, message = ? "
+                "WHERE pipeline = ? AND fingerprint = ? AND run_id != ?",
+                [(run_id, r.codes, r.message, pipeline, r.fingerprint, run_id) for r in rows],
+            )
+        self.conn.executemany(
+            "INSERT INTO lineage (run_id, step, key, position, detail) VALUES (?, 'reject', ?, ?, ?)",
+            [(run_id, r.key, r.position, r.codes) for r in rows],
+        )
+        return new
+
+    def skip(self, rows: Sequence[Skipped]) -> None:
+        self.conn.executemany(
+            "INSERT INTO lineage (run_id, step, key, position, detail) VALUES (?, 'skip', ?, ?, ?)",
+            [(self.run.run_id, key, position, f"ts {ts}") for position, key, ts in rows],
+        )
+
+    def merge(self) -> tuple[int, int]:
+        run_id = self.run.run_id
+        # A staged record is applied when its ts is strictly newer than everything before it for
+        # its key: the stored row and every earlier staged record. The last applied record of a
+        # key is the one the target ends up holding; that equals applying records one by one.
+        self.conn.execute("DROP TABLE IF EXISTS temp.merge_plan")
+        self.conn.execute(
+            """
+            CREATE TEMP TABLE merge_plan AS
+            SELECT seq, applied, newest_before,
+                   applied AND seq = MAX(CASE WHEN applied THEN seq END)
+                       OVER (PARTITION BY key) AS winner
+            FROM (
+                SELECT seq, key, ts > newest_before AS applied, newest_before
+                FROM (
+                    SELECT s.seq, s.key, s.ts,
+                           MAX(COALESCE(t.ts, ''), COALESCE(MAX(s.ts) OVER (
+                               PARTITION BY s.key ORDER BY s.seq
+                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), '')
+                           ) AS newest_before
+                    FROM staging AS s LEFT JOIN target AS t ON t.key = s.key
+                )
+            )
+            """
+        )
+        self.conn.execute(
+            """
+            INSERT INTO target (key, name, value, ts, attributes, run_id)
+            SELECT s.key, s.name, s.value, s.ts, s.attributes, ?
+            FROM staging AS s JOIN merge_plan AS p ON p.seq = s.seq
+            WHERE p.winner
+            ON CONFLICT (key) DO UPDATE SET
+                name = excluded.name, value = excluded.value, ts = excluded.ts,
+                attributes = excluded.attributes, run_id = excluded.run_id
+            WHERE excluded.ts > target.ts
+            """,
+            (run_id,),
+        )
+        self.conn.execute(
+            "INSERT INTO lineage (run_id, step, key, position, detail) "
+            "SELECT ?, 'stage', key, position, NULL FROM staging ORDER BY seq",
+            (run_id,),
+        )
+        self.conn.execute(
+            """
+            INSERT INTO lineage (run_id, step, key, position, detail)
+            SELECT ?, CASE WHEN p.applied THEN 'load' ELSE 'stale' END, s.key, s.position,
+                   CASE WHEN p.applied THEN 'ts ' || s.ts
+                        ELSE 'kept ts ' || p.newest_before || ' over ' || s.ts END
+            FROM staging AS s JOIN merge_plan AS p ON p.seq = s.seq ORDER BY s.seq
+            """,
+            (run_id,),
+        )
+        staged, loaded = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(applied), 0) FROM merge_plan"
+        ).fetchone()
+        self.conn.execute("DROP TABLE temp.merge_plan")
+        self.conn.execute("DELETE FROM staging")
+        return int(loaded), int(staged) - int(loaded)
+
+    def finish(self, summary: RunSummary) -> None:
+        self.conn.execute(
+            "INSERT INTO watermarks (name, value, run_id, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value, run_id = excluded.run_id, "
+            "updated_at = excluded.updated_at",
+            (summary.pipeline, summary.watermark, summary.run_id, summary.finished_at),
+        )
+        self.conn.executemany(
+            "INSERT INTO run_steps (run_id, step, count) VALUES (?, ?, ?)",
+            [(summary.run_id, step, count) for step, count in iter_steps(summary) if count],
+        )
+        self.conn.execute(
+            """
+            UPDATE run_log SET status = :status, finished_at = :finished_at,
+                duration_ms = :duration_ms, input_records = :input_records, staged = :staged,
+                loaded = :loaded, stale = :stale, rejected = :rejected, skipped = :skipped,
+                dead_letters = :dead_letters, lineage_entries = :lineage_entries,
+                watermark_before = :watermark_before, watermark_after = :watermark, error = NULL
+            WHERE run_id = :run_id
+            """,
+            summary.model_dump(),
+        )
+        self.conn.execute("COMMIT")

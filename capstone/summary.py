@@ -1,0 +1,52 @@
+"""What a run reports: one model for the summary and for every row of the run log."""
+
+from pydantic import BaseModel
+
+__all__ = ["RunStatus", "RunSummary", "StepCount"]
+
+
+class RunStatus:
+    """Run statuses as stored in `run_log.status` (lower-case words)."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+    INTERRUPTED = "interrupted"
+
+
+class RunSummary(BaseModel):
+    """Counts are for this run only. Invariants: input = staged + rejected + skipped, staged = loaded + stale."""
+
+    run_id: int
+    pipeline: str
+    status: str
+    source: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    input_records: int = 0
+    staged: int = 0
+    loaded: int = 0
+    stale: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    dead_letters: int = 0
+    lineage_entries: int = 0
+    watermark_before: str | None = None
+    watermark: str | None = None
+    duration_ms: int = 0
+    error: str | None = None
+
+    def is_balanced(self) -> bool:
+        """True when every input record has exactly one fate and every staged one a merge result."""
+        return (
+            self.input_records == self.staged + self.rejected + self.skipped
+            and self.staged == self.loaded + self.stale
+        )
+
+
+class StepCount(BaseModel):
+    """Lineage rows of one step (stage, load, stale, reject, skip)."""
+
+    step: str
+    count: int

@@ -1,0 +1,46 @@
+"""Timestamps and durations: one canonical text form so SQL can compare timestamps as strings."""
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from capstone.errors import ConfigError
+
+__all__ = ["format_ts", "parse_duration", "parse_ts", "to_utc_naive", "utcnow"]
+
+_DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def utcnow() -> datetime:
+    """The current time in UTC, naive (capstone stores naive UTC everywhere)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def to_utc_naive(value: datetime) -> datetime:
+    """Naive timestamps already mean UTC; aware ones are converted to UTC and made naive."""
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def format_ts(value: datetime) -> str:
+    """ISO-8601 without offset; fixed-width fields make text order equal time order."""
+    return value.isoformat()
+
+
+def parse_ts(text: str) -> datetime:
+    """Parse an ISO-8601 timestamp to naive UTC; raises ValueError when it is not one."""
+    return to_utc_naive(datetime.fromisoformat(text))
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse '90s', '15m', '2h', '3d' or combinations such as '1h30m' into a timedelta."""
+    cleaned = text.strip().lower()
+    if cleaned in {"", "0"}:
+        return timedelta(0)
+    parts = _DURATION_PART.findall(cleaned)
+    if not parts or _DURATION_PART.sub("", cleaned).strip():
+        raise ConfigError(
+            f"cannot read duration {text!r}: use a number and a unit, such as 90s, 15m, 2h or 3d"
+        )
+    return timedelta(seconds=sum(int(n) * _UNIT_SECONDS[unit] for n, unit in parts))
