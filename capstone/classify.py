@@ -111,7 +111,9 @@ class Classifier:
                     skipped.append((position, _loose_key(record), format_ts(ts)))
                 else:
                     batch.rejected.append(
-                        Rejected(position, _loose_key(record), _text(raw), reasons_from_error(error))
+                        Rejected(
+                            position, _loose_key(record), _text(raw), reasons_from_error(error)
+                        )
                     )
                 continue
             ts = event.ts
@@ -119,7 +121,10 @@ class Classifier:
                 skipped.append((position, event.key, format_ts(ts)))
                 continue
             if ts > future_limit:
-                reason = ("ts.in_future", f"ts: {format_ts(ts)} is later than now plus the tolerance")
+                reason = (
+                    "ts.in_future",
+                    f"ts: {format_ts(ts)} is later than now plus the tolerance",
+                )
                 batch.rejected.append(Rejected(position, event.key, _text(raw), [reason]))
                 continue
             extra = event.model_extra

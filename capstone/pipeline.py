@@ -1,5 +1,6 @@
 """The orchestrator: source -> classify -> stage / dead-letter / skip -> merge -> finish, in one transaction."""
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
@@ -134,7 +135,6 @@ def _record_end(store: Store, run: RunSummary, status: str, error: str, clock: f
             "duration_ms": round((time.perf_counter() - clock) * 1000),
         }
     )
-    try:
+    # When the database cannot be written (disk full, locked), the original error matters more.
+    with contextlib.suppress(CapstoneError):
         store.end_run(ended)
-    except CapstoneError:
-        pass  # the database cannot be written (disk full, locked): the original error matters more

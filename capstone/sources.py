@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Literal, NamedTuple
+from typing import IO, Any, Literal, NamedTuple, cast
 
 import ijson
 import orjson
@@ -68,9 +68,11 @@ class SourceFile:
             self._fh = sys.stdin.buffer
             return self
         try:
-            self._fh = open(self.path, "rb")  # noqa: SIM115 - closed in __exit__
+            self._fh = open(self.path, "rb")
         except FileNotFoundError:
-            raise InputError(f"input file {self.path} does not exist; check the --input path") from None
+            raise InputError(
+                f"input file {self.path} does not exist; check the --input path"
+            ) from None
         except IsADirectoryError:
             raise InputError(f"input {self.path} is a folder; pass a file to --input") from None
         except OSError as error:
@@ -85,7 +87,10 @@ class SourceFile:
     def records(self) -> Iterator[Item]:
         """Yield every record of the file in order; raises InputError if the file cannot be read."""
         assert self._fh is not None, "use SourceFile as a context manager"
-        fh = self._fh if isinstance(self._fh, io.BufferedReader) else io.BufferedReader(self._fh)  # type: ignore[arg-type]
+        fh = cast(
+            io.BufferedReader,
+            self._fh if isinstance(self._fh, io.BufferedReader) else io.BufferedReader(self._fh),
+        )
         if fh.peek(3)[:3] == _BOM:
             fh.read(3)
         fmt = self.format or _detect(fh)
@@ -137,19 +142,25 @@ def _json_array(fh: io.BufferedReader, name: str) -> Iterator[Item]:
         )
     index = -1
     try:
-        for index, element in enumerate(ijson.items(fh, "item", use_float=True)):  # noqa: B007
+        for index, element in enumerate(ijson.items(fh, "item", use_float=True)):
             raw = orjson.dumps(element)
             if type(element) is dict:
                 yield index, raw, element
             else:
-                yield index, raw, Malformed("malformed.not_object", "array element is not a JSON object")
+                yield (
+                    index,
+                    raw,
+                    Malformed("malformed.not_object", "array element is not a JSON object"),
+                )
     except ijson.JSONError as error:
         raise InputError(
             f"{name} is not valid JSON after element {index}: {error}; "
             "fix or re-export the file (is it truncated?)"
         ) from None
     except UnicodeDecodeError:
-        raise InputError(f"{name} is not valid UTF-8 after element {index}; re-encode it as UTF-8") from None
+        raise InputError(
+            f"{name} is not valid UTF-8 after element {index}; re-encode it as UTF-8"
+        ) from None
 
 
 class _LineTap:
@@ -196,8 +207,12 @@ def _csv_rows(fh: io.BufferedReader, name: str) -> Iterator[Item]:
             if not row:
                 continue
             if len(row) != width:
-                yield position, raw, Malformed(
-                    "malformed.columns", f"row has {len(row)} columns, the header has {width}"
+                yield (
+                    position,
+                    raw,
+                    Malformed(
+                        "malformed.columns", f"row has {len(row)} columns, the header has {width}"
+                    ),
                 )
             else:
                 yield position, raw, dict(zip(header, row, strict=True))

@@ -8,7 +8,9 @@ from capstone.timeutil import format_ts, parse_ts
 __all__ = ["advance", "check_stored", "parse_requested"]
 
 
-def check_stored(pipeline: str, raw: str | None, now: datetime, tolerance: timedelta) -> datetime | None:
+def check_stored(
+    pipeline: str, raw: str | None, now: datetime, tolerance: timedelta
+) -> datetime | None:
     """Validate a stored watermark before a run trusts it; a bad one stops the run."""
     if raw is None:
         return None

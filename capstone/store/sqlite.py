@@ -160,7 +160,9 @@ class SQLiteStore:
         self.path = path
         self.display_url = path
         if not create and not Path(path).exists():
-            raise StoreError(f"database {path} does not exist; run `capstone run` first or check --db")
+            raise StoreError(
+                f"database {path} does not exist; run `capstone run` first or check --db"
+            )
         with _translate(path):
             self.conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
             self.conn.row_factory = sqlite3.Row
@@ -181,7 +183,9 @@ class SQLiteStore:
         ).fetchone()
         if not exists:
             return 0
-        return int(self.conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0)
+        return int(
+            self.conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0
+        )
 
     def _migrate(self) -> None:
         version = self._schema_version()
@@ -229,8 +233,12 @@ class SQLiteStore:
                 "UPDATE run_log SET status = ?, error = ?, finished_at = ? "
                 "WHERE run_id = ? AND status = 'running'",
                 [
-                    (RunStatus.ABANDONED, "the process died before the run finished; nothing it "
-                     "wrote was kept", format_ts(utcnow()), run_id)
+                    (
+                        RunStatus.ABANDONED,
+                        "the process died before the run finished; nothing it wrote was kept",
+                        format_ts(utcnow()),
+                        run_id,
+                    )
                     for run_id in dead
                 ],
             )
@@ -276,7 +284,9 @@ class SQLiteStore:
             "ORDER BY pipeline = ? DESC, run_id LIMIT 1",
             (run.run_id, run.pipeline),
         ).fetchone()
-        holder = f"run {other['run_id']} of pipeline {other['pipeline']}" if other else "another writer"
+        holder = (
+            f"run {other['run_id']} of pipeline {other['pipeline']}" if other else "another writer"
+        )
         return (
             f"another run is in progress ({holder} holds {self.path}); "
             "wait for it to finish or raise --lock-timeout"
@@ -372,7 +382,17 @@ class _SQLiteRun:
             "(pipeline, run_id, last_run_id, position, key, reason, message, raw, fingerprint) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, fingerprint) DO NOTHING",
             [
-                (pipeline, run_id, run_id, r.position, r.key, r.codes, r.message, r.raw, r.fingerprint)
+                (
+                    pipeline,
+                    run_id,
+                    run_id,
+                    r.position,
+                    r.key,
+                    r.codes,
+                    r.message,
+                    r.raw,
+                    r.fingerprint,
+                )
                 for r in rows
             ],
         )

@@ -1,0 +1,120 @@
+"""Fixtures: a fresh database per test (SQLite file, or a PostgreSQL schema), sample files, the CLI."""
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "sample_input.txt"
+PG_URL = os.environ.get("CAPSTONE_TEST_PG_URL")
+
+os.environ.setdefault("COLUMNS", "160")  # Rich wraps at the terminal width; keep assertions stable
+os.environ["NO_COLOR"] = "1"
+
+
+def _postgres_url() -> str:
+    if not PG_URL:
+        if os.environ.get("CAPSTONE_REQUIRE_PG"):
+            pytest.fail("CAPSTONE_REQUIRE_PG is set but CAPSTONE_TEST_PG_URL is not")
+        pytest.skip(
+            "PostgreSQL tests need a server: set CAPSTONE_TEST_PG_URL=postgresql://user:pw@host/db "
+            "(.ci/run starts one)"
+        )
+    from tests.pg import fresh_schema_url
+
+    return fresh_schema_url(PG_URL, f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    """Path of a SQLite database file that does not exist yet."""
+    return str(tmp_path / "capstone.db")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database on each backend: a SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "capstone.db")
+        return
+    url = _postgres_url()
+    yield url
+    from tests.pg import drop_schema
+
+    drop_schema(url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_factory(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """A callable returning a new empty database on each call (for property tests)."""
+    made: list[str] = []
+
+    def new() -> str:
+        if request.param == "sqlite":
+            url = str(tmp_path_factory.mktemp("db") / "capstone.db")
+        else:
+            url = _postgres_url()
+        made.append(url)
+        return url
+
+    yield new
+    if request.param == "postgres":
+        from tests.pg import drop_schema
+
+        for url in made:
+            drop_schema(url)
+
+
+@pytest.fixture
+def sample() -> str:
+    """The seed's sample file: 7 records, 5 valid, 2 invalid."""
+    return str(SAMPLE)
+
+
+@pytest.fixture
+def write_jsonl(tmp_path: Path) -> Any:
+    """Write records (dicts, or raw strings) as a JSON Lines file and return its path."""
+    counter = iter(range(1_000_000))
+
+    def write(records: list[Any], name: str | None = None) -> str:
+        path = tmp_path / (name or f"input-{next(counter)}.jsonl")
+        lines = [r if isinstance(r, str) else orjson.dumps(r).decode() for r in records]
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        return str(path)
+
+    return write
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    """A Typer CLI runner."""
+    return CliRunner()
+
+
+def event(key: str, ts: str, value: float = 1.0, name: str = "evt", **extra: Any) -> dict[str, Any]:
+    """One valid event as a dict."""
+    return {"key": key, "name": name, "value": value, "ts": ts, **extra}
+
+
+def fetch(db: str, sql: str) -> list[tuple[Any, ...]]:
+    """Run a read-only, portable SQL query on either backend and return plain tuples."""
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db) as conn:
+            return [tuple(row) for row in conn.execute(sql).fetchall()]
+    import sqlite3
+
+    lite = sqlite3.connect(db)
+    try:
+        return [tuple(row) for row in lite.execute(sql).fetchall()]
+    finally:
+        lite.close()

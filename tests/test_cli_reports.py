@@ -1,0 +1,113 @@
+"""Report commands: report --by-step, runs, reset-watermark, help and version."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from capstone import __version__, run
+from capstone.cli import app
+from capstone.store import open_store
+
+
+def test_report_by_step_sums_all_runs(runner: CliRunner, db: str, sample: str) -> None:
+    """report --by-step --json counts lineage per step over all runs, or one with --run."""
+    first = run(sample, db)
+    run(sample, db)
+    total = runner.invoke(app, ["report", "--by-step", "--db", db, "--json"])
+    assert total.exit_code == 0, total.output
+    assert json.loads(total.stdout)["by_step"] == {
+        "stage": 5,
+        "load": 5,
+        "stale": 0,
+        "reject": 2,
+        "skip": 7,
+    }
+    one = runner.invoke(
+        app, ["report", "--by-step", "--run", str(first.run_id), "--db", db, "--json"]
+    )
+    assert json.loads(one.stdout)["by_step"]["skip"] == 0
+
+
+def test_report_table_lists_every_step(runner: CliRunner, db: str, sample: str) -> None:
+    """The report table shows every step, including those with zero rows."""
+    run(sample, db)
+    result = runner.invoke(app, ["report", "--by-step", "--db", db])
+    for step in ("stage", "load", "stale", "reject", "skip", "total"):
+        assert step in result.stdout
+
+
+def test_report_on_unknown_run_fails(runner: CliRunner, db: str, sample: str) -> None:
+    """--run with an id that does not exist exits 1 and points at `capstone runs`."""
+    run(sample, db)
+    result = runner.invoke(app, ["report", "--run", "99", "--db", db])
+    assert result.exit_code == 1
+    assert "capstone runs" in result.stderr
+
+
+def test_runs_json_lists_history_newest_first(runner: CliRunner, db: str, sample: str) -> None:
+    """runs --json is an array of runs with counts and watermark before and after."""
+    run(sample, db)
+    run(sample, db)
+    result = runner.invoke(app, ["runs", "--db", db, "--json"])
+    history = json.loads(result.stdout)
+    assert [r["run_id"] for r in history] == [2, 1]
+    assert history[0]["watermark_before"] == history[0]["watermark"] == "2025-01-15T12:00:00"
+    assert history[1]["watermark_before"] is None
+    assert all(r["status"] == "success" for r in history)
+
+
+def test_runs_on_missing_database_says_so(runner: CliRunner, db_path: str) -> None:
+    """Report commands do not create a database; they say it is missing."""
+    result = runner.invoke(app, ["runs", "--db", db_path])
+    assert result.exit_code == 1
+    assert "does not exist" in result.stderr
+
+
+def test_reset_watermark_clears_and_sets(runner: CliRunner, db: str, sample: str) -> None:
+    """reset-watermark --yes clears it; --to sets a validated value in canonical form."""
+    run(sample, db)
+    cleared = runner.invoke(app, ["reset-watermark", "--db", db, "--yes"])
+    assert cleared.exit_code == 0, cleared.output
+    store = open_store(db)
+    assert store.get_watermark("events") is None
+    store.close()
+    runner.invoke(
+        app, ["reset-watermark", "--db", db, "--yes", "--to", "2025-01-15T10:00:00+01:00"]
+    )
+    store = open_store(db)
+    assert store.get_watermark("events") == "2025-01-15T09:00:00"
+    store.close()
+
+
+def test_reset_watermark_refuses_bad_values(runner: CliRunner, db: str, sample: str) -> None:
+    """--to must be a timestamp that has passed."""
+    run(sample, db)
+    for bad in ("tomorrow", "2999-01-01T00:00:00"):
+        result = runner.invoke(app, ["reset-watermark", "--db", db, "--yes", "--to", bad])
+        assert result.exit_code == 1
+        assert len(result.stderr.splitlines()) == 1
+
+
+def test_reset_watermark_asks_first(runner: CliRunner, db: str, sample: str) -> None:
+    """Without --yes, answering no leaves the watermark as it was."""
+    run(sample, db)
+    result = runner.invoke(app, ["reset-watermark", "--db", db], input="n\n")
+    assert result.exit_code == 1
+    store = open_store(db)
+    assert store.get_watermark("events") == "2025-01-15T12:00:00"
+    store.close()
+
+
+@pytest.mark.parametrize("command", ["run", "report", "runs", "reset-watermark"])
+def test_every_command_has_help_with_an_example(runner: CliRunner, command: str) -> None:
+    """-h works on every command and shows an example."""
+    result = runner.invoke(app, [command, "-h"])
+    assert result.exit_code == 0
+    assert "Example" in result.stdout
+
+
+def test_version(runner: CliRunner) -> None:
+    """--version prints the package version."""
+    result = runner.invoke(app, ["--version"])
+    assert result.stdout.strip() == f"capstone {__version__}"

@@ -1,0 +1,132 @@
+"""`capstone run` through the CLI: output modes, the --output file, exit codes and error lines."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from capstone.cli import app
+
+SEED_COUNTS = {
+    "input_records": 7,
+    "staged": 5,
+    "loaded": 5,
+    "rejected": 2,
+    "dead_letters": 2,
+    "lineage_entries": 12,
+    "watermark": "2025-01-15T12:00:00",
+}
+
+
+def invoke(runner: CliRunner, *args: str) -> Any:
+    return runner.invoke(app, list(args))
+
+
+def test_json_summary_matches_the_seed_and_is_written_to_output(
+    runner: CliRunner, db: str, sample: str, tmp_path: Path
+) -> None:
+    """--json prints the seed's summary and --output holds it plus the run log."""
+    output = tmp_path / "summary.json"
+    result = invoke(runner, "run", "--input", sample, "--db", db, "--output", str(output), "--json")
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert {k: printed[k] for k in SEED_COUNTS} == SEED_COUNTS
+    written = json.loads(output.read_text())
+    assert {k: written[k] for k in SEED_COUNTS} == SEED_COUNTS
+    assert [run["run_id"] for run in written["run_log"]] == [printed["run_id"]]
+
+
+def test_default_output_is_a_table(runner: CliRunner, db: str, sample: str) -> None:
+    """Without --json the summary is a Rich table."""
+    result = invoke(runner, "run", "--input", sample, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert "input_records" in result.stdout
+    assert "2025-01-15T12:00:00" in result.stdout
+
+
+def test_report_flag_adds_lineage_by_step(runner: CliRunner, db: str, sample: str) -> None:
+    """--report --json adds the run's lineage counts per step."""
+    result = invoke(runner, "run", "--input", sample, "--db", db, "--report", "--json")
+    assert json.loads(result.stdout)["by_step"] == {"stage": 5, "load": 5, "reject": 2}
+
+
+def test_quiet_prints_nothing(runner: CliRunner, db: str, sample: str) -> None:
+    """--quiet prints nothing on success."""
+    result = invoke(runner, "run", "--input", sample, "--db", db, "--quiet")
+    assert result.exit_code == 0
+    assert result.output == ""
+
+
+def test_db_comes_from_the_environment(runner: CliRunner, db: str, sample: str) -> None:
+    """CAPSTONE_DB selects the database when --db is not given."""
+    result = runner.invoke(app, ["run", "--input", sample, "--json"], env={"CAPSTONE_DB": db})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["loaded"] == 5
+
+
+def test_stdin_is_read_with_dash(runner: CliRunner, db: str, sample: str) -> None:
+    """--input - reads standard input."""
+    result = runner.invoke(
+        app, ["run", "--input", "-", "--db", db, "--json"], input=Path(sample).read_bytes()
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["staged"] == 5
+
+
+def test_missing_input_is_one_line_and_exit_1(runner: CliRunner, db_path: str) -> None:
+    """A missing input file: exit 1, one line naming it, no traceback, no database created."""
+    result = invoke(runner, "run", "--input", "nope.json", "--db", db_path)
+    assert result.exit_code == 1
+    assert (
+        result.stderr
+        == "capstone: error: input file nope.json does not exist; check the --input path\n"
+    )
+    assert not Path(db_path).exists()
+
+
+def test_corrupted_watermark_exits_1_naming_the_fix(
+    runner: CliRunner, db: str, sample: str
+) -> None:
+    """A corrupted watermark: exit 1 with a message naming reset-watermark."""
+    from capstone.store import open_store
+
+    store = open_store(db)
+    store.set_watermark("events", "yesterday-ish")
+    store.close()
+    result = invoke(runner, "run", "--input", sample, "--db", db)
+    assert result.exit_code == 1
+    assert "capstone reset-watermark" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_bad_format_and_duration_are_usage_errors(
+    runner: CliRunner, db_path: str, sample: str
+) -> None:
+    """Unusable option values exit 2 with the expected forms in the message."""
+    bad_format = invoke(runner, "run", "--input", sample, "--db", db_path, "--format", "xml")
+    bad_lookback = invoke(runner, "run", "--input", sample, "--db", db_path, "--lookback", "soon")
+    assert (bad_format.exit_code, bad_lookback.exit_code) == (2, 2)
+    assert "json, jsonl or csv" in bad_format.stderr
+    assert "90s, 15m" in bad_lookback.stderr
+
+
+def test_not_a_database_is_a_clear_error(runner: CliRunner, tmp_path: Path, sample: str) -> None:
+    """A --db that is not a SQLite file is refused in one line."""
+    fake = tmp_path / "fake.db"
+    fake.write_bytes(b"this is not sqlite" * 100)
+    result = invoke(runner, "run", "--input", sample, "--db", str(fake))
+    assert result.exit_code == 1
+    assert "is not a SQLite database" in result.stderr
+
+
+def test_csv_input_loads(runner: CliRunner, db: str, tmp_path: Path) -> None:
+    """CSV with a header loads; numeric text becomes the value, extra columns are kept."""
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "key,name,value,ts,region\na,n,1.5,2025-01-01T00:00:00,eu\nb,n,x,2025-01-01T00:00:00,us\n"
+    )
+    result = invoke(runner, "run", "--input", str(path), "--db", db, "--json")
+    summary = json.loads(result.stdout)
+    assert (summary["staged"], summary["rejected"]) == (1, 1)

@@ -1,0 +1,173 @@
+"""The pipeline end to end through the library API, on every backend."""
+
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from capstone import RunOptions, run
+from capstone.errors import WatermarkError
+from capstone.store import open_store
+from tests.conftest import event, fetch
+
+
+def target_rows(db: str) -> dict[str, tuple[str, float, str]]:
+    rows = fetch(db, "SELECT key, name, value, ts FROM target")
+    return {key: (name, value, str(ts).replace(" ", "T")) for key, name, value, ts in rows}
+
+
+class TestSample:
+    def test_first_run_matches_the_seed(self, db: str, sample: str) -> None:
+        """The seed's sample gives exactly the seed's expected counts and watermark."""
+        summary = run(sample, db)
+        assert summary.model_dump(
+            include={
+                "input_records",
+                "staged",
+                "loaded",
+                "rejected",
+                "dead_letters",
+                "lineage_entries",
+                "watermark",
+            }
+        ) == {
+            "input_records": 7,
+            "staged": 5,
+            "loaded": 5,
+            "rejected": 2,
+            "dead_letters": 2,
+            "lineage_entries": 12,
+            "watermark": "2025-01-15T12:00:00",
+        }
+        assert summary.status == "success"
+
+    def test_newest_evt_003_wins(self, db: str, sample: str) -> None:
+        """Both evt-003 records load in order, so the target holds the 12:00 purchase_updated."""
+        run(sample, db)
+        assert target_rows(db)["evt-003"] == ("purchase_updated", 59.99, "2025-01-15T12:00:00")
+        assert len(target_rows(db)) == 4
+
+    def test_rerun_changes_nothing(self, db: str, sample: str) -> None:
+        """A second run of the same file skips every record and writes no dead letter."""
+        run(sample, db)
+        again = run(sample, db)
+        assert (again.staged, again.loaded, again.rejected, again.dead_letters) == (0, 0, 0, 0)
+        assert again.skipped == 7
+        assert again.watermark == "2025-01-15T12:00:00"
+
+
+class TestBreakAndFix:
+    def test_stale_record_after_watermark_reset_keeps_newer_value(
+        self, db: str, sample: str, write_jsonl: Any
+    ) -> None:
+        """With the watermark cleared, an older evt-003 is staged but the guard keeps 59.99."""
+        run(sample, db)
+        store = open_store(db)
+        store.set_watermark("events", None)
+        store.close()
+        stale = write_jsonl([event("evt-003", "2025-01-15T10:00:00", 1.0, "purchase_stale")])
+        summary = run(stale, db)
+        assert (summary.staged, summary.loaded, summary.stale) == (1, 0, 1)
+        assert target_rows(db)["evt-003"][1] == 59.99
+
+    def test_all_invalid_batch_succeeds_with_everything_dead_lettered(
+        self, db: str, write_jsonl: Any
+    ) -> None:
+        """A batch of only rejects succeeds, dead-letters all of it and leaves the watermark alone."""
+        run(write_jsonl([event("a", "2025-01-01T00:00:00")]), db)
+        bad = write_jsonl(
+            [{"key": "", "name": "x", "value": 1, "ts": "2025-02-01T00:00:00"}, "not json", "[1]"]
+        )
+        summary = run(bad, db)
+        assert summary.status == "success"
+        assert (summary.rejected, summary.dead_letters, summary.staged) == (3, 3, 0)
+        assert summary.watermark == "2025-01-01T00:00:00"
+
+    def test_corrupted_watermark_is_refused_and_run_logged_failed(
+        self, db: str, sample: str
+    ) -> None:
+        """A watermark that does not parse stops the run; only a failed run row is written."""
+        store = open_store(db)
+        store.set_watermark("events", "garbage")
+        store.close()
+        with pytest.raises(WatermarkError, match="reset-watermark"):
+            run(sample, db)
+        store = open_store(db)
+        [failed] = store.runs()
+        assert failed.status == "failed"
+        assert "garbage" in (failed.error or "")
+        assert store.step_counts() == []
+        store.close()
+        assert target_rows(db) == {}
+
+    def test_future_watermark_is_refused(self, db: str, sample: str) -> None:
+        """A watermark far in the future would skip everything, so it is refused."""
+        store = open_store(db)
+        store.set_watermark("events", "2999-01-01T00:00:00")
+        store.close()
+        with pytest.raises(WatermarkError, match="future"):
+            run(sample, db)
+
+
+class TestWatermark:
+    def test_rejects_never_move_the_watermark(self, db: str, write_jsonl: Any) -> None:
+        """An invalid record with a newer ts does not advance the watermark."""
+        path = write_jsonl(
+            [
+                event("a", "2025-01-01T00:00:00"),
+                {"key": "b", "name": "n", "value": "x", "ts": "2025-06-01T00:00:00"},
+            ]
+        )
+        assert run(path, db).watermark == "2025-01-01T00:00:00"
+
+    def test_lookback_lets_late_records_through_and_guard_keeps_it_idempotent(
+        self, db: str, write_jsonl: Any
+    ) -> None:
+        """Within the lookback, a record is re-staged but the guard refuses it as stale."""
+        first = write_jsonl([event("a", "2025-01-01T10:00:00"), event("b", "2025-01-01T12:00:00")])
+        run(first, db)
+        again = run(first, db, RunOptions(lookback=timedelta(hours=3)))
+        assert (again.staged, again.loaded, again.stale, again.skipped) == (2, 0, 2, 0)
+        late = write_jsonl([event("c", "2025-01-01T11:30:00"), event("d", "2025-01-01T08:00:00")])
+        summary = run(late, db, RunOptions(lookback=timedelta(hours=1)))
+        assert (summary.loaded, summary.skipped) == (1, 1)
+
+    def test_each_pipeline_has_its_own_watermark(self, db: str, sample: str) -> None:
+        """A run of another pipeline does not skip what the first pipeline saw."""
+        run(sample, db)
+        other = run(sample, db, RunOptions(pipeline="replica"))
+        assert other.skipped == 0
+        assert other.staged == 5
+
+
+class TestLineageAndAccounting:
+    def test_lineage_counts_per_step_match_the_summary(self, db: str, sample: str) -> None:
+        """The per-run step counts equal the summary's counts."""
+        summary = run(sample, db)
+        store = open_store(db)
+        counts = {c.step: c.count for c in store.step_counts(summary.run_id)}
+        store.close()
+        [(lineage,)] = fetch(db, f"SELECT COUNT(*) FROM lineage WHERE run_id = {summary.run_id}")
+        assert counts == {"stage": 5, "load": 5, "reject": 2}
+        assert lineage == summary.lineage_entries == 12
+
+    def test_extra_fields_are_kept_as_attributes(self, db: str, write_jsonl: Any) -> None:
+        """Unknown fields are stored with the record, not dropped."""
+        run(write_jsonl([event("a", "2025-01-01T00:00:00", region="eu", tags=[1, 2])]), db)
+        [(attributes,)] = fetch(db, "SELECT attributes FROM target")
+        loaded = orjson.loads(attributes) if isinstance(attributes, str) else attributes
+        assert loaded == {"region": "eu", "tags": [1, 2]}
+
+    def test_same_bad_input_twice_is_one_dead_letter(self, db: str, write_jsonl: Any) -> None:
+        """Seeing the same rejected record again does not duplicate its dead letter."""
+        bad = write_jsonl(["{oops"])
+        first = run(bad, db)
+        second = run(bad, db)
+        assert (first.dead_letters, second.dead_letters) == (1, 0)
+        assert second.rejected == 1
+
+    def test_offsets_are_converted_to_utc(self, db: str, write_jsonl: Any) -> None:
+        """A ts with an offset is stored as naive UTC."""
+        run(write_jsonl([event("a", "2025-01-01T02:00:00+02:00")]), db)
+        assert target_rows(db)["a"][2] == "2025-01-01T00:00:00"

@@ -1,0 +1,115 @@
+"""Reading sources: formats, positions, raw text, and unreadable files."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from capstone.errors import InputError
+from capstone.sources import Format, Malformed, SourceFile
+
+
+def read(path: Path, fmt: Format | None = None) -> list[tuple[int, Any, Any]]:
+    with SourceFile(str(path), fmt) as source:
+        return list(source.records())
+
+
+def test_json_array_positions_are_element_indexes(tmp_path: Path) -> None:
+    """A JSON array's records carry their 0-based index."""
+    path = tmp_path / "a.json"
+    path.write_text('[{"key": "a"}, 5, {"key": "b"}]')
+    items = read(path)
+    assert [position for position, _, _ in items] == [0, 1, 2]
+    assert items[0][2] == {"key": "a"}
+    assert isinstance(items[1][2], Malformed)
+
+
+def test_json_lines_positions_are_line_numbers_and_blank_lines_are_ignored(tmp_path: Path) -> None:
+    """JSON Lines records carry their 1-based line number; blank lines are not records."""
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b'{"key": "a"}\n\n{bad\r\n[1]\n')
+    items = read(path)
+    assert [position for position, _, _ in items] == [1, 3, 4]
+    assert items[1][1] == b"{bad"
+    assert items[1][2].code == "malformed.json"
+    assert items[2][2].code == "malformed.not_object"
+
+
+def test_csv_rows_keep_raw_text_and_line_numbers(tmp_path: Path) -> None:
+    """CSV rows are dicts of strings with their first line number and raw text."""
+    path = tmp_path / "a.csv"
+    path.write_text('key,name,value,ts\na,"multi\nline",1,2025-01-01T00:00:00\nb,n\n')
+    items = read(path)
+    assert items[0][0] == 2
+    assert items[0][2]["name"] == "multi\nline"
+    assert items[1][0] == 4
+    assert items[1][1] == "b,n"
+    assert items[1][2].code == "malformed.columns"
+
+
+def test_utf8_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
+    """A BOM at the start and CRLF line ends do not change the records."""
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"\xef\xbb\xbfkey,value\r\na,1\r\n")
+    assert read(path)[0][2] == {"key": "a", "value": "1"}
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(b"  [ {}]", "json"), (b'{"a": 1}\n', "jsonl"), (b"key,value\n", "csv"), (b"", "jsonl")],
+)
+def test_format_is_detected_from_content(tmp_path: Path, content: bytes, expected: str) -> None:
+    """The first non-blank byte decides the format: [ array, { lines, else CSV."""
+    from capstone.sources import _detect
+
+    path = tmp_path / "x"
+    path.write_bytes(content)
+    with path.open("rb") as fh:
+        assert _detect(fh) == expected
+
+
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    """A missing input gives an InputError naming the path."""
+    with pytest.raises(InputError, match="does not exist"):
+        read(tmp_path / "nope.json")
+
+
+def test_truncated_json_array_is_an_input_error(tmp_path: Path) -> None:
+    """A JSON array cut off mid-way fails the whole run instead of loading part of it."""
+    path = tmp_path / "a.json"
+    path.write_text('[{"key": "a"}, {"key": ')
+    with pytest.raises(InputError, match="truncated"):
+        read(path)
+
+
+def test_top_level_object_is_refused_with_a_hint(tmp_path: Path) -> None:
+    """A pretty-printed single object is not mistaken for JSON Lines."""
+    path = tmp_path / "a.json"
+    path.write_text('{\n  "key": "a"\n}\n')
+    with pytest.raises(InputError, match="pretty-printed"):
+        read(path)
+
+
+def test_forced_json_on_non_array_is_refused(tmp_path: Path) -> None:
+    """--format json on something that is not an array says so."""
+    path = tmp_path / "a.json"
+    path.write_text('{"key": "a"}\n')
+    with pytest.raises(InputError, match="not a JSON array"):
+        read(path, "json")
+
+
+def test_invalid_utf8_in_csv_is_an_input_error(tmp_path: Path) -> None:
+    """CSV that is not UTF-8 stops the run with a hint to re-encode."""
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"key,value\na,\xff\xfe\n")
+    with pytest.raises(InputError, match="UTF-8"):
+        read(path)
+
+
+def test_invalid_utf8_in_json_lines_is_a_malformed_record(tmp_path: Path) -> None:
+    """A JSON line that is not UTF-8 is one malformed record, not a failed run."""
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b'{"key": "\xff"}\n{"key": "ok"}\n')
+    items = read(path)
+    assert isinstance(items[0][2], Malformed)
+    assert items[1][2] == {"key": "ok"}
