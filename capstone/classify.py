@@ -32,6 +32,8 @@ class Rejected:
     key: str | None
     raw: str
     reasons: list[Reason]
+    record: dict[str, Any] | None = None
+    """The parsed object, kept so a replay can re-validate it (CSV rows have no JSON raw text)."""
 
     @property
     def codes(self) -> str:
@@ -59,6 +61,8 @@ class Batch:
     rejected: list[Rejected] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     newest: datetime | None = None
+    resolved: list[int] = field(default_factory=list)
+    """Dead-letter ids (from `_dead_letter` fields) of replayed records that were staged."""
 
     def __len__(self) -> int:
         return len(self.staged) + len(self.rejected) + len(self.skipped)
@@ -83,12 +87,23 @@ def _loose_ts(record: dict[str, Any]) -> datetime | None:
         return None
 
 
-class Classifier:
-    """Decides fates against one run's watermark threshold and future limit."""
+DEAD_LETTER_FIELD = "_dead_letter"
+"""In a replay, names the dead letter a record came from; it is removed before validation."""
 
-    def __init__(self, skip_through: datetime | None, future_limit: datetime) -> None:
-        self.skip_through = skip_through
+
+class Classifier:
+    """Decides fates against one run's watermark threshold and future limit.
+
+    With `replay=True` (replays of dead letters, which are late by definition) nothing is skipped
+    and each record's `_dead_letter` field is taken off and remembered for resolution.
+    """
+
+    def __init__(
+        self, skip_through: datetime | None, future_limit: datetime, *, replay: bool = False
+    ) -> None:
+        self.skip_through = None if replay else skip_through
         self.future_limit = future_limit
+        self.replay = replay
         self._seq = 0
 
     def classify(self, items: Iterable[Item]) -> Batch:
@@ -103,6 +118,7 @@ class Classifier:
                     Rejected(position, None, _text(raw), [(record.code, record.message)])
                 )
                 continue
+            dead_letter = record.pop(DEAD_LETTER_FIELD, None) if self.replay else None
             try:
                 event = validate(record)
             except ValidationError as error:
@@ -112,7 +128,11 @@ class Classifier:
                 else:
                     batch.rejected.append(
                         Rejected(
-                            position, _loose_key(record), _text(raw), reasons_from_error(error)
+                            position,
+                            _loose_key(record),
+                            _text(raw),
+                            reasons_from_error(error),
+                            record,
                         )
                     )
                 continue
@@ -125,8 +145,10 @@ class Classifier:
                     "ts.in_future",
                     f"ts: {format_ts(ts)} is later than now plus the tolerance",
                 )
-                batch.rejected.append(Rejected(position, event.key, _text(raw), [reason]))
+                batch.rejected.append(Rejected(position, event.key, _text(raw), [reason], record))
                 continue
+            if type(dead_letter) is int:
+                batch.resolved.append(dead_letter)
             extra = event.model_extra
             self._seq += 1
             staged.append(

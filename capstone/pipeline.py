@@ -2,22 +2,24 @@
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from itertools import islice
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from capstone.classify import Classifier
+from capstone.classify import DEAD_LETTER_FIELD, Classifier
 from capstone.errors import CapstoneError, InterruptedRun, StoreError
-from capstone.sources import Format, SourceFile
-from capstone.store import Store, open_store
-from capstone.summary import RunStatus, RunSummary
+from capstone.sources import Format, Item, Malformed, SourceFile
+from capstone.store import RunTransaction, Store, open_store
+from capstone.summary import DeadLetter, RunStatus, RunSummary
 from capstone.timeutil import format_ts, utcnow
 from capstone.watermark import advance, check_stored
 
-__all__ = ["Progress", "RunOptions", "run", "run_source"]
+__all__ = ["Progress", "RunOptions", "replay_dead_letters", "run", "run_source"]
 
 Progress = Callable[[int, int], None]
 """Called after each batch with (records read so far, bytes read so far)."""
@@ -49,23 +51,91 @@ def run(
     db: str = "capstone.db",
     options: RunOptions | None = None,
     progress: Progress | None = None,
+    *,
+    replay: bool = False,
 ) -> RunSummary:
     """Load one file into the database at `db` and return the run's summary."""
     source = SourceFile(input_path, (options or RunOptions()).format)
     with source:
         store = open_store(db)
         try:
-            return run_source(source, store, options or RunOptions(), progress)
+            return run_source(source, store, options or RunOptions(), progress, replay=replay)
         finally:
             store.close()
 
 
 def run_source(
-    source: SourceFile, store: Store, options: RunOptions, progress: Progress | None = None
+    source: SourceFile,
+    store: Store,
+    options: RunOptions,
+    progress: Progress | None = None,
+    *,
+    replay: bool = False,
 ) -> RunSummary:
-    """Run the pipeline over an opened source; on any error roll back and log the run as failed."""
+    """Run the pipeline over an opened source; on any error roll back and log the run as failed.
+
+    `replay=True` loads an edited dead-letter export: nothing is skipped by the watermark, and
+    records carrying `_dead_letter` ids resolve those dead letters when they are staged.
+    """
+    return _execute(
+        store,
+        options,
+        source.name,
+        lambda _tx: source.records(),
+        progress=progress,
+        bytes_read=source.bytes_read,
+        replay=replay,
+    )
+
+
+def replay_dead_letters(
+    store: Store,
+    options: RunOptions,
+    *,
+    reason: str | None = None,
+    ids: Sequence[int] | None = None,
+) -> RunSummary:
+    """Re-validate stored dead letters under today's rules, as a run of their pipeline.
+
+    Accepted records are merged (the timestamp guard still applies, the watermark does not) and
+    their dead letters marked resolved by this run; the rest stay, with today's reasons.
+    """
+    return _execute(
+        store,
+        options,
+        "replay of dead letters",
+        lambda tx: _dead_letter_items(tx.replay_candidates(reason, ids)),
+        replay=True,
+    )
+
+
+def _dead_letter_items(dead_letters: list[DeadLetter]) -> Iterator[Item]:
+    for letter in dead_letters:
+        record: Any = letter.record
+        if record is None:
+            try:
+                record = orjson.loads(letter.raw)
+            except orjson.JSONDecodeError as error:
+                record = Malformed("malformed.json", f"record is not valid JSON: {error}")
+        if type(record) is dict:
+            record[DEAD_LETTER_FIELD] = letter.id
+        elif type(record) is not Malformed:
+            record = Malformed("malformed.not_object", "record is not a JSON object")
+        yield letter.position, letter.raw, record
+
+
+def _execute(
+    store: Store,
+    options: RunOptions,
+    source_name: str,
+    items: Callable[[RunTransaction], Iterable[Item]],
+    *,
+    progress: Progress | None = None,
+    bytes_read: Callable[[], int] = lambda: 0,
+    replay: bool = False,
+) -> RunSummary:
     clock = time.perf_counter()
-    run = store.begin_run(options.pipeline, source.name)
+    run = store.begin_run(options.pipeline, source_name)
     try:
         with store.run_transaction(run, options.lock_timeout) as tx:
             now = utcnow()
@@ -73,23 +143,28 @@ def run_source(
             classifier = Classifier(
                 skip_through=None if old is None else old - options.lookback,
                 future_limit=now + options.future_tolerance,
+                replay=replay,
             )
             staged = rejected = skipped = dead_letters = 0
+            reasons: Counter[str] = Counter()
             newest = None
-            for chunk in _batches(source.records(), options.batch_size):
+            for chunk in _batches(items(tx), options.batch_size):
                 batch = classifier.classify(chunk)
                 if batch.staged:
                     tx.stage(batch.staged)
                 if batch.rejected:
                     dead_letters += tx.reject(batch.rejected)
+                    reasons.update(code for r in batch.rejected for code, _ in r.reasons)
                 if batch.skipped:
                     tx.skip(batch.skipped)
+                if batch.resolved:
+                    tx.resolve(batch.resolved)
                 staged += len(batch.staged)
                 rejected += len(batch.rejected)
                 skipped += len(batch.skipped)
                 newest = advance(newest, batch.newest)
                 if progress is not None:
-                    progress(staged + rejected + skipped, source.bytes_read())
+                    progress(staged + rejected + skipped, bytes_read())
             loaded, stale = tx.merge()
             watermark = advance(old, newest)
             summary = run.model_copy(
@@ -111,7 +186,7 @@ def run_source(
             )
             if not summary.is_balanced():
                 raise StoreError(f"run {run.run_id} does not balance ({summary}); nothing was kept")
-            tx.finish(summary)
+            tx.finish(summary, dict(reasons))
         return summary
     except KeyboardInterrupt:
         _record_end(store, run, RunStatus.INTERRUPTED, "interrupted by signal", clock)

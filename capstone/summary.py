@@ -1,8 +1,10 @@
 """What a run reports: one model for the summary and for every row of the run log."""
 
+from typing import Any
+
 from pydantic import BaseModel
 
-__all__ = ["RunStatus", "RunSummary", "StepCount"]
+__all__ = ["DeadLetter", "LineageEntry", "RunStatus", "RunSummary", "StepCount"]
 
 
 class RunStatus:
@@ -50,3 +52,33 @@ class StepCount(BaseModel):
 
     step: str
     count: int
+
+
+class DeadLetter(BaseModel):
+    """A rejected record: its raw text, why it was rejected, and whether a replay resolved it."""
+
+    id: int
+    pipeline: str
+    run_id: int
+    last_run_id: int
+    times_seen: int
+    position: int
+    key: str | None
+    reason: str
+    message: str
+    raw: str
+    record: dict[str, Any] | None = None
+    resolved_run_id: int | None = None
+
+
+class LineageEntry(BaseModel):
+    """One step one record went through in one run, with the run's source."""
+
+    run_id: int
+    pipeline: str
+    source: str | None
+    started_at: str | None
+    step: str
+    key: str | None
+    position: int
+    detail: str | None

@@ -5,7 +5,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from capstone.classify import Rejected, Skipped, Staged
-from capstone.summary import RunSummary, StepCount
+from capstone.summary import DeadLetter, LineageEntry, RunSummary, StepCount
 
 __all__ = ["STEPS", "RunTransaction", "Store"]
 
@@ -31,8 +31,15 @@ class RunTransaction(Protocol):
     def merge(self) -> tuple[int, int]:
         """Apply staging to the target with the timestamp guard; returns (loaded, stale)."""
 
-    def finish(self, summary: RunSummary) -> None:
-        """Store the watermark, the run's success row and its step counts, then commit."""
+    def replay_candidates(self, reason: str | None, ids: Sequence[int] | None) -> list[DeadLetter]:
+        """Unresolved dead letters of this run's pipeline to re-validate (filtered by reason code
+        substring and/or ids), oldest first."""
+
+    def resolve(self, dead_letter_ids: Sequence[int]) -> None:
+        """Mark dead letters resolved by this run (their records were staged)."""
+
+    def finish(self, summary: RunSummary, reasons: dict[str, int]) -> None:
+        """Store the watermark, the run's success row, its step and reject-reason counts, commit."""
 
 
 class Store(Protocol):
@@ -61,6 +68,24 @@ class Store(Protocol):
 
     def step_counts(self, run_id: int | None = None) -> list[StepCount]:
         """Lineage rows per step, for one run or all runs (from per-run counts, not a lineage scan)."""
+
+    def reject_reasons(self, run_id: int) -> dict[str, int]:
+        """How many records of a run were rejected per reason code."""
+
+    def dead_letters(
+        self,
+        *,
+        pipeline: str | None = None,
+        reason: str | None = None,
+        run_id: int | None = None,
+        limit: int | None = None,
+        include_resolved: bool = False,
+    ) -> list[DeadLetter]:
+        """Dead letters, oldest first; `reason` matches a substring of the reason codes and
+        `run_id` the run that first wrote them."""
+
+    def lineage(self, key: str, pipeline: str | None = None) -> list[LineageEntry]:
+        """Every lineage row for a key across runs, in run and position order."""
 
     def get_watermark(self, pipeline: str) -> str | None:
         """The stored watermark text of a pipeline."""

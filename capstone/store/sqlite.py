@@ -6,11 +6,14 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from capstone.classify import Rejected, Skipped, Staged
 from capstone.errors import LockError, StoreError
 from capstone.store.base import iter_steps
-from capstone.summary import RunStatus, RunSummary, StepCount
+from capstone.summary import DeadLetter, LineageEntry, RunStatus, RunSummary, StepCount
 from capstone.timeutil import format_ts, utcnow
 
 __all__ = ["SQLiteStore"]
@@ -97,6 +100,19 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "dead-letter replay, reject reasons per run, lineage by key",
+        """
+        ALTER TABLE dead_letters ADD COLUMN record TEXT;
+        CREATE TABLE run_reasons (
+            run_id INTEGER NOT NULL REFERENCES run_log (run_id),
+            reason TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (run_id, reason)
+        ) WITHOUT ROWID;
+        CREATE INDEX lineage_key ON lineage (key);
+        """,
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -143,6 +159,13 @@ def _translate(path: str) -> Iterator[None]:
                 f"database {path} is locked by another process; wait for it or raise --lock-timeout"
             ) from None
         raise StoreError(f"database {path}: {text}") from None
+
+
+def _dead_letter(row: sqlite3.Row) -> DeadLetter:
+    data: dict[str, Any] = dict(row)
+    data.pop("fingerprint")
+    data["record"] = None if data["record"] is None else orjson.loads(data["record"])
+    return DeadLetter.model_validate(data)
 
 
 def _row_to_summary(row: sqlite3.Row) -> RunSummary:
@@ -333,6 +356,49 @@ class SQLiteStore:
             ).fetchall()
         return [StepCount(step=row["step"], count=row["count"]) for row in rows]
 
+    def reject_reasons(self, run_id: int) -> dict[str, int]:
+        with _translate(self.path):
+            rows = self.conn.execute(
+                "SELECT reason, count FROM run_reasons WHERE run_id = ? ORDER BY count DESC, reason",
+                (run_id,),
+            ).fetchall()
+        return {row["reason"]: row["count"] for row in rows}
+
+    def dead_letters(
+        self,
+        *,
+        pipeline: str | None = None,
+        reason: str | None = None,
+        run_id: int | None = None,
+        limit: int | None = None,
+        include_resolved: bool = False,
+    ) -> list[DeadLetter]:
+        with _translate(self.path):
+            rows = self.conn.execute(
+                "SELECT * FROM dead_letters WHERE (:pipeline IS NULL OR pipeline = :pipeline) "
+                "AND (:reason IS NULL OR instr(reason, :reason) > 0) "
+                "AND (:run IS NULL OR run_id = :run) "
+                "AND (:resolved OR resolved_run_id IS NULL) ORDER BY id LIMIT :limit",
+                {
+                    "pipeline": pipeline,
+                    "reason": reason,
+                    "run": run_id,
+                    "resolved": include_resolved,
+                    "limit": -1 if limit is None else limit,
+                },
+            ).fetchall()
+        return [_dead_letter(row) for row in rows]
+
+    def lineage(self, key: str, pipeline: str | None = None) -> list[LineageEntry]:
+        with _translate(self.path):
+            rows = self.conn.execute(
+                "SELECT l.run_id, r.pipeline, r.source, r.started_at, l.step, l.key, l.position, "
+                "l.detail FROM lineage AS l JOIN run_log AS r ON r.run_id = l.run_id "
+                "WHERE l.key = ? AND (? IS NULL OR r.pipeline = ?) ORDER BY l.run_id, l.position, l.id",
+                (key, pipeline, pipeline),
+            ).fetchall()
+        return [LineageEntry.model_validate(dict(row)) for row in rows]
+
     def get_watermark(self, pipeline: str) -> str | None:
         with _translate(self.path):
             row = self.conn.execute(
@@ -378,9 +444,9 @@ class _SQLiteRun:
         run_id, pipeline = self.run.run_id, self.run.pipeline
         before = self.conn.total_changes
         self.conn.executemany(
-            "INSERT INTO dead_letters "
-            "(pipeline, run_id, last_run_id, position, key, reason, message, raw, fingerprint) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, fingerprint) DO NOTHING",
+            "INSERT INTO dead_letters (pipeline, run_id, last_run_id, position, key, reason, "
+            "message, raw, fingerprint, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (pipeline, fingerprint) DO NOTHING",
             [
                 (
                     pipeline,
@@ -392,6 +458,7 @@ class _SQLiteRun:
                     r.message,
                     r.raw,
                     r.fingerprint,
+                    None if r.record is None else orjson.dumps(r.record).decode(),
                 )
                 for r in rows
             ],
@@ -477,7 +544,27 @@ class _SQLiteRun:
         self.conn.execute("DELETE FROM staging")
         return int(loaded), int(staged) - int(loaded)
 
-    def finish(self, summary: RunSummary) -> None:
+    def replay_candidates(self, reason: str | None, ids: Sequence[int] | None) -> list[DeadLetter]:
+        rows = self.conn.execute(
+            "SELECT * FROM dead_letters WHERE pipeline = ? AND resolved_run_id IS NULL "
+            "AND (? IS NULL OR instr(reason, ?) > 0) ORDER BY id",
+            (self.run.pipeline, reason, reason),
+        ).fetchall()
+        wanted = None if ids is None else set(ids)
+        return [_dead_letter(row) for row in rows if wanted is None or row["id"] in wanted]
+
+    def resolve(self, dead_letter_ids: Sequence[int]) -> None:
+        self.conn.executemany(
+            "UPDATE dead_letters SET resolved_run_id = ? "
+            "WHERE id = ? AND pipeline = ? AND resolved_run_id IS NULL",
+            [(self.run.run_id, id_, self.run.pipeline) for id_ in dead_letter_ids],
+        )
+
+    def finish(self, summary: RunSummary, reasons: dict[str, int]) -> None:
+        self.conn.executemany(
+            "INSERT INTO run_reasons (run_id, reason, count) VALUES (?, ?, ?)",
+            [(summary.run_id, reason, count) for reason, count in reasons.items()],
+        )
         self.conn.execute(
             "INSERT INTO watermarks (name, value, run_id, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value, run_id = excluded.run_id, "
