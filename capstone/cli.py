@@ -6,8 +6,10 @@ Exit codes: 0 success (rejected records are not failures), 1 a run or command fa
 
 import functools
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -24,12 +26,20 @@ from rich.progress import (
 )
 
 from capstone import __version__
+from capstone.dead_letters import export_line
 from capstone.errors import CapstoneError, ConfigError
-from capstone.pipeline import RunOptions, run_source
-from capstone.render import runs_table, steps_table, summary_table
+from capstone.pipeline import RunOptions, replay_dead_letters, run_source
+from capstone.render import (
+    dead_letters_table,
+    lineage_table,
+    reasons_table,
+    runs_table,
+    steps_table,
+    summary_table,
+)
 from capstone.sources import Format, SourceFile
-from capstone.store import Store, open_store
-from capstone.summary import RunSummary
+from capstone.store import STEPS, Store, open_store
+from capstone.summary import RunStatus, RunSummary
 from capstone.timeutil import parse_duration, utcnow
 from capstone.watermark import parse_requested
 
@@ -68,11 +78,17 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM takes the same path as Ctrl-C: roll back, log the run as interrupted, exit 130.
+    raise KeyboardInterrupt
+
+
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn every CapstoneError into one line on stderr and its exit code; no tracebacks."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return func(*args, **kwargs)
         except CapstoneError as error:
@@ -89,6 +105,8 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
                 "for the traceback and report it)",
                 1,
             ) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 
@@ -97,8 +115,14 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def _open_existing(db: str) -> Store:
-    return open_store(db, create=False)
+@contextmanager
+def _existing(db: str) -> Iterator[Store]:
+    """A database that must already exist (report commands never create one)."""
+    store = open_store(db, create=False)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _version(value: bool) -> None:
@@ -155,6 +179,12 @@ def run(
     report: Annotated[
         bool, typer.Option("--report", help="Also print lineage grouped by step.")
     ] = False,
+    replay: Annotated[
+        bool,
+        typer.Option(
+            "--replay", help="Load an edited dead-letter export: ignore the watermark, resolve."
+        ),
+    ] = False,
     as_json: Json = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
@@ -177,7 +207,7 @@ def run(
     with SourceFile(input_path, fmt) as source:
         store = open_store(db)
         try:
-            summary = _run_with_progress(source, store, options, show_progress)
+            summary = _run_with_progress(source, store, options, show_progress, replay)
             if output is not None:
                 _write_output(output, summary, store)
             if not quiet:
@@ -187,10 +217,10 @@ def run(
 
 
 def _run_with_progress(
-    source: SourceFile, store: Store, options: RunOptions, show: bool
+    source: SourceFile, store: Store, options: RunOptions, show: bool, replay: bool
 ) -> RunSummary:
     if not show:
-        return run_source(source, store, options)
+        return run_source(source, store, options, replay=replay)
     size = source.size
     with Progress(
         TextColumn("[bold]loading[/]"),
@@ -211,7 +241,7 @@ def _run_with_progress(
                 task, completed=bytes_read, rate=f"{records:,} records · {records / seconds:,.0f}/s"
             )
 
-        return run_source(source, store, options, update)
+        return run_source(source, store, options, update, replay=replay)
 
 
 def _write_output(path: Path, summary: RunSummary, store: Store) -> None:
@@ -252,49 +282,191 @@ def report(
 
     Example: capstone report --by-step --run 1
     """
-    store = _open_existing(db)
-    try:
+    with _existing(db) as store:
         if run_id is not None and store.get_run(run_id) is None:
             raise CapstoneError(f"there is no run {run_id}; `capstone runs` lists them")
         counts = store.step_counts(run_id)
-    finally:
-        store.close()
     if as_json:
         by_step_counts = {c.step: c.count for c in counts}
-        _print_json({"run_id": run_id, "by_step": {s: by_step_counts.get(s, 0) for s in _steps()}})
+        _print_json({"run_id": run_id, "by_step": {s: by_step_counts.get(s, 0) for s in STEPS}})
         return
     console.print(steps_table(counts, "lineage by step" + (f" (run {run_id})" if run_id else "")))
-
-
-def _steps() -> tuple[str, ...]:
-    from capstone.store import STEPS
-
-    return STEPS
 
 
 @app.command()
 @handle_errors
 def runs(
+    run_id: Annotated[int | None, typer.Argument(help="Show this run in detail.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="Show at most this many runs.")] = 20,
+    pipeline: Annotated[
+        str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")
+    ] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Only runs that failed.")] = False,
+    db: Db = "capstone.db",
+    as_json: Json = False,
+) -> None:
+    """Run history, newest first: status, counts, watermark before and after, error.
+
+    With a RUN_ID: that run in detail, with its lineage per step and rejects per reason.
+
+    Example: capstone runs --limit 5 --json; capstone runs 3; capstone runs --failed
+    """
+    with _existing(db) as store:
+        if run_id is not None:
+            detail = store.get_run(run_id)
+            if detail is None:
+                raise CapstoneError(f"there is no run {run_id}; `capstone runs` lists them")
+            steps = store.step_counts(run_id)
+            reasons = store.reject_reasons(run_id)
+        else:
+            history = store.runs(
+                limit=limit, pipeline=pipeline, status=RunStatus.FAILED if failed else None
+            )
+    if run_id is not None:
+        assert detail is not None
+        if as_json:
+            by_step = {c.step: c.count for c in steps}
+            _print_json(
+                detail.model_dump()
+                | {"by_step": {s: by_step.get(s, 0) for s in STEPS}, "by_reason": reasons}
+            )
+            return
+        console.print(summary_table(detail))
+        console.print(steps_table(steps, f"lineage of run {run_id} by step"))
+        console.print(reasons_table(reasons, f"rejects of run {run_id} by reason"))
+        return
+    if as_json:
+        _print_json([r.model_dump() for r in history])
+        return
+    console.print(runs_table(history))
+
+
+dead_letters_app = typer.Typer(
+    help="Inspect and export dead letters (rejected records with their raw text and reasons).",
+    no_args_is_help=False,
+)
+app.add_typer(dead_letters_app, name="dead-letters")
+
+
+@dead_letters_app.callback(invoke_without_command=True)
+@handle_errors
+def dead_letters(
+    ctx: typer.Context,
+    reason: Annotated[
+        str | None, typer.Option("--reason", "-r", help="Only reasons containing this code.")
+    ] = None,
+    run_id: Annotated[
+        int | None, typer.Option("--run", help="Only those first seen in this run.")
+    ] = None,
+    pipeline: Annotated[
+        str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 50,
+    resolved: Annotated[
+        bool, typer.Option("--resolved", help="Include dead letters a replay resolved.")
+    ] = False,
+    db: Db = "capstone.db",
+    as_json: Json = False,
+) -> None:
+    """List dead letters: reason, source position, raw payload (whole in --json).
+
+    Example: capstone dead-letters --reason value --limit 10
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    with _existing(db) as store:
+        letters = store.dead_letters(
+            pipeline=pipeline, reason=reason, run_id=run_id, limit=limit, include_resolved=resolved
+        )
+    if as_json:
+        _print_json([letter.model_dump() for letter in letters])
+        return
+    console.print(dead_letters_table(letters))
+
+
+@dead_letters_app.command("export")
+@handle_errors
+def dead_letters_export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSON Lines file to write.")],
+    reason: Annotated[
+        str | None, typer.Option("--reason", "-r", help="Only reasons containing this code.")
+    ] = None,
+    pipeline: Pipeline = "events",
+    db: Db = "capstone.db",
+) -> None:
+    """Write unresolved dead letters one per line, for fixing and `capstone run --replay`.
+
+    Records that parsed as objects are written as JSON with a `_dead_letter` id, so a replay
+    of the fixed file resolves them; unparseable ones are written as their raw text.
+
+    Example: capstone dead-letters export --output fix.jsonl
+    """
+    with _existing(db) as store:
+        letters = store.dead_letters(pipeline=pipeline, reason=reason)
+    try:
+        with output.open("wb") as fh:
+            for letter in letters:
+                fh.write(export_line(letter) + b"\n")
+    except OSError as error:
+        raise CapstoneError(
+            f"cannot write {output} ({error.strerror}); choose a writable path"
+        ) from None
+    typer.echo(f"wrote {len(letters)} dead letters to {output}", err=True)
+
+
+@app.command()
+@handle_errors
+def replay(
+    reason: Annotated[
+        str | None, typer.Option("--reason", "-r", help="Only dead letters with this reason code.")
+    ] = None,
+    ids: Annotated[
+        list[int] | None, typer.Option("--id", help="Only this dead letter (repeatable).")
+    ] = None,
+    pipeline: Pipeline = "events",
+    db: Db = "capstone.db",
+    lock_timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for another run of the pipeline.")
+    ] = 5.0,
+    as_json: Json = False,
+) -> None:
+    """Re-validate stored dead letters under today's rules; accepted ones load and are resolved.
+
+    A replay is a run like any other: atomic, logged, with lineage. It ignores the watermark
+    (dead letters are late by definition) but keeps the timestamp guard.
+
+    Example: capstone replay --reason value.float_parsing
+    """
+    options = RunOptions(pipeline=pipeline, lock_timeout=lock_timeout)
+    with _existing(db) as store:
+        summary = replay_dead_letters(store, options, reason=reason, ids=ids)
+        _show_run(summary, store, as_json=as_json, report=False)
+
+
+@app.command()
+@handle_errors
+def lineage(
+    key: Annotated[str, typer.Argument(help="The record key to trace.")],
     pipeline: Annotated[
         str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")
     ] = None,
     db: Db = "capstone.db",
     as_json: Json = False,
 ) -> None:
-    """Run history, newest first: status, counts, watermark before and after, error.
+    """Every step every record with KEY went through, across runs, with source and position.
 
-    Example: capstone runs --limit 5 --json
+    Answers "why does the target hold this value?".
+
+    Example: capstone lineage evt-003
     """
-    store = _open_existing(db)
-    try:
-        history = store.runs(limit=limit, pipeline=pipeline)
-    finally:
-        store.close()
+    with _existing(db) as store:
+        entries = store.lineage(key, pipeline)
     if as_json:
-        _print_json([r.model_dump() for r in history])
+        _print_json([entry.model_dump() for entry in entries])
         return
-    console.print(runs_table(history))
+    if not entries:
+        raise CapstoneError(f"no lineage for key {key!r}; check the key (keys are case-sensitive)")
+    console.print(lineage_table(entries, key))
 
 
 @app.command("reset-watermark")
@@ -315,8 +487,7 @@ def reset_watermark(
     Example: capstone reset-watermark --pipeline events --to 2025-01-15T09:00:00 --yes
     """
     value = None if to is None else parse_requested(to, utcnow(), RunOptions().future_tolerance)
-    store = _open_existing(db)
-    try:
+    with _existing(db) as store:
         current = store.get_watermark(pipeline)
         action = f"set to {value}" if value else "cleared"
         if not yes:
@@ -325,6 +496,4 @@ def reset_watermark(
                 abort=True,
             )
         store.set_watermark(pipeline, value)
-    finally:
-        store.close()
     typer.echo(f"watermark of pipeline {pipeline!r}: {current or '-'} → {value or '-'}")

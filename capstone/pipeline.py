@@ -6,16 +6,16 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from itertools import islice
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from capstone.classify import DEAD_LETTER_FIELD, Classifier
+from capstone.classify import Classifier
+from capstone.dead_letters import replay_items
 from capstone.errors import CapstoneError, InterruptedRun, StoreError
-from capstone.sources import Format, Item, Malformed, SourceFile
+from capstone.sources import Format, Item, SourceFile
 from capstone.store import RunTransaction, Store, open_store
-from capstone.summary import DeadLetter, RunStatus, RunSummary
+from capstone.summary import RunStatus, RunSummary
 from capstone.timeutil import format_ts, utcnow
 from capstone.watermark import advance, check_stored
 
@@ -104,24 +104,9 @@ def replay_dead_letters(
         store,
         options,
         "replay of dead letters",
-        lambda tx: _dead_letter_items(tx.replay_candidates(reason, ids)),
+        lambda tx: replay_items(tx.replay_candidates(reason, ids)),
         replay=True,
     )
-
-
-def _dead_letter_items(dead_letters: list[DeadLetter]) -> Iterator[Item]:
-    for letter in dead_letters:
-        record: Any = letter.record
-        if record is None:
-            try:
-                record = orjson.loads(letter.raw)
-            except orjson.JSONDecodeError as error:
-                record = Malformed("malformed.json", f"record is not valid JSON: {error}")
-        if type(record) is dict:
-            record[DEAD_LETTER_FIELD] = letter.id
-        elif type(record) is not Malformed:
-            record = Malformed("malformed.not_object", "record is not a JSON object")
-        yield letter.position, letter.raw, record
 
 
 def _execute(
@@ -135,7 +120,7 @@ def _execute(
     replay: bool = False,
 ) -> RunSummary:
     clock = time.perf_counter()
-    run = store.begin_run(options.pipeline, source_name)
+    run = store.begin_run(options.pipeline, source_name, options.lock_timeout)
     try:
         with store.run_transaction(run, options.lock_timeout) as tx:
             now = utcnow()

@@ -5,9 +5,16 @@ from collections.abc import Sequence
 from rich.table import Table
 
 from capstone.store import STEPS
-from capstone.summary import RunSummary, StepCount
+from capstone.summary import DeadLetter, LineageEntry, RunSummary, StepCount
 
-__all__ = ["runs_table", "steps_table", "summary_table"]
+__all__ = [
+    "dead_letters_table",
+    "lineage_table",
+    "reasons_table",
+    "runs_table",
+    "steps_table",
+    "summary_table",
+]
 
 _STATUS_STYLE = {
     "success": "green",
@@ -91,5 +98,68 @@ def runs_table(runs: Sequence[RunSummary]) -> Table:
             f"{run.skipped:,}",
             f"{run.watermark_before or '-'} → {run.watermark or '-'}",
             run.error or "",
+        )
+    return table
+
+
+def reasons_table(reasons: dict[str, int], title: str) -> Table:
+    """Rejected records per reason code."""
+    table = Table(title=title)
+    table.add_column("reason")
+    table.add_column("records", justify="right")
+    for reason, count in reasons.items():
+        table.add_row(reason, f"{count:,}")
+    if not reasons:
+        table.add_row("[dim](none)[/]", "0")
+    return table
+
+
+def _clip(text: str, width: int) -> str:
+    flat = text.replace("\n", "⏎")
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def dead_letters_table(letters: Sequence[DeadLetter]) -> Table:
+    """Dead letters with reasons and raw payloads clipped to fit."""
+    table = Table(title=f"dead letters ({len(letters)} shown)")
+    for name, justify in (
+        ("id", "right"),
+        ("run", "right"),
+        ("seen", "right"),
+        ("position", "right"),
+        ("key", "left"),
+        ("reason", "left"),
+        ("raw", "left"),
+        ("resolved by", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for letter in letters:
+        table.add_row(
+            str(letter.id),
+            str(letter.run_id),
+            str(letter.times_seen),
+            str(letter.position),
+            _clip(letter.key or "", 24),
+            _clip(letter.message, 60),
+            _clip(letter.raw, 60),
+            "" if letter.resolved_run_id is None else f"run {letter.resolved_run_id}",
+        )
+    return table
+
+
+def lineage_table(entries: Sequence[LineageEntry], key: str) -> Table:
+    """Every step of every record with one key, across runs."""
+    table = Table(title=f"lineage of key {key!r}")
+    for name in ("run", "pipeline", "started (UTC)", "source", "position", "step", "detail"):
+        table.add_column(name)
+    for entry in entries:
+        table.add_row(
+            str(entry.run_id),
+            entry.pipeline,
+            (entry.started_at or "")[:19],
+            entry.source or "",
+            str(entry.position),
+            entry.step,
+            entry.detail or "",
         )
     return table

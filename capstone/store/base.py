@@ -47,8 +47,9 @@ class Store(Protocol):
 
     display_url: str
 
-    def begin_run(self, pipeline: str, source: str) -> RunSummary:
-        """Record a `running` row (committed at once) and return it."""
+    def begin_run(self, pipeline: str, source: str, lock_timeout: float = 5.0) -> RunSummary:
+        """Record a `running` row (committed at once) and return it; waits at most
+        `lock_timeout` seconds for the database to accept the write."""
 
     def run_transaction(
         self, run: RunSummary, lock_timeout: float

@@ -268,14 +268,21 @@ class SQLiteStore:
 
     # -- runs ---------------------------------------------------------------------------------
 
-    def begin_run(self, pipeline: str, source: str) -> RunSummary:
+    def begin_run(self, pipeline: str, source: str, lock_timeout: float = 5.0) -> RunSummary:
         started = format_ts(utcnow())
         with _translate(self.path):
-            cursor = self.conn.execute(
-                "INSERT INTO run_log (pipeline, status, source, started_at, host, pid) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (pipeline, RunStatus.RUNNING, source, started, _host(), os.getpid()),
-            )
+            self.conn.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
+            try:
+                cursor = self.conn.execute(
+                    "INSERT INTO run_log (pipeline, status, source, started_at, host, pid) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (pipeline, RunStatus.RUNNING, source, started, _host(), os.getpid()),
+                )
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise
+                # The writer holding the lock may be a run of this pipeline: name it.
+                raise LockError(self._lock_message(pipeline, None)) from None
         assert cursor.lastrowid is not None
         return RunSummary(
             run_id=cursor.lastrowid,
@@ -294,24 +301,33 @@ class SQLiteStore:
             except sqlite3.OperationalError as error:
                 if "locked" not in str(error) and "busy" not in str(error):
                     raise
-                raise LockError(self._lock_message(run)) from None
+                raise LockError(self._lock_message(run.pipeline, run.run_id)) from None
             try:
                 yield _SQLiteRun(self.conn, run)
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                # Some errors (a full disk, for one) make SQLite roll back on its own already.
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
                 raise
 
-    def _lock_message(self, run: RunSummary) -> str:
+    def _lock_message(self, pipeline: str, own_run: int | None) -> str:
         other = self.conn.execute(
             "SELECT run_id, pipeline FROM run_log WHERE status = 'running' AND run_id != ? "
             "ORDER BY pipeline = ? DESC, run_id LIMIT 1",
-            (run.run_id, run.pipeline),
+            (own_run or 0, pipeline),
         ).fetchone()
+        if other is not None and other["pipeline"] == pipeline:
+            return (
+                f"another run of pipeline {pipeline!r} is in progress (run {other['run_id']}); "
+                "wait for it to finish or raise --lock-timeout"
+            )
         holder = (
-            f"run {other['run_id']} of pipeline {other['pipeline']}" if other else "another writer"
+            f"run {other['run_id']} of pipeline {other['pipeline']!r}"
+            if other
+            else "another process"
         )
         return (
-            f"another run is in progress ({holder} holds {self.path}); "
+            f"database {self.path} is busy: {holder} is writing to it (SQLite allows one writer); "
             "wait for it to finish or raise --lock-timeout"
         )
 

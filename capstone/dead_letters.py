@@ -1,0 +1,42 @@
+"""Dead letters back out: as items for a replay run, or as lines of an export for fixing by hand."""
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
+
+from capstone.classify import DEAD_LETTER_FIELD
+from capstone.sources import Item, Malformed
+from capstone.summary import DeadLetter
+
+__all__ = ["export_line", "replay_items"]
+
+
+def _record(letter: DeadLetter) -> dict[str, Any] | Malformed:
+    """The object a dead letter holds: the parsed record, else its raw text parsed again."""
+    if letter.record is not None:
+        return dict(letter.record)
+    try:
+        parsed = orjson.loads(letter.raw)
+    except orjson.JSONDecodeError as error:
+        return Malformed("malformed.json", f"record is not valid JSON: {error}")
+    if type(parsed) is not dict:
+        return Malformed("malformed.not_object", "record is not a JSON object")
+    return parsed
+
+
+def replay_items(letters: Iterable[DeadLetter]) -> Iterator[Item]:
+    """Items for a replay run; each object carries its dead letter's id for resolution."""
+    for letter in letters:
+        record = _record(letter)
+        if type(record) is dict:
+            record[DEAD_LETTER_FIELD] = letter.id
+        yield letter.position, letter.raw, record
+
+
+def export_line(letter: DeadLetter) -> bytes:
+    """One line of an export: the record with its `_dead_letter` id, or the raw text as it was."""
+    record = _record(letter)
+    if type(record) is dict:
+        return orjson.dumps(record | {DEAD_LETTER_FIELD: letter.id})
+    return letter.raw.replace("\r", " ").replace("\n", " ").encode("utf-8", "backslashreplace")

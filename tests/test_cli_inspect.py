@@ -1,0 +1,58 @@
+"""Inspection commands: lineage KEY, runs ID, runs --failed."""
+
+import orjson
+from typer.testing import CliRunner
+
+from capstone import run
+from capstone.cli import app
+from capstone.store import open_store
+
+
+def test_lineage_traces_every_step_of_a_key(runner: CliRunner, db: str, sample: str) -> None:
+    """lineage evt-003 shows both records' stage and load steps, with source and position."""
+    run(sample, db)
+    run(sample, db)
+    result = runner.invoke(app, ["lineage", "evt-003", "--db", db, "--json"])
+    assert result.exit_code == 0, result.output
+    steps = [(e["run_id"], e["position"], e["step"]) for e in orjson.loads(result.stdout)]
+    assert steps == [
+        (1, 2, "stage"),
+        (1, 2, "load"),
+        (1, 6, "stage"),
+        (1, 6, "load"),
+        (2, 2, "skip"),
+        (2, 6, "skip"),
+    ]
+    assert orjson.loads(result.stdout)[0]["source"].endswith("sample_input.txt")
+
+
+def test_lineage_of_unknown_key_fails_clearly(runner: CliRunner, db: str, sample: str) -> None:
+    """An unknown key exits 1 with one line."""
+    run(sample, db)
+    result = runner.invoke(app, ["lineage", "nope", "--db", db])
+    assert result.exit_code == 1
+    assert "no lineage for key 'nope'" in result.stderr
+
+
+def test_run_detail_has_steps_and_reasons(runner: CliRunner, db: str, sample: str) -> None:
+    """runs ID --json gives the run with counts per step and per reject reason."""
+    run(sample, db)
+    result = runner.invoke(app, ["runs", "1", "--db", db, "--json"])
+    detail = orjson.loads(result.stdout)
+    assert detail["by_step"] == {"stage": 5, "load": 5, "stale": 0, "reject": 2, "skip": 0}
+    assert detail["by_reason"] == {"key.string_too_short": 1, "value.float_parsing": 1}
+    table = runner.invoke(app, ["runs", "1", "--db", db])
+    assert "value.float_parsing" in table.stdout
+
+
+def test_runs_failed_lists_only_failures(runner: CliRunner, db: str, sample: str) -> None:
+    """runs --failed shows failed runs with their error."""
+    run(sample, db)
+    store = open_store(db)
+    store.set_watermark("events", "bad")
+    store.close()
+    runner.invoke(app, ["run", "--input", sample, "--db", db])
+    result = runner.invoke(app, ["runs", "--failed", "--db", db, "--json"])
+    [failed] = orjson.loads(result.stdout)
+    assert failed["status"] == "failed"
+    assert "reset-watermark" in failed["error"]

@@ -1,0 +1,129 @@
+"""Dead letters: listing, export, replay of stored letters, and replay of an edited export."""
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from typer.testing import CliRunner
+
+from capstone import RunOptions, run
+from capstone.cli import app
+from capstone.pipeline import replay_dead_letters
+from capstone.store import open_store
+from tests.conftest import event, fetch
+
+
+def replay(db: str, **filters: Any) -> Any:
+    store = open_store(db)
+    try:
+        return replay_dead_letters(store, RunOptions(), **filters)
+    finally:
+        store.close()
+
+
+def test_replay_keeps_still_invalid_letters_with_todays_reason(db: str, sample: str) -> None:
+    """A replay under unchanged rules resolves nothing and keeps both letters unresolved."""
+    run(sample, db)
+    summary = replay(db)
+    assert (summary.input_records, summary.rejected, summary.staged) == (2, 2, 0)
+    assert summary.dead_letters == 0
+    store = open_store(db)
+    letters = store.dead_letters()
+    store.close()
+    assert [letter.resolved_run_id for letter in letters] == [None, None]
+    assert all(letter.times_seen == 2 for letter in letters)
+
+
+def test_replay_accepts_letters_valid_under_todays_rules(db: str, write_jsonl: Any) -> None:
+    """A letter rejected as future-dated loads once its time has come (here: a wider tolerance)."""
+    path = write_jsonl([event("late", "2099-01-01T00:00:00"), event("ok", "2025-01-01T00:00:00")])
+    first = run(path, db)
+    assert first.rejected == 1
+    store = open_store(db)
+    summary = replay_dead_letters(store, RunOptions(future_tolerance=timedelta(days=365 * 100)))
+    [letter] = store.dead_letters(include_resolved=True)
+    store.close()
+    assert (summary.staged, summary.loaded) == (1, 1)
+    assert letter.resolved_run_id == summary.run_id
+    assert summary.watermark == "2099-01-01T00:00:00"
+
+
+def test_replay_bypasses_the_watermark_but_keeps_the_guard(
+    db: str, write_jsonl: Any, tmp_path: Path
+) -> None:
+    """A replayed record older than the watermark is staged, and stale if the target is newer."""
+    bad = {"key": "a", "name": "n", "value": "one", "ts": "2025-01-01T00:00:00"}
+    run(write_jsonl([bad, event("a", "2025-01-02T00:00:00", 2.0)]), db)
+    export = tmp_path / "fix.jsonl"
+    store = open_store(db)
+    [letter] = store.dead_letters()
+    store.close()
+    fixed = letter.record | {"value": 1, "_dead_letter": letter.id}  # type: ignore[operator]
+    export.write_bytes(orjson.dumps(fixed) + b"\n")
+    summary = run(str(export), db, replay=True)
+    assert (summary.skipped, summary.staged, summary.stale) == (0, 1, 1)
+    [(value,)] = fetch(db, "SELECT value FROM target WHERE key = 'a'")
+    assert value == 2.0
+    store = open_store(db)
+    assert store.dead_letters() == []
+    store.close()
+
+
+def test_export_then_replay_of_fixed_file_resolves(
+    runner: CliRunner, db: str, sample: str, tmp_path: Path
+) -> None:
+    """export writes one JSON object per letter with its id; a fixed file replays and resolves."""
+    run(sample, db)
+    out = tmp_path / "fix.jsonl"
+    result = runner.invoke(app, ["dead-letters", "export", "--output", str(out), "--db", db])
+    assert result.exit_code == 0, result.output
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [line["_dead_letter"] for line in lines] == [1, 2]
+    lines[0]["key"] = "evt-004"
+    lines[1]["value"] = 7
+    out.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    replayed = runner.invoke(app, ["run", "--input", str(out), "--replay", "--db", db, "--json"])
+    assert orjson.loads(replayed.stdout)["loaded"] == 2
+    listing = runner.invoke(app, ["dead-letters", "--db", db, "--json"])
+    assert orjson.loads(listing.stdout) == []
+    attributes = fetch(db, "SELECT attributes FROM target WHERE key = 'evt-004'")
+    assert attributes == [(None,)]
+
+
+def test_dead_letters_filter_by_reason_and_run(runner: CliRunner, db: str, sample: str) -> None:
+    """--reason matches reason codes; --run the run that first wrote the letter."""
+    run(sample, db)
+    result = runner.invoke(app, ["dead-letters", "--reason", "float_parsing", "--db", db, "--json"])
+    [letter] = orjson.loads(result.stdout)
+    assert letter["key"] == "evt-005"
+    assert letter["raw"].startswith('{"key":"evt-005"')
+    none = runner.invoke(app, ["dead-letters", "--run", "2", "--db", db, "--json"])
+    assert orjson.loads(none.stdout) == []
+
+
+def test_replay_command_by_id(runner: CliRunner, db: str, sample: str) -> None:
+    """capstone replay --id replays only that letter, as a logged run."""
+    run(sample, db)
+    result = runner.invoke(app, ["replay", "--id", "2", "--db", db, "--json"])
+    assert result.exit_code == 0, result.output
+    assert orjson.loads(result.stdout)["input_records"] == 1
+
+
+def test_csv_letters_replay_from_their_parsed_record(db: str, tmp_path: Path) -> None:
+    """A CSV reject keeps its parsed row, so a replay re-validates it without the header."""
+    path = tmp_path / "in.csv"
+    path.write_text("key,name,value,ts\na,n,2099-01-01,2025-01-01T00:00:00\n")
+    run(str(path), db)
+    summary = replay(db)
+    assert summary.rejected == 1
+    store = open_store(db)
+    [letter] = store.dead_letters()
+    store.close()
+    assert letter.record == {
+        "key": "a",
+        "name": "n",
+        "value": "2099-01-01",
+        "ts": "2025-01-01T00:00:00",
+    }
+    assert "value.float_parsing" in letter.reason
