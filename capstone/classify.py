@@ -15,8 +15,8 @@ import orjson
 from pydantic import ValidationError
 
 from capstone.model import Event, Reason, reasons_from_error
-from capstone.sources import Item, Malformed
-from capstone.timeutil import format_ts, parse_ts
+from capstone.sources import Item, Malformed, parse_object
+from capstone.timeutil import parse_ts
 
 __all__ = ["Batch", "Classifier", "Rejected", "Skipped", "Staged"]
 
@@ -110,21 +110,31 @@ class Classifier:
         """Sort one batch of items into staged, rejected and skipped, preserving input order."""
         batch = Batch()
         staged, skipped = batch.staged, batch.skipped
-        skip_through, future_limit = self.skip_through, self.future_limit
-        validate, dumps, sort_keys = Event.model_validate, orjson.dumps, orjson.OPT_SORT_KEYS
-        for position, raw, record in items:
+        skip_through, future_limit, replay = self.skip_through, self.future_limit, self.replay
+        validate, validate_json = Event.model_validate, Event.model_validate_json
+        dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
+        for position, raw, parsed in items:
+            record = parse_object(raw) if parsed is None and replay else parsed
             if type(record) is Malformed:
                 batch.rejected.append(
                     Rejected(position, None, _text(raw), [(record.code, record.message)])
                 )
                 continue
-            dead_letter = record.pop(DEAD_LETTER_FIELD, None) if self.replay else None
+            dead_letter = record.pop(DEAD_LETTER_FIELD, None) if replay else None
             try:
-                event = validate(record)
+                # Unparsed JSON text goes straight to pydantic's parser: one pass, no dict.
+                event = validate(record) if record is not None else validate_json(raw)
             except ValidationError as error:
+                if record is None:
+                    record = parse_object(raw)
+                    if type(record) is Malformed:
+                        batch.rejected.append(
+                            Rejected(position, None, _text(raw), [(record.code, record.message)])
+                        )
+                        continue
                 ts = _loose_ts(record)
                 if skip_through is not None and ts is not None and ts <= skip_through:
-                    skipped.append((position, _loose_key(record), format_ts(ts)))
+                    skipped.append((position, _loose_key(record), ts.isoformat()))
                 else:
                     batch.rejected.append(
                         Rejected(
@@ -138,12 +148,12 @@ class Classifier:
                 continue
             ts = event.ts
             if skip_through is not None and ts <= skip_through:
-                skipped.append((position, event.key, format_ts(ts)))
+                skipped.append((position, event.key, ts.isoformat()))
                 continue
             if ts > future_limit:
                 reason = (
                     "ts.in_future",
-                    f"ts: {format_ts(ts)} is later than now plus the tolerance",
+                    f"ts: {ts.isoformat()} is later than now plus the tolerance",
                 )
                 batch.rejected.append(Rejected(position, event.key, _text(raw), [reason], record))
                 continue
@@ -158,7 +168,7 @@ class Classifier:
                     event.key,
                     event.name,
                     event.value,
-                    format_ts(ts),
+                    ts.isoformat(),  # format_ts, inlined on the hot path
                     dumps(extra, option=sort_keys).decode() if extra else None,
                 )
             )

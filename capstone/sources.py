@@ -19,7 +19,7 @@ import orjson
 
 from capstone.errors import InputError
 
-__all__ = ["FORMATS", "Format", "Item", "Malformed", "SourceFile"]
+__all__ = ["FORMATS", "Format", "Item", "Malformed", "SourceFile", "parse_object"]
 
 Format = Literal["json", "jsonl", "csv"]
 FORMATS: tuple[Format, ...] = ("json", "jsonl", "csv")
@@ -34,6 +34,19 @@ class Malformed(NamedTuple):
 
 
 Item = tuple[int, bytes | str, Any]
+"""(position, raw text, parsed): parsed is a dict, a Malformed, or None when raw is JSON text
+left for the validator to parse in one pass (see `parse_object` for the fallback)."""
+
+
+def parse_object(raw: bytes | str) -> dict[str, Any] | Malformed:
+    """Parse one record's JSON text; anything but a JSON object is Malformed."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        return Malformed("malformed.json", f"line is not valid JSON: {error}")
+    if type(parsed) is not dict:
+        return Malformed("malformed.not_object", "line is not a JSON object")
+    return parsed
 
 
 @dataclass
@@ -115,23 +128,15 @@ def _detect(fh: io.BufferedReader) -> Format:
 
 
 def _json_lines(fh: io.BufferedReader, name: str) -> Iterator[Item]:
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     for number, line in enumerate(fh, 1):
-        if not line.strip():
-            continue
-        try:
-            parsed = loads(line)
-        except decode_error as error:
-            if number == 1 and line.strip() == b"{":
-                raise InputError(
-                    f"{name} holds one pretty-printed JSON object; capstone reads a JSON array of "
-                    "objects, JSON Lines (one object per line) or CSV"
-                ) from None
-            parsed = Malformed("malformed.json", f"line is not valid JSON: {error}")
-        else:
-            if type(parsed) is not dict:
-                parsed = Malformed("malformed.not_object", "line is not a JSON object")
-        yield number, line.rstrip(b"\r\n"), parsed
+        if number == 1 and line.strip() == b"{":
+            raise InputError(
+                f"{name} holds one pretty-printed JSON object; capstone reads a JSON array of "
+                "objects, JSON Lines (one object per line) or CSV"
+            )
+        text = line.rstrip(b"\r\n")
+        if text.strip():
+            yield number, text, None
 
 
 def _json_array(fh: io.BufferedReader, name: str) -> Iterator[Item]:

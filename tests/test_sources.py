@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from capstone.errors import InputError
-from capstone.sources import Format, Malformed, SourceFile
+from capstone.sources import Format, Malformed, SourceFile, parse_object
 
 
 def read(path: Path, fmt: Format | None = None) -> list[tuple[int, Any, Any]]:
@@ -25,14 +25,25 @@ def test_json_array_positions_are_element_indexes(tmp_path: Path) -> None:
 
 
 def test_json_lines_positions_are_line_numbers_and_blank_lines_are_ignored(tmp_path: Path) -> None:
-    """JSON Lines records carry their 1-based line number; blank lines are not records."""
+    """JSON Lines records carry their 1-based line number and raw text; blank lines are skipped."""
     path = tmp_path / "a.jsonl"
     path.write_bytes(b'{"key": "a"}\n\n{bad\r\n[1]\n')
     items = read(path)
-    assert [position for position, _, _ in items] == [1, 3, 4]
-    assert items[1][1] == b"{bad"
-    assert items[1][2].code == "malformed.json"
-    assert items[2][2].code == "malformed.not_object"
+    assert [(position, raw) for position, raw, _ in items] == [
+        (1, b'{"key": "a"}'),
+        (3, b"{bad"),
+        (4, b"[1]"),
+    ]
+    assert all(parsed is None for _, _, parsed in items)  # parsed later, by the validator
+
+
+def test_parse_object_tells_malformed_from_non_objects() -> None:
+    """Invalid JSON and JSON that is not an object get different reason codes."""
+    assert parse_object(b'{"key": "a"}') == {"key": "a"}
+    assert isinstance(bad := parse_object(b"{bad"), Malformed)
+    assert bad.code == "malformed.json"
+    assert isinstance(array := parse_object(b"[1]"), Malformed)
+    assert array.code == "malformed.not_object"
 
 
 def test_csv_rows_keep_raw_text_and_line_numbers(tmp_path: Path) -> None:
@@ -106,10 +117,6 @@ def test_invalid_utf8_in_csv_is_an_input_error(tmp_path: Path) -> None:
         read(path)
 
 
-def test_invalid_utf8_in_json_lines_is_a_malformed_record(tmp_path: Path) -> None:
+def test_invalid_utf8_in_json_lines_is_a_malformed_record() -> None:
     """A JSON line that is not UTF-8 is one malformed record, not a failed run."""
-    path = tmp_path / "a.jsonl"
-    path.write_bytes(b'{"key": "\xff"}\n{"key": "ok"}\n')
-    items = read(path)
-    assert isinstance(items[0][2], Malformed)
-    assert items[1][2] == {"key": "ok"}
+    assert isinstance(parse_object(b'{"key": "\xff"}'), Malformed)
