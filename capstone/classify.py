@@ -114,20 +114,22 @@ class Classifier:
         validate, validate_json = Event.model_validate, Event.model_validate_json
         dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
         for position, raw, parsed in items:
-            record = parse_object(raw) if parsed is None and replay else parsed
-            if type(record) is Malformed:
+            record: dict[str, Any] | Malformed | None = (
+                parse_object(raw) if parsed is None and replay else parsed
+            )
+            if isinstance(record, Malformed):
                 batch.rejected.append(
                     Rejected(position, None, _text(raw), [(record.code, record.message)])
                 )
                 continue
-            dead_letter = record.pop(DEAD_LETTER_FIELD, None) if replay else None
+            dead_letter = record.pop(DEAD_LETTER_FIELD, None) if replay and record else None
             try:
                 # Unparsed JSON text goes straight to pydantic's parser: one pass, no dict.
                 event = validate(record) if record is not None else validate_json(raw)
             except ValidationError as error:
                 if record is None:
                     record = parse_object(raw)
-                    if type(record) is Malformed:
+                    if isinstance(record, Malformed):
                         batch.rejected.append(
                             Rejected(position, None, _text(raw), [(record.code, record.message)])
                         )
