@@ -54,7 +54,7 @@ def summary_table(summary: RunSummary) -> Table:
 def steps_table(counts: Sequence[StepCount], title: str) -> Table:
     """Lineage rows per step, in pipeline order, with every step shown."""
     by_step = {count.step: count.count for count in counts}
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title) + 2)
     table.add_column("step")
     table.add_column("records", justify="right")
     for step in STEPS:
@@ -64,47 +64,42 @@ def steps_table(counts: Sequence[StepCount], title: str) -> Table:
 
 
 def runs_table(runs: Sequence[RunSummary]) -> Table:
-    """Run history, newest first."""
+    """Run history, newest first; errors are listed under the table (`runs ID` has everything)."""
     table = Table(title="runs")
-    for name, justify in (
-        ("id", "right"),
-        ("pipeline", "left"),
-        ("status", "left"),
-        ("started (UTC)", "left"),
-        ("ms", "right"),
-        ("in", "right"),
-        ("staged", "right"),
-        ("loaded", "right"),
-        ("stale", "right"),
-        ("rejected", "right"),
-        ("skipped", "right"),
-        ("watermark before → after", "left"),
-        ("error", "left"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table.add_column("id", justify="right")
+    table.add_column("pipeline", no_wrap=True, max_width=16)
+    table.add_column("status", no_wrap=True)
+    table.add_column("started (UTC)", no_wrap=True)
+    for name in ("in", "staged", "loaded", "stale", "rejected", "skipped"):
+        table.add_column(name, justify="right", min_width=len(name))
+    table.add_column("watermark", no_wrap=True)
+    errors = []
     for run in runs:
         style = _STATUS_STYLE.get(run.status, "")
         table.add_row(
             str(run.run_id),
             run.pipeline,
             f"[{style}]{run.status}[/]" if style else run.status,
-            (run.started_at or "")[:19],
-            f"{run.duration_ms:,}",
+            (run.started_at or "").replace("T", " ")[:16],
             f"{run.input_records:,}",
             f"{run.staged:,}",
             f"{run.loaded:,}",
             f"{run.stale:,}",
             f"{run.rejected:,}",
             f"{run.skipped:,}",
-            f"{run.watermark_before or '-'} → {run.watermark or '-'}",
-            run.error or "",
+            run.watermark or "-",
         )
+        if run.error:
+            errors.append(f"run {run.run_id}: {run.error}")
+    if errors:
+        table.caption = "\n".join(errors)
+        table.caption_justify = "left"
     return table
 
 
 def reasons_table(reasons: dict[str, int], title: str) -> Table:
     """Rejected records per reason code."""
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title) + 2)
     table.add_column("reason")
     table.add_column("records", justify="right")
     for reason, count in reasons.items():
@@ -114,34 +109,24 @@ def reasons_table(reasons: dict[str, int], title: str) -> Table:
     return table
 
 
-def _clip(text: str, width: int) -> str:
-    flat = text.replace("\n", "⏎")
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
 def dead_letters_table(letters: Sequence[DeadLetter]) -> Table:
-    """Dead letters with reasons and raw payloads clipped to fit."""
+    """Dead letters with reason codes and raw payloads clipped to fit (--json has them whole)."""
     table = Table(title=f"dead letters ({len(letters)} shown)")
-    for name, justify in (
-        ("id", "right"),
-        ("run", "right"),
-        ("seen", "right"),
-        ("position", "right"),
-        ("key", "left"),
-        ("reason", "left"),
-        ("raw", "left"),
-        ("resolved by", "right"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table.add_column("id", justify="right")
+    table.add_column("run", justify="right")
+    table.add_column("pos", justify="right")
+    table.add_column("key", no_wrap=True, max_width=16)
+    table.add_column("reason", no_wrap=True, min_width=20)
+    table.add_column("raw", no_wrap=True, max_width=36)
+    table.add_column("resolved", no_wrap=True)
     for letter in letters:
         table.add_row(
             str(letter.id),
             str(letter.run_id),
-            str(letter.times_seen),
             str(letter.position),
-            _clip(letter.key or "", 24),
-            _clip(letter.message, 60),
-            _clip(letter.raw, 60),
+            letter.key or "",
+            letter.reason.replace(",", "\n"),
+            letter.raw.replace("\n", "⏎"),
             "" if letter.resolved_run_id is None else f"run {letter.resolved_run_id}",
         )
     return table
@@ -150,13 +135,16 @@ def dead_letters_table(letters: Sequence[DeadLetter]) -> Table:
 def lineage_table(entries: Sequence[LineageEntry], key: str) -> Table:
     """Every step of every record with one key, across runs."""
     table = Table(title=f"lineage of key {key!r}")
-    for name in ("run", "pipeline", "started (UTC)", "source", "position", "step", "detail"):
-        table.add_column(name)
+    table.add_column("run", justify="right")
+    table.add_column("pipeline", no_wrap=True, max_width=12)
+    table.add_column("source", no_wrap=True, max_width=32)
+    table.add_column("position", justify="right")
+    table.add_column("step")
+    table.add_column("detail")
     for entry in entries:
         table.add_row(
             str(entry.run_id),
             entry.pipeline,
-            (entry.started_at or "")[:19],
             entry.source or "",
             str(entry.position),
             entry.step,
