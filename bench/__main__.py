@@ -1,0 +1,680 @@
+"""`python -m bench`: capstone against the raw-sqlite3 floor, on seeded synthetic event files.
+
+For each size N it generates the data once (cached in bench/out/data), then runs every scenario
+with capstone and with the floor (bench/floor.py), alternating, each measurement in a fresh process
+(bench/_child.py) that reports its own peak RSS. It prints the median seconds of the repeats,
+records/s, the capstone/floor ratio and peak RSS, checks issue 3's targets, and cleans up every
+database it made.
+
+Scenarios: a first load of JSON Lines, of a JSON array and of CSV into a fresh database; and an
+incremental load of 10k newer records into the database the JSON Lines first load made, against the
+same 10k records into an empty database.
+
+    python -m bench                         # N = 100k and 1M
+    python -m bench --sizes 100k --repeat 5 # quicker
+    python -m bench --with-5m               # adds a 5M JSON Lines first load (the RSS target)
+    python -m bench --json                  # figures as JSON on stdout
+    python -m bench --db-url postgresql://user:pw@host/db   # capstone on PostgreSQL
+"""
+
+import argparse
+import contextlib
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+
+from bench._child import COUNTS
+from bench.generate import GenFormat, Spec, base_spec, incremental_spec, write
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+TOOLS = ("capstone", "floor")
+LARGE = 1_000_000
+FIVE_M = 5_000_000
+SCENARIOS = ("jsonl", "json", "csv", "incremental")
+LABELS = {
+    "jsonl": "first load, JSON Lines",
+    "json": "first load, JSON array",
+    "csv": "first load, CSV",
+}
+
+
+class BenchError(Exception):
+    """A measurement failed; the message says which one and why."""
+
+
+@dataclass
+class Result:
+    """All repeats of one tool on one scenario."""
+
+    scenario: str
+    label: str
+    n: int
+    tool: str
+    records: int
+    seconds: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+    counts: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.seconds) if self.seconds else None
+
+    @property
+    def rate(self) -> float | None:
+        median = self.median
+        return self.records / median if median else None
+
+    @property
+    def peak_mb(self) -> float | None:
+        return max(self.rss_mb) if self.rss_mb else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {
+            "median_seconds": self.median,
+            "median_wall": statistics.median(self.wall) if self.wall else None,
+            "records_per_second": self.rate,
+            "peak_rss_mb": self.peak_mb,
+        }
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+
+def _size(text: str) -> int:
+    text = text.strip().lower().replace("_", "")
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
+    try:
+        value = int(float(text.rstrip("km")) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size; use 100000, 100k or 1m"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("sizes must be at least 1")
+    return value
+
+
+def _sizes(text: str) -> list[int]:
+    return [_size(part) for part in text.split(",") if part.strip()]
+
+
+def _scenarios(text: str) -> list[str]:
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in chosen if name not in SCENARIOS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario {unknown[0]!r}; choose from {SCENARIOS}"
+        )
+    return chosen
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark capstone against the raw-sqlite3 floor on seeded synthetic files.",
+    )
+    add = parser.add_argument
+    add(
+        "--sizes", type=_sizes, default=[100_000, LARGE], help="comma-separated N (default 100k,1m)"
+    )
+    add(
+        "--with-5m", action="store_true", help="also a 5M-record JSON Lines first load (RSS target)"
+    )
+    add("--scenarios", type=_scenarios, default=list(SCENARIOS), help=f"subset of {SCENARIOS}")
+    add("--repeat", type=int, default=3, help="measurements per tool and scenario (median shown)")
+    add(
+        "--repeat-large",
+        type=int,
+        default=None,
+        help=f"measurements for N >= {LARGE:,} (default: --repeat)",
+    )
+    add("--incremental-size", type=_size, default=10_000, help="records of the incremental load")
+    add("--batch-size", type=int, default=10_000, help="batch size passed to both tools")
+    add("--seed", type=int, default=42)
+    add("--db-url", help="run capstone on this postgresql:// database (the floor stays on SQLite)")
+    add(
+        "--via", choices=("lib", "cli"), default="lib", help="call capstone.run() or `capstone run`"
+    )
+    add(
+        "--capstone-src",
+        type=Path,
+        help="import capstone from this folder (e.g. a snapshot of another commit)",
+    )
+    add(
+        "--out", type=Path, default=OUT, help="data cache and scratch databases (default bench/out)"
+    )
+    add("--timeout", type=float, default=3600, help="seconds before a measurement is abandoned")
+    add("--keep", action="store_true", help="keep the scratch databases")
+    add("--json", action="store_true", help="print the figures as JSON instead of a table")
+    return parser
+
+
+# -- environment -----------------------------------------------------------------------------------
+
+
+def _child_env(args: argparse.Namespace) -> dict[str, str]:
+    paths = [str(args.capstone_src.resolve())] if args.capstone_src else []
+    paths.append(str(ROOT))
+    return os.environ | {"PYTHONPATH": os.pathsep.join(paths), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def _git(*command: str) -> str:
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), *command], capture_output=True, check=True, text=True
+        )
+        return done.stdout.strip()
+    return ""
+
+
+def _machine(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    probe = subprocess.run(
+        [sys.executable, "-c", "import capstone; print(capstone.__version__, capstone.__file__)"],
+        capture_output=True,
+        text=True,
+        env=_child_env(args),
+        cwd=work,
+        check=False,
+    )
+    if probe.returncode != 0:
+        raise BenchError(f"cannot import capstone: {probe.stderr.strip().splitlines()[-1:]}")
+    version, location = probe.stdout.split()
+    source = str(Path(location).parent.parent)
+    commit = dirty = None
+    if not args.capstone_src:  # capstone from this repository: which commit, and is it edited?
+        commit = _git("rev-parse", "--short", "HEAD") or None
+        dirty = bool(_git("status", "--porcelain", "--", "capstone"))
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "platform": f"{platform.system()} {platform.machine()}",
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "pydantic": metadata.version("pydantic"),
+        "orjson": metadata.version("orjson"),
+        "capstone": version,
+        "capstone_source": source,
+        "git_commit": commit,
+        "capstone_uncommitted_changes": dirty,
+        "capstone_backend": "postgresql" if args.db_url else "sqlite",
+        "floor_backend": "sqlite",
+        "via": args.via,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+    }
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+def _data(spec: Spec, fmt: GenFormat, folder: Path) -> Path:
+    """The spec's file in `fmt`, generated on first use and cached by the spec's identity."""
+    path = folder / f"events-{spec.tag}.{fmt}"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        clock = time.perf_counter()
+        summary = write(spec, path, fmt)
+        _log(
+            f"generated {path.name}: {summary.records:,} records, {summary.invalid:,} invalid, "
+            f"{summary.bytes / 1e6:,.0f} MB in {time.perf_counter() - clock:.1f} s"
+        )
+    return path
+
+
+# -- databases -------------------------------------------------------------------------------------
+
+
+def _remove_sqlite(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").unlink()
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    _remove_sqlite(target)
+    for suffix in ("", "-wal"):
+        if Path(f"{source}{suffix}").exists():
+            shutil.copyfile(f"{source}{suffix}", f"{target}{suffix}")
+
+
+def _move_sqlite(source: Path, target: Path) -> None:
+    _remove_sqlite(target)
+    for suffix in ("", "-wal"):
+        if Path(f"{source}{suffix}").exists():
+            Path(f"{source}{suffix}").replace(f"{target}{suffix}")
+
+
+class Databases:
+    """Hands out scratch databases: SQLite files in the work folder, or PostgreSQL schemas."""
+
+    def __init__(self, work: Path, pg_url: str | None, keep: bool) -> None:
+        self.work, self.pg_url, self.keep = work, pg_url, keep
+        self._schemas: list[str] = []
+
+    def uses_postgres(self, tool: str) -> bool:
+        return tool == "capstone" and self.pg_url is not None
+
+    @contextlib.contextmanager
+    def fresh(self, tool: str, name: str) -> Iterator[str]:
+        """A new empty database, removed afterwards (unless --keep)."""
+        if self.uses_postgres(tool):
+            url = self._new_schema(name)
+            try:
+                yield url
+            finally:
+                if not self.keep:
+                    self._drop_schema(url)
+            return
+        path = self.work / f"{tool}-{name}.db"
+        _remove_sqlite(path)
+        try:
+            yield str(path)
+        finally:
+            if not self.keep:
+                _remove_sqlite(path)
+
+    def _new_schema(self, name: str) -> str:
+        import psycopg
+
+        assert self.pg_url is not None
+        schema = f"bench_{name.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(self.pg_url, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        parts = urlsplit(self.pg_url)
+        query = dict(parse_qsl(parts.query)) | {"options": f"-csearch_path={schema}"}
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    def _drop_schema(self, url: str) -> None:
+        import psycopg
+
+        assert self.pg_url is not None
+        schema = dict(parse_qsl(urlsplit(url).query))["options"].split("=", 1)[1]
+        with psycopg.connect(self.pg_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+# -- measuring -------------------------------------------------------------------------------------
+
+
+def _log(message: str) -> None:
+    sys.stderr.write(f"bench: {message}\n")
+    sys.stderr.flush()
+
+
+def _child(
+    args: argparse.Namespace, tool: str, input_path: Path, fmt: str, db: str, work: Path
+) -> dict[str, Any]:
+    """Run one load in a fresh process and return its report (seconds, maxrss_kb, counts, wall)."""
+    command = [sys.executable, "-m", "bench._child", tool, str(input_path), db, "--format", fmt]
+    command += ["--batch-size", str(args.batch_size), "--via", args.via]
+    clock = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            env=_child_env(args),
+            cwd=work,
+            timeout=args.timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"gave up after {args.timeout:.0f} s (raise --timeout)") from None
+    wall = time.perf_counter() - clock
+    lines = done.stdout.decode(errors="replace").strip().splitlines()
+    try:
+        report: dict[str, Any] = orjson.loads(lines[-1])
+    except (IndexError, orjson.JSONDecodeError):
+        stderr = done.stderr.decode(errors="replace").strip()
+        raise BenchError(
+            f"the measuring process exited with {done.returncode} and no report"
+            + (" (killed: out of memory?)" if done.returncode < 0 else "")
+            + (f": {stderr[-1500:]}" if stderr else "")
+        ) from None
+    if not report.get("ok"):
+        raise BenchError(f"{report.get('error')}\n{report.get('detail', '').rstrip()}")
+    return report | {"wall": wall}
+
+
+class Bench:
+    """Runs the scenarios and collects results."""
+
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args, self.work = args, work
+        self.dbs = Databases(work, args.db_url, args.keep)
+        self.results: list[Result] = []
+        self.bases: dict[tuple[str, int], Path] = {}
+        """Per (tool, N): a SQLite database holding the N-record JSON Lines load (for increments)."""
+
+    def repeats(self, n: int) -> int:
+        if n >= LARGE and self.args.repeat_large is not None:
+            return int(self.args.repeat_large)
+        return int(self.args.repeat)
+
+    def measure(
+        self,
+        result: Result,
+        input_path: Path,
+        fmt: str,
+        repeat: int,
+        base: Path | None = None,
+        base_input: Path | None = None,
+        keep_as_base: bool = False,
+    ) -> None:
+        """One measurement of `result.tool`, on a fresh database or a copy of `base`."""
+        tool, args = result.tool, self.args
+        name = f"{result.scenario}-{result.n}-{repeat}"
+        with self.dbs.fresh(tool, name) as db:
+            if base is not None:
+                _copy_sqlite(base, Path(db))
+            elif base_input is not None:  # PostgreSQL: load the base again (not timed)
+                _child(args, tool, base_input, "jsonl", db, self.work)
+            report = _child(args, tool, input_path, fmt, db, self.work)
+            if keep_as_base and not self.dbs.uses_postgres(tool):
+                kept = self.work / f"{tool}-base-{result.n}.db"
+                _move_sqlite(Path(db), kept)
+                self.bases[tool, result.n] = kept
+        result.seconds.append(report["seconds"])
+        result.wall.append(report["wall"])
+        result.rss_mb.append(report["maxrss_kb"] / 1024)
+        result.counts = report["counts"]
+        _log(
+            f"N={result.n:,} {result.label} · {tool} #{repeat + 1}: {report['seconds']:.2f} s "
+            f"({report['wall']:.2f} s wall), {report['maxrss_kb'] / 1024:.0f} MB"
+        )
+
+    def scenario(
+        self,
+        scenario: str,
+        label: str,
+        n: int,
+        records: int,
+        input_path: Path,
+        fmt: str,
+        *,
+        base_n: int | None = None,
+        keep_base: bool = False,
+    ) -> None:
+        """Every repeat of both tools on one scenario, alternating tools to spread drift."""
+        pair = {tool: Result(scenario, label, n, tool, records) for tool in TOOLS}
+        repeats = self.repeats(n)
+        for repeat in range(repeats):
+            for tool in TOOLS:
+                result = pair[tool]
+                if result.error is not None:
+                    continue
+                base = base_input = None
+                try:
+                    if base_n is not None and self.dbs.uses_postgres(tool):
+                        base_input = self.base_input(base_n)
+                    elif base_n is not None:
+                        base = self.base(tool, base_n)
+                    self.measure(
+                        result,
+                        input_path,
+                        fmt,
+                        repeat,
+                        base,
+                        base_input,
+                        keep_as_base=keep_base and repeat == repeats - 1,
+                    )
+                except BenchError as error:
+                    result.error = str(error)
+                    _log(f"N={n:,} {label} · {tool} FAILED: {error}")
+        self.results.extend(pair.values())
+        ours, floor = pair["capstone"].counts, pair["floor"].counts
+        if ours and floor and ours != floor:
+            differing = {key: (ours.get(key), floor.get(key)) for key in COUNTS}
+            differing = {key: pair for key, pair in differing.items() if pair[0] != pair[1]}
+            _log(f"WARNING: N={n:,} {label}: capstone and floor counts differ: {differing}")
+
+    def base_input(self, n: int) -> Path:
+        return _data(base_spec(n, self.args.seed), "jsonl", self.args.out / "data")
+
+    def base(self, tool: str, n: int) -> Path:
+        """The tool's database after a first load of the N-record JSON Lines file."""
+        if (tool, n) not in self.bases:
+            path = self.work / f"{tool}-base-{n}.db"
+            _remove_sqlite(path)
+            _log(f"N={n:,}: {tool} loads the base database for the incremental scenario")
+            _child(self.args, tool, self.base_input(n), "jsonl", str(path), self.work)
+            self.bases[tool, n] = path
+        return self.bases[tool, n]
+
+    def run(self, n: int, scenarios: list[str]) -> None:
+        args, data = self.args, self.args.out / "data"
+        spec = base_spec(n, args.seed)
+        for fmt in ("jsonl", "json", "csv"):
+            if fmt in scenarios:
+                path = _data(spec, fmt, data)
+                keep = fmt == "jsonl" and "incremental" in scenarios
+                self.scenario(fmt, LABELS[fmt], n, n, path, fmt, keep_base=keep)
+        if "incremental" in scenarios:
+            size = args.incremental_size
+            inc = _data(incremental_spec(spec, size), "jsonl", data)
+            label = f"incremental {_short(size)} into {_short(n)} db"
+            self.scenario("incremental", label, n, size, inc, "jsonl", base_n=n)
+            label = f"incremental {_short(size)} into empty db"
+            self.scenario("incremental_empty", label, n, size, inc, "jsonl")
+        for tool in TOOLS:
+            base = self.bases.pop((tool, n), None)
+            if base is not None and not args.keep:
+                _remove_sqlite(base)
+
+
+# -- reporting -------------------------------------------------------------------------------------
+
+
+def _short(n: int) -> str:
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n >= 1_000 and n % 1_000 == 0:
+        return f"{n // 1_000}k"
+    return f"{n:,}"
+
+
+def _find(results: list[Result], scenario: str, n: int, tool: str) -> Result | None:
+    for result in results:
+        if (result.scenario, result.n, result.tool) == (scenario, n, tool):
+            return result
+    return None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _targets(results: list[Result]) -> list[dict[str, Any]]:
+    """Issue 3's targets, checked against the figures measured in this run."""
+    checks: list[dict[str, Any]] = []
+    sizes = sorted({r.n for r in results if r.n != FIVE_M}) or sorted({r.n for r in results})
+    n = LARGE if LARGE in sizes else sizes[-1] if sizes else LARGE
+    at = f" (at N={_short(n)})" if n != LARGE else ""
+
+    def check(name: str, value: float | None, limit: float, higher_is_better: bool = False) -> None:
+        ok = None if value is None else value >= limit if higher_is_better else value <= limit
+        checks.append({"target": name + at, "value": value, "limit": limit, "ok": ok})
+
+    ours, floor = _find(results, "jsonl", n, "capstone"), _find(results, "jsonl", n, "floor")
+    if ours is not None and floor is not None:
+        check("JSON Lines first load, capstone/floor", _ratio(ours.median, floor.median), 1.5)
+        check("JSON Lines first load, records/s", ours.rate, 80_000, higher_is_better=True)
+    for fmt in ("jsonl", "json", "csv"):
+        result = _find(results, fmt, n, "capstone")
+        if result is not None:
+            check(f"{LABELS[fmt]}, peak RSS MB", result.peak_mb, 200)
+    big, base = _find(results, "jsonl", FIVE_M, "capstone"), _find(results, "jsonl", n, "capstone")
+    if big is not None and base is not None and n != FIVE_M:
+        checks.append(
+            {
+                "target": f"JSON Lines peak RSS at 5M / at {_short(n)}",
+                "value": _ratio(big.peak_mb, base.peak_mb),
+                "limit": 1.2,
+                "ok": None
+                if big.peak_mb is None or base.peak_mb is None
+                else big.peak_mb <= 1.2 * base.peak_mb,
+            }
+        )
+    into = _find(results, "incremental", n, "capstone")
+    empty = _find(results, "incremental_empty", n, "capstone")
+    if into is not None and empty is not None:
+        check("incremental into full db / into empty db", _ratio(into.median, empty.median), 2.5)
+    return checks
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _table(machine: dict[str, Any], results: list[Result], checks: list[dict[str, Any]]) -> str:
+    lines = [
+        f"capstone benchmark · {machine['cores']} cores ({machine['usable_cores']} usable) · "
+        f"{machine['platform']} · Python {machine['python']} · SQLite {machine['sqlite']} · "
+        f"pydantic {machine['pydantic']} · orjson {machine['orjson']}",
+        f"capstone {machine['capstone']} from {machine['capstone_source']}"
+        + (f" (git {machine['git_commit']}" if machine["git_commit"] else "")
+        + (
+            ", with uncommitted changes in capstone/"
+            if machine["capstone_uncommitted_changes"]
+            else ""
+        )
+        + (")" if machine["git_commit"] else "")
+        + f" via {'capstone.run()' if machine['via'] == 'lib' else '`capstone run`'}"
+        + f" · batch size {machine['batch_size']:,} · seed {machine['seed']}",
+        f"capstone on {machine['capstone_backend']}, floor on SQLite"
+        + (
+            " (the ratio compares different databases)"
+            if machine["capstone_backend"] != "sqlite"
+            else ""
+        )
+        + " · seconds = median of the repeats, load only; wall = whole process incl. startup",
+        "",
+    ]
+    header = (
+        "scenario",
+        "N",
+        "tool",
+        "runs",
+        "seconds",
+        "wall s",
+        "records/s",
+        "cap/floor",
+        "peak RSS MB",
+    )
+    rows: list[tuple[str, ...]] = []
+    for result in results:
+        floor = _find(results, result.scenario, result.n, "floor")
+        ratio = _ratio(result.median, floor.median if floor else None)
+        rows.append(
+            (
+                result.label,
+                _short(result.records),
+                result.tool,
+                str(len(result.seconds)),
+                _fmt(result.median, ".2f") if result.error is None else "FAILED",
+                _fmt(statistics.median(result.wall) if result.wall else None, ".2f"),
+                _fmt(result.rate, ",.0f"),
+                _fmt(ratio, ".2f") + "x" if result.tool == "capstone" and ratio else "",
+                _fmt(result.peak_mb, ".0f"),
+            )
+        )
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    left = {0, 2}
+    for row in [header, *rows]:
+        cells = [
+            c.ljust(w) if i in left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    increments = sorted({r.n for r in results if r.scenario == "incremental"})
+    if increments:
+        lines.append("")
+        for n in increments:
+            parts = []
+            for tool in TOOLS:
+                into = _find(results, "incremental", n, tool)
+                empty = _find(results, "incremental_empty", n, tool)
+                ratio = _ratio(into.median if into else None, empty.median if empty else None)
+                parts.append(f"{tool} {_fmt(ratio, '.2f')}x")
+            lines.append(
+                f"incremental into the {_short(n)} db / into an empty db: " + ", ".join(parts)
+            )
+    if checks:
+        lines += ["", "targets (issue 3):"]
+        for item in checks:
+            mark = {True: "PASS", False: "FAIL", None: "n/a "}[item["ok"]]
+            value = item["value"]
+            shown = "-" if value is None else f"{value:,.0f}" if value >= 1000 else f"{value:.2f}"
+            lines.append(f"  {mark}  {item['target']}: {shown} (limit {item['limit']:,})")
+    failures = [r for r in results if r.error]
+    if failures:
+        lines += ["", "failed measurements:"]
+        lines += [f"  N={_short(r.n)} {r.label} · {r.tool}: {r.error}" for r in failures]
+    return "\n".join(lines)
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.db_url and not args.db_url.startswith(("postgresql://", "postgres://")):
+        _parser().error("--db-url must be a postgresql:// URL (SQLite is the default)")
+    if args.repeat < 1 or (args.repeat_large is not None and args.repeat_large < 1):
+        _parser().error("--repeat and --repeat-large must be at least 1")
+    plan = [(n, args.scenarios) for n in sorted(set(args.sizes))]
+    if args.with_5m and FIVE_M not in args.sizes:
+        plan.append((FIVE_M, ["jsonl"]))
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = args.out / f"work-{os.getpid()}"
+    work.mkdir()
+    bench = Bench(args, work)
+    try:
+        machine = _machine(args, work)
+        _log(
+            f"{machine['cores']} cores · Python {machine['python']} · SQLite {machine['sqlite']} · "
+            f"capstone from {machine['capstone_source']} on {machine['capstone_backend']}"
+        )
+        for n, scenarios in plan:
+            bench.run(n, scenarios)
+    except BenchError as error:
+        _log(f"error: {error}")
+        return 1
+    except KeyboardInterrupt:
+        _log("interrupted; scratch databases removed")
+        return 130
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    checks = _targets(bench.results)
+    if args.json:
+        document = {
+            "machine": machine,
+            "results": [result.as_dict() for result in bench.results],
+            "targets": checks,
+        }
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(_table(machine, bench.results, checks) + "\n")
+    return 1 if any(result.error for result in bench.results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

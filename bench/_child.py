@@ -1,0 +1,115 @@
+"""One measurement in a fresh process: load a file with capstone or the floor, report it as JSON.
+
+`seconds` times the load alone (from the call of `capstone.run` or the floor's `load` to its return;
+with `--via cli`, the whole `capstone run` process). The benchmark starts this module once per
+measurement, so the peak RSS it reports
+(`getrusage(RUSAGE_SELF)`, or `RUSAGE_CHILDREN` of the one CLI process it starts with `--via cli`)
+belongs to that load alone. It prints exactly one JSON object on stdout:
+
+    {"ok": true, "seconds": ..., "maxrss_kb": ..., "counts": {...}, "pid": ...}
+    {"ok": false, "error": "...", "detail": "...traceback tail..."}
+"""
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from typing import Any
+
+import orjson
+
+__all__ = ["COUNTS", "main"]
+
+COUNTS = (
+    "input_records",
+    "staged",
+    "loaded",
+    "stale",
+    "rejected",
+    "skipped",
+    "dead_letters",
+    "lineage_entries",
+    "watermark_before",
+    "watermark",
+)
+"""The run figures both tools report; the benchmark checks they agree."""
+
+
+def _capstone_lib(args: argparse.Namespace) -> dict[str, Any]:
+    from capstone import RunOptions, run
+
+    options = RunOptions(batch_size=args.batch_size, format=args.format)
+    clock = time.perf_counter()
+    summary = run(args.input, args.db, options)
+    seconds = time.perf_counter() - clock
+    if summary.status != "success":
+        raise RuntimeError(f"capstone run ended with status {summary.status}: {summary.error}")
+    counts = summary.model_dump(include=set(COUNTS))
+    return {"seconds": seconds, "counts": counts, "maxrss_kb": _self_rss()}
+
+
+def _capstone_cli(args: argparse.Namespace) -> dict[str, Any]:
+    command = [sys.executable, "-m", "capstone", "run", "--input", args.input, "--db", args.db]
+    command += ["--json", "--batch-size", str(args.batch_size)]
+    if args.format:
+        command += ["--format", args.format]
+    clock = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, check=False)
+    seconds = time.perf_counter() - clock
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"`capstone run` exited with {done.returncode}: "
+            f"{done.stderr.decode(errors='replace').strip()[-2000:]}"
+        )
+    summary = orjson.loads(done.stdout)
+    counts = {key: summary.get(key) for key in COUNTS}
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the one child: this run
+    return {"seconds": seconds, "counts": counts, "maxrss_kb": rss}
+
+
+def _floor(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.floor import load
+
+    clock = time.perf_counter()
+    counts = load(args.input, args.db, fmt=args.format, batch_size=args.batch_size)
+    seconds = time.perf_counter() - clock
+    return {"seconds": seconds, "counts": counts, "maxrss_kb": _self_rss()}
+
+
+def _self_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench._child {capstone,floor} INPUT DB [--format F] [--batch-size N] [--via V]`."""
+    parser = argparse.ArgumentParser(prog="python -m bench._child", description=main.__doc__)
+    parser.add_argument("tool", choices=("capstone", "floor"))
+    parser.add_argument("input")
+    parser.add_argument("db")
+    parser.add_argument("--format", choices=("json", "jsonl", "csv"))
+    parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument("--via", choices=("lib", "cli"), default="lib")
+    args = parser.parse_args(argv)
+    try:
+        if args.tool == "floor":
+            result = _floor(args)
+        elif args.via == "cli":
+            result = _capstone_cli(args)
+        else:
+            result = _capstone_lib(args)
+    except BaseException as error:  # report anything, even KeyboardInterrupt, as one JSON line
+        detail = "".join(traceback.format_exception(error)[-6:])
+        message = f"{type(error).__name__}: {error}"
+        sys.stdout.write(orjson.dumps({"ok": False, "error": message, "detail": detail}).decode())
+        sys.stdout.write("\n")
+        return 1
+    result |= {"ok": True, "pid": os.getpid()}
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
