@@ -10,12 +10,12 @@ def open_store(url: str, *, create: bool = True) -> Store:
     """Open (and migrate) the database at `url`: a SQLite path, or a postgresql:// URL."""
     if url.startswith(("postgresql://", "postgres://")):
         try:
-            from capstone.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+            from capstone.store.postgres import PostgresStore
         except ImportError:
             raise StoreError(
                 "the PostgreSQL backend needs psycopg; install it with: pip install 'capstone[postgres]'"
             ) from None
-        return PostgresStore(url)  # type: ignore[no-any-return,unused-ignore]
+        return PostgresStore(url, create=create)
     from capstone.store.sqlite import SQLiteStore
 
     return SQLiteStore(url, create=create)
