@@ -50,7 +50,6 @@ R = TypeVar("R")
 
 app = typer.Typer(
     name="capstone",
-    help="Load event files into SQL: nothing lost, nothing stale wins, every rerun safe.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -341,10 +340,7 @@ def runs(
     console.print(runs_table(history))
 
 
-dead_letters_app = typer.Typer(
-    help="Inspect and export dead letters (rejected records with their raw text and reasons).",
-    no_args_is_help=False,
-)
+dead_letters_app = typer.Typer(no_args_is_help=False)
 app.add_typer(dead_letters_app, name="dead-letters")
 
 
@@ -368,7 +364,9 @@ def dead_letters(
     db: Db = "capstone.db",
     as_json: Json = False,
 ) -> None:
-    """List dead letters: reason, source position, raw payload (whole in --json).
+    """List dead letters (rejected records): reason, position, raw payload (whole in --json).
+
+    Subcommand `export` writes them as JSON Lines for fixing and `capstone run --replay`.
 
     Example: capstone dead-letters --reason value --limit 10
     """
