@@ -106,7 +106,11 @@ class SourceFile:
         )
         if fh.peek(3)[:3] == _BOM:
             fh.read(3)
-        fmt = self.format or _detect(fh)
+        fmt = (
+            self.format
+            or _SUFFIX_FORMATS.get(os.path.splitext(self.path)[1].lower())
+            or _detect(fh)
+        )
         try:
             if fmt == "json":
                 yield from _json_array(fh, self.name)
@@ -116,6 +120,10 @@ class SourceFile:
                 yield from _csv_rows(fh, self.name)
         except OSError as error:
             raise InputError(f"reading {self.name} failed: {error.strerror or error}") from None
+
+
+_SUFFIX_FORMATS: dict[str, Format] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+"""Extensions that say the format outright; anything else (.json, .txt, stdin) is sniffed."""
 
 
 def _detect(fh: io.BufferedReader) -> Format:
