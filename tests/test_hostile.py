@@ -67,10 +67,12 @@ SURROGATE = (
 EPOCH_TEXT = (
     "bug: a ts of Unix seconds as text is accepted, though the model promises ISO-8601 only"
 )
+BIG_INT = "bug: a JSON array refuses the whole file over an integer outside (-2**63, 2**63)"
 OOM = "bug: deeply nested JSON arrays exhaust memory (ijson.items keeps a quadratic prefix)"
 
 INVARIANT_BUGS = {
-    "fail_big_int.json": MULTILINE,
+    "load_big_int.json": MULTILINE,
+    "load_int64_min.json": MULTILINE,
     "fail_float_overflow.json": MULTILINE,
     "fail_infinity_literal.json": MULTILINE,
     "fail_first_line_array_sniffed.txt": MULTILINE,
@@ -84,6 +86,8 @@ INVARIANT_BUGS = {
     "ok_ts_overflow.jsonl": TS_OVERFLOW,
 }
 OUTCOME_BUGS = {
+    "load_big_int.json": BIG_INT,
+    "load_int64_min.json": BIG_INT,
     "ok_deep_extra_300.jsonl": TOO_DEEP,
     "ok_deep_nesting_2000.json": TOO_DEEP,
     "ok_ts_overflow.csv": TS_OVERFLOW,
@@ -468,10 +472,12 @@ def test_random_csv_rows_are_each_one_record(
     assert summary["input_records"] == sum(1 for row in rows if row)
 
 
+INT_MIN, INT_MAX = -(2**63) + 1, 2**63 - 1
+"""Wider integers make a JSON array refuse the whole file: a known bug (BIG_INT)."""
 SCALARS = st.one_of(
     st.none(),
     st.booleans(),
-    st.integers(-(2**63), 2**63 - 1),  # wider integers refuse a JSON array file (ijson overflow)
+    st.integers(INT_MIN, INT_MAX),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=20),
 )
@@ -487,7 +493,7 @@ FIELDS = {
     "name": st.one_of(st.text(max_size=12), st.sampled_from(sorted(INJECTIONS)), JSON_VALUES),
     "value": st.one_of(
         st.floats(allow_nan=False, allow_infinity=False),
-        st.integers(-(2**63), 2**63 - 1),
+        st.integers(INT_MIN, INT_MAX),
         st.text(max_size=12),
         JSON_VALUES,
     ),
