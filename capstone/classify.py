@@ -44,6 +44,16 @@ class Rejected:
         return "; ".join(message for _, message in self.reasons)
 
     @property
+    def record_json(self) -> str | None:
+        """The parsed record as JSON text, or None when there is none or it nests too deep."""
+        if self.record is None:
+            return None
+        try:
+            return orjson.dumps(self.record).decode()
+        except orjson.JSONEncodeError:
+            return None  # the raw text still holds it whole
+
+    @property
     def fingerprint(self) -> str:
         """Same raw text, same dead letter: seeing bad input again does not duplicate it."""
         return hashlib.sha256(self.raw.encode("utf-8", "surrogatepass")).hexdigest()
@@ -83,7 +93,7 @@ def _loose_ts(record: dict[str, Any]) -> datetime | None:
         return None
     try:
         return parse_ts(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 
@@ -159,9 +169,18 @@ class Classifier:
                 )
                 batch.rejected.append(Rejected(position, event.key, _text(raw), [reason], record))
                 continue
+            extra = event.model_extra
+            try:
+                attributes = dumps(extra, option=sort_keys).decode() if extra else None
+            except orjson.JSONEncodeError as error:
+                reason = (
+                    "attributes.unstorable",
+                    f"extra fields cannot be stored as JSON: {error}",
+                )
+                batch.rejected.append(Rejected(position, event.key, _text(raw), [reason], record))
+                continue
             if type(dead_letter) is int:
                 batch.resolved.append(dead_letter)
-            extra = event.model_extra
             self._seq += 1
             staged.append(
                 (
@@ -171,7 +190,7 @@ class Classifier:
                     event.name,
                     event.value,
                     ts.isoformat(),  # format_ts, inlined on the hot path
-                    dumps(extra, option=sort_keys).decode() if extra else None,
+                    attributes,
                 )
             )
             if batch.newest is None or ts > batch.newest:

@@ -34,9 +34,10 @@ def _number_not_bool(value: Any) -> Any:
 
 
 def _iso_text_only(value: Any) -> Any:
-    # pydantic would read a number as Unix seconds; capstone promises ISO-8601 text only.
-    if not isinstance(value, str):
-        raise ValueError("must be an ISO-8601 timestamp string")
+    # pydantic would read a number, or digits as text, as Unix seconds; capstone promises
+    # ISO-8601 text only, which always starts with a four-digit year and a dash.
+    if not isinstance(value, str) or value[4:5] != "-":
+        raise ValueError("must be an ISO-8601 timestamp string such as 2025-01-15T09:30:00")
     return value
 
 

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Literal, NamedTuple, cast
 
-import ijson
 import orjson
 
+from capstone._jsonarray import array_elements
 from capstone.errors import InputError
 
 __all__ = ["FORMATS", "Format", "Item", "Malformed", "SourceFile", "parse_object"]
@@ -148,32 +148,9 @@ def _json_lines(fh: io.BufferedReader, name: str) -> Iterator[Item]:
 
 
 def _json_array(fh: io.BufferedReader, name: str) -> Iterator[Item]:
-    if not fh.peek(4096).lstrip().startswith(b"["):
-        raise InputError(
-            f"{name} is not a JSON array; capstone reads a JSON array of objects, "
-            "JSON Lines or CSV (use --format to say which)"
-        )
-    index = -1
-    try:
-        for index, element in enumerate(ijson.items(fh, "item", use_float=True)):
-            raw = orjson.dumps(element)
-            if type(element) is dict:
-                yield index, raw, element
-            else:
-                yield (
-                    index,
-                    raw,
-                    Malformed("malformed.not_object", "array element is not a JSON object"),
-                )
-    except ijson.JSONError as error:
-        raise InputError(
-            f"{name} is not valid JSON after element {index}: {error}; "
-            "fix or re-export the file (is it truncated?)"
-        ) from None
-    except UnicodeDecodeError:
-        raise InputError(
-            f"{name} is not valid UTF-8 after element {index}; re-encode it as UTF-8"
-        ) from None
+    # Raw text only: the validator parses it in one pass, exactly as for JSON Lines.
+    for index, raw in array_elements(fh, name):
+        yield index, raw, None
 
 
 class _LineTap:

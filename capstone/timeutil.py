@@ -20,7 +20,11 @@ def to_utc_naive(value: datetime) -> datetime:
     """Naive timestamps already mean UTC; aware ones are converted to UTC and made naive."""
     if value.tzinfo is None:
         return value
-    return value.astimezone(UTC).replace(tzinfo=None)
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        # 0001-01-01T00:00+05:00 is a valid text but has no UTC time in years 1-9999.
+        raise ValueError("lies outside the years 1-9999 once converted to UTC") from None
 
 
 def format_ts(value: datetime) -> str:

@@ -97,7 +97,9 @@ def test_dead_letters_filter_by_reason_and_run(runner: CliRunner, db: str, sampl
     result = runner.invoke(app, ["dead-letters", "--reason", "float_parsing", "--db", db, "--json"])
     [letter] = orjson.loads(result.stdout)
     assert letter["key"] == "evt-005"
-    assert letter["raw"].startswith('{"key":"evt-005"')
+    assert letter["raw"] == (
+        '{"key": "evt-005", "name": "api_call", "value": "not_a_number", "ts": "2025-01-15T10:30:00"}'
+    )
     none = runner.invoke(app, ["dead-letters", "--run", "2", "--db", db, "--json"])
     assert orjson.loads(none.stdout) == []
 

@@ -14,14 +14,43 @@ def read(path: Path, fmt: Format | None = None) -> list[tuple[int, Any, Any]]:
         return list(source.records())
 
 
-def test_json_array_positions_are_element_indexes(tmp_path: Path) -> None:
-    """A JSON array's records carry their 0-based index."""
+def test_json_array_elements_keep_their_index_and_exact_raw_text(tmp_path: Path) -> None:
+    """A JSON array's records carry their 0-based index and their text exactly as written."""
     path = tmp_path / "a.json"
-    path.write_text('[{"key": "a"}, 5, {"key": "b"}]')
+    path.write_text(
+        '[ {"key": "a",\n  "n": 123456789012345678901234567890}, 5 ,{"key": "\\ud800"}]'
+    )
     items = read(path)
-    assert [position for position, _, _ in items] == [0, 1, 2]
-    assert items[0][2] == {"key": "a"}
-    assert isinstance(items[1][2], Malformed)
+    assert [(position, raw) for position, raw, _ in items] == [
+        (0, '{"key": "a",\n  "n": 123456789012345678901234567890}'),
+        (1, "5"),
+        (2, '{"key": "\\ud800"}'),
+    ]
+
+
+def test_json_array_elements_split_across_read_chunks(tmp_path: Path) -> None:
+    """Elements and numbers that straddle the reader's 1 MB chunks come out whole."""
+    records = [f'{{"key": "k{i}", "value": {i * 1000003}}}' for i in range(60_000)]
+    path = tmp_path / "a.json"
+    path.write_text("[" + ",".join(records) + ", 12345678901234567890]")
+    items = read(path)
+    assert [raw for _, raw, _ in items] == [*records, "12345678901234567890"]
+
+
+def test_json_array_nested_too_deep_for_the_decoder_is_one_element(tmp_path: Path) -> None:
+    """An element nested deeper than Python's recursion limit is found whole, not a crash."""
+    deep = "[" * 5000 + "]" * 5000
+    path = tmp_path / "a.json"
+    path.write_text(f'[{deep}, {{"key": "a"}}]')
+    assert [raw for _, raw, _ in read(path)] == [deep, '{"key": "a"}']
+
+
+def test_text_after_the_array_is_refused(tmp_path: Path) -> None:
+    """Anything but white space after the closing bracket fails the run."""
+    path = tmp_path / "a.json"
+    path.write_text('[{"key": "a"}] {"key": "b"}')
+    with pytest.raises(InputError, match="after the closing"):
+        read(path)
 
 
 def test_json_lines_positions_are_line_numbers_and_blank_lines_are_ignored(tmp_path: Path) -> None:

@@ -474,7 +474,7 @@ class _SQLiteRun:
                     r.message,
                     r.raw,
                     r.fingerprint,
-                    None if r.record is None else orjson.dumps(r.record).decode(),
+                    r.record_json,
                 )
                 for r in rows
             ],

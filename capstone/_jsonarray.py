@@ -1,0 +1,144 @@
+"""Stream the elements of one JSON array as exact raw text, in constant memory.
+
+`json.JSONDecoder.raw_decode` (C) finds where each element ends inside a sliding text buffer, so
+every element's raw text is kept exactly as it stood in the file, integers of any size and all
+escapes included. Validation then parses the text once more, the same way as for JSON Lines.
+"""
+
+import codecs
+import json
+import re
+from collections.abc import Iterator
+from typing import IO
+
+from capstone.errors import InputError
+
+__all__ = ["MAX_RECORD_BYTES", "array_elements"]
+
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+"""Largest single array element capstone will buffer; a larger one fails the run."""
+
+_CHUNK = 1 << 20
+_BLANK = re.compile(r"[ \t\r\n]*")
+_DECODER = json.JSONDecoder()
+
+
+class _Buffer:
+    """A window of decoded text over a binary stream."""
+
+    def __init__(self, fh: IO[bytes], name: str) -> None:
+        self.fh = fh
+        self.name = name
+        self.text = ""
+        self.pos = 0
+        self.eof = False
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+
+    def more(self) -> bool:
+        """Read another chunk (keeping text from `pos` on); False at end of file."""
+        if self.eof:
+            return False
+        chunk = self.fh.read(_CHUNK)
+        self.eof = not chunk
+        try:
+            decoded = self._utf8.decode(chunk, final=self.eof)
+        except UnicodeDecodeError:
+            raise InputError(f"{self.name} is not valid UTF-8; re-encode it as UTF-8") from None
+        self.text = self.text[self.pos :] + decoded
+        self.pos = 0
+        return True
+
+    def skip_blank(self) -> str:
+        """Skip white space and return the next character ('' at end of file)."""
+        while True:
+            self.pos = _BLANK.match(self.text, self.pos).end()  # type: ignore[union-attr]
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if not self.more():
+                return ""
+
+
+def _scan_end(text: str, start: int) -> int | None:
+    """End of the JSON value at `start` without recursion (for values nested too deep to decode)."""
+    depth = 0
+    in_string = escaped = False
+    for index in range(start, len(text)):
+        char = text[index]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+    return None
+
+
+def _element_end(buffer: _Buffer, index: int) -> int:
+    """Where the element at `buffer.pos` ends, reading more of the file as needed."""
+    while True:
+        text, start = buffer.text, buffer.pos
+        try:
+            _, end = _DECODER.raw_decode(text, start)
+        except json.JSONDecodeError as error:
+            problem: str | None = f"{error.msg} (line {error.lineno}, column {error.colno})"
+            end = -1
+        except RecursionError:
+            found = _scan_end(text, start)
+            problem, end = (None, found) if found is not None else ("unterminated value", -1)
+        # A value that reaches the end of the buffer may continue in the next chunk (a number).
+        if end != -1 and (end < len(text) or buffer.eof):
+            return end
+        if len(text) - start > MAX_RECORD_BYTES:
+            raise InputError(
+                f"{buffer.name}: element {index} is larger than {MAX_RECORD_BYTES >> 20} MB or not "
+                "valid JSON; fix the file or split the record"
+            )
+        if not buffer.more():
+            raise InputError(
+                f"{buffer.name} is not valid JSON at element {index}: {problem}; "
+                "fix or re-export the file (is it truncated?)"
+            )
+
+
+def array_elements(fh: IO[bytes], name: str) -> Iterator[tuple[int, str]]:
+    """Yield (index, raw text) for each element of the JSON array that `fh` holds."""
+    buffer = _Buffer(fh, name)
+    if buffer.skip_blank() != "[":
+        raise InputError(
+            f"{name} is not a JSON array; capstone reads a JSON array of objects, "
+            "JSON Lines or CSV (use --format to say which)"
+        )
+    buffer.pos += 1
+    index = 0
+    if buffer.skip_blank() == "]":
+        buffer.pos += 1
+    else:
+        while True:
+            end = _element_end(buffer, index)
+            yield index, buffer.text[buffer.pos : end]
+            buffer.pos = end
+            index += 1
+            after = buffer.skip_blank()
+            buffer.pos += 1
+            if after == "]":
+                break
+            if after != ",":
+                found = repr(after) if after else "the end of the file"
+                raise InputError(
+                    f"{name} is not valid JSON after element {index - 1}: expected ',' or ']' but "
+                    f"found {found}; fix or re-export the file (is it truncated?)"
+                )
+            buffer.skip_blank()
+    if buffer.skip_blank():
+        raise InputError(
+            f"{name} has text after the closing ']' of its array; remove it or fix the file"
+        )
