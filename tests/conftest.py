@@ -50,6 +50,16 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     drop_schema(url)
 
 
+@pytest.fixture
+def pg_db() -> Iterator[str]:
+    """A fresh PostgreSQL schema, for behaviour only the PostgreSQL backend has."""
+    url = _postgres_url()
+    yield url
+    from tests.pg import drop_schema
+
+    drop_schema(url)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_factory(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

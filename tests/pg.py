@@ -25,3 +25,19 @@ def drop_schema(url: str) -> None:
     base = urlunsplit(parts._replace(query=urlencode(query)))
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def execute(url: str, statement: str, params: tuple[object, ...] = ()) -> None:
+    """Run one statement in its own committed transaction (for tests that change a database)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement, params)
+
+
+def with_password(url: str, password: str) -> str:
+    """The same URL with another password in its user part."""
+    parts = urlsplit(url)
+    user = (parts.username or "").strip()
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
