@@ -1,12 +1,13 @@
 """One measurement in a fresh process: load a file with capstone or the floor, report it as JSON.
 
 `seconds` times the load alone (from the call of `capstone.run` or the floor's `load` to its return;
-with `--via cli`, the whole `capstone run` process). The benchmark starts this module once per
+with `--via cli`, the whole `capstone run` process); `cpu` is the user+system CPU time of the same
+span, which other processes on the machine disturb far less than wall time. The benchmark starts this module once per
 measurement, so the peak RSS it reports
 (`getrusage(RUSAGE_SELF)`, or `RUSAGE_CHILDREN` of the one CLI process it starts with `--via cli`)
 belongs to that load alone. It prints exactly one JSON object on stdout:
 
-    {"ok": true, "seconds": ..., "maxrss_kb": ..., "counts": {...}, "pid": ...}
+    {"ok": true, "seconds": ..., "cpu": ..., "maxrss_kb": ..., "counts": {...}, "pid": ...}
     {"ok": false, "error": "...", "detail": "...traceback tail..."}
 """
 
@@ -42,13 +43,13 @@ def _capstone_lib(args: argparse.Namespace) -> dict[str, Any]:
     from capstone import RunOptions, run
 
     options = RunOptions(batch_size=args.batch_size, format=args.format)
-    clock = time.perf_counter()
+    clock, cpu = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
     summary = run(args.input, args.db, options)
-    seconds = time.perf_counter() - clock
+    seconds, cpu = time.perf_counter() - clock, _cpu(resource.RUSAGE_SELF) - cpu
     if summary.status != "success":
         raise RuntimeError(f"capstone run ended with status {summary.status}: {summary.error}")
     counts = summary.model_dump(include=set(COUNTS))
-    return {"seconds": seconds, "counts": counts, "maxrss_kb": _self_rss()}
+    return {"seconds": seconds, "cpu": cpu, "counts": counts, "maxrss_kb": _self_rss()}
 
 
 def _capstone_cli(args: argparse.Namespace) -> dict[str, Any]:
@@ -67,16 +68,22 @@ def _capstone_cli(args: argparse.Namespace) -> dict[str, Any]:
     summary = orjson.loads(done.stdout)
     counts = {key: summary.get(key) for key in COUNTS}
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the one child: this run
-    return {"seconds": seconds, "counts": counts, "maxrss_kb": rss}
+    cpu = _cpu(resource.RUSAGE_CHILDREN)
+    return {"seconds": seconds, "cpu": cpu, "counts": counts, "maxrss_kb": rss}
 
 
 def _floor(args: argparse.Namespace) -> dict[str, Any]:
     from bench.floor import load
 
-    clock = time.perf_counter()
+    clock, cpu = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
     counts = load(args.input, args.db, fmt=args.format, batch_size=args.batch_size)
-    seconds = time.perf_counter() - clock
-    return {"seconds": seconds, "counts": counts, "maxrss_kb": _self_rss()}
+    seconds, cpu = time.perf_counter() - clock, _cpu(resource.RUSAGE_SELF) - cpu
+    return {"seconds": seconds, "cpu": cpu, "counts": counts, "maxrss_kb": _self_rss()}
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _self_rss() -> int:
