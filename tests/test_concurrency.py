@@ -1,0 +1,163 @@
+"""Concurrent runs: one run per pipeline at a time on both backends, other pipelines in parallel
+on PostgreSQL; the loser waits up to --lock-timeout and names the run it waited for."""
+
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from capstone import RunOptions, run
+from capstone.errors import LockError, WatermarkError
+from capstone.pipeline import run_source
+from capstone.sources import SourceFile
+from capstone.store import open_store
+from tests.conftest import fetch
+
+KEYS = 20_000
+BASE = datetime(2025, 2, 1)
+
+
+def events_file(path: Path, count: int, *, offset: int = 0, every: int = 1) -> str:
+    """JSON Lines of `count` valid records over KEYS keys, ts rising by `every` seconds."""
+    with path.open("w") as fh:
+        for i in range(count):
+            ts = (BASE + timedelta(seconds=offset + i * every)).isoformat()
+            fh.write(f'{{"key": "k{i % KEYS}", "name": "n", "value": {i}, "ts": "{ts}"}}\n')
+    return str(path)
+
+
+def start(input_path: str, db: str, *options: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "capstone",
+            "run",
+            "--input",
+            input_path,
+            "--db",
+            db,
+            "--json",
+            *options,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
+    stdout, stderr = process.communicate(timeout=300)
+    return process.returncode, stdout, stderr
+
+
+def hold_lock(db: str, pipeline: str = "events") -> tuple[Any, Any, int]:
+    """Open a run of `pipeline` and enter its transaction; returns (store, context, run id)."""
+    store = open_store(db)
+    begun = store.begin_run(pipeline, "holder")
+    context = store.run_transaction(begun, 1.0)
+    context.__enter__()
+    return store, context, begun.run_id
+
+
+class TestOnePipelineAtATime:
+    def test_second_run_waits_then_names_the_holder(self, db: str, sample: str) -> None:
+        """While a run holds the pipeline, another fails after --lock-timeout, naming that run."""
+        open_store(db).close()
+        store, context, holder = hold_lock(db)
+        try:
+            started = time.monotonic()
+            with pytest.raises(LockError) as caught:
+                run(sample, db, RunOptions(lock_timeout=0.3))
+            waited = time.monotonic() - started
+        finally:
+            context.__exit__(None, None, None)
+            store.close()
+        assert str(caught.value) == (
+            f"another run of pipeline 'events' is in progress (run {holder}); "
+            "wait for it to finish or raise --lock-timeout"
+        )
+        assert waited >= 0.3
+
+    def test_lock_is_released_when_a_run_fails(self, db: str, sample: str) -> None:
+        """A failed run gives the pipeline back at once, though its store stays open."""
+        failing = open_store(db)
+        try:
+            failing.set_watermark("events", "garbage")
+            with SourceFile(sample) as source, pytest.raises(WatermarkError):
+                run_source(source, failing, RunOptions())
+            failing.set_watermark("events", None)
+            assert run(sample, db, RunOptions(lock_timeout=0)).status == "success"
+        finally:
+            failing.close()
+
+    @pytest.mark.postgres
+    def test_other_pipelines_do_not_wait_on_postgres(self, pg_db: str, sample: str) -> None:
+        """On PostgreSQL a run of another pipeline proceeds while one pipeline is held."""
+        open_store(pg_db).close()
+        store, context, _ = hold_lock(pg_db)
+        try:
+            summary = run(sample, pg_db, RunOptions(pipeline="other", lock_timeout=0))
+        finally:
+            context.__exit__(None, None, None)
+            store.close()
+        assert (summary.status, summary.loaded) == ("success", 5)
+
+
+@pytest.mark.slow
+def test_two_processes_of_one_pipeline_exactly_one_wins(db: str, tmp_path: Path) -> None:
+    """Two runs started at once: one loads everything, the other exits 1 naming it; nothing doubles."""
+    open_store(db).close()
+    path = events_file(tmp_path / "events.jsonl", 150_000)
+    processes = [start(path, db, "--lock-timeout", "0.5") for _ in range(2)]
+    results = [finish(process) for process in processes]
+    assert sorted(code for code, _, _ in results) == [0, 1], results
+    [(_, stdout, _)] = [result for result in results if result[0] == 0]
+    [(_, _, stderr)] = [result for result in results if result[0] == 1]
+    winner = json.loads(stdout)
+    assert stderr == (
+        f"capstone: error: another run of pipeline 'events' is in progress "
+        f"(run {winner['run_id']}); wait for it to finish or raise --lock-timeout\n"
+    )
+    assert (winner["loaded"], winner["stale"]) == (150_000, 0)
+    assert fetch(db, "SELECT COUNT(*), SUM(value) FROM target") == [
+        (KEYS, sum(range(150_000 - KEYS, 150_000)))
+    ]
+    assert fetch(db, "SELECT COUNT(*) FROM lineage") == [(winner["lineage_entries"],)]
+    runs = fetch(db, "SELECT run_id, status, error FROM run_log ORDER BY run_id")
+    assert [row for row in runs if row[1] == "success"] == [(winner["run_id"], "success", None)]
+    # The loser has a failed row, except on SQLite when it could not even log its start.
+    assert [status for _, status, _ in runs if status != "success"] in (["failed"], [])
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_pipelines_run_in_parallel_on_postgres(pg_db: str, tmp_path: Path) -> None:
+    """Two pipelines writing the same keys at once both succeed; the newest ts of each key wins."""
+    open_store(pg_db).close()
+    count = 150_000
+    even = events_file(tmp_path / "even.jsonl", count, every=2)
+    odd = events_file(tmp_path / "odd.jsonl", count, offset=1, every=2)
+    processes = [
+        start(path, pg_db, "--pipeline", name, "--lock-timeout", "0")
+        for path, name in ((even, "even"), (odd, "odd"))
+    ]
+    results = [finish(process) for process in processes]
+    assert [code for code, _, _ in results] == [0, 0], results
+    summaries = {json.loads(stdout)["pipeline"]: json.loads(stdout) for _, stdout, _ in results}
+    [(first_end, last_start)] = fetch(
+        pg_db, "SELECT MIN(finished_at), MAX(started_at) FROM run_log WHERE status = 'success'"
+    )
+    assert last_start < first_end, "the two runs did not overlap"
+    # Each key's newest record is the odd file's last one for it: ts one second later.
+    newest = fetch(pg_db, "SELECT COUNT(*), SUM(value), COUNT(DISTINCT run_id) FROM target")
+    assert newest == [(KEYS, sum(range(count - KEYS, count)), 1)]
+    [(holder,)] = fetch(pg_db, "SELECT DISTINCT run_id FROM target")
+    assert holder == summaries["odd"]["run_id"]
+    total = sum(s["lineage_entries"] for s in summaries.values())
+    assert fetch(pg_db, "SELECT COUNT(*) FROM lineage") == [(total,)]
