@@ -1,7 +1,9 @@
 """What only the PostgreSQL backend has: NUL handling, URL redaction, migrations, typed columns,
 driver and server errors, abandoned-run marking through advisory locks."""
 
+import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -247,3 +249,39 @@ class TestAbandonedRuns:
             live.close()
         assert status is not None
         assert status.status == "running"
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_killed_run_keeps_nothing_and_frees_the_pipeline(
+    pg_db: str, sample: str, tmp_path: Path
+) -> None:
+    """kill -9 mid-run: nothing of it is kept, its run is marked abandoned, the pipeline is free."""
+    run(sample, pg_db)
+    state = "SELECT (SELECT COUNT(*) FROM target), (SELECT COUNT(*) FROM lineage)"
+    before = fetch(pg_db, state)
+    path = tmp_path / "big.jsonl"
+    path.write_text(
+        "".join(
+            f'{{"key": "k{i}", "name": "n", "value": {i}, "ts": "2025-02-01T00:00:00"}}\n'
+            for i in range(300_000)
+        )
+    )
+    command = [sys.executable, "-m", "capstone", "run", "--input", str(path), "--db", pg_db, "-q"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not fetch(pg_db, "SELECT 1 FROM run_log WHERE status = 'running'"):
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.02)
+    time.sleep(0.5)  # well into staging
+    process.kill()
+    process.communicate()
+    statuses: list[str] = []
+    while statuses != ["abandoned", "success"]:  # the server ends the session within moments
+        assert time.monotonic() < deadline, statuses
+        store = open_store(pg_db)
+        statuses = [r.status for r in store.runs()]
+        store.close()
+    assert fetch(pg_db, state) == before
+    assert run(sample, pg_db, RunOptions(lock_timeout=0)).status == "success"
