@@ -4,7 +4,9 @@ on PostgreSQL; the loser waits up to --lock-timeout and names the run it waited 
 import json
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,9 @@ from capstone.errors import LockError, WatermarkError
 from capstone.pipeline import run_source
 from capstone.sources import SourceFile
 from capstone.store import open_store
-from tests.conftest import fetch
+from capstone.store.postgres import PostgresStore
+from tests.conftest import PG_URL, fetch
+from tests.pg import drop_schema, fresh_schema_url
 
 KEYS = 20_000
 BASE = datetime(2025, 2, 1)
@@ -108,6 +112,20 @@ class TestOnePipelineAtATime:
             store.close()
         assert (summary.status, summary.loaded) == ("success", 5)
 
+    @pytest.mark.postgres
+    def test_same_pipeline_in_another_schema_does_not_wait(self, pg_db: str, sample: str) -> None:
+        """Locks belong to a schema: pipeline 'events' of another schema on the server is free."""
+        assert PG_URL is not None
+        other = fresh_schema_url(PG_URL, f"t_{uuid.uuid4().hex[:12]}")
+        store, context, _ = hold_lock(pg_db)
+        try:
+            summary = run(sample, other, RunOptions(lock_timeout=0))
+        finally:
+            context.__exit__(None, None, None)
+            store.close()
+            drop_schema(other)
+        assert summary.status == "success"
+
 
 @pytest.mark.slow
 def test_two_processes_of_one_pipeline_exactly_one_wins(db: str, tmp_path: Path) -> None:
@@ -161,3 +179,41 @@ def test_two_pipelines_run_in_parallel_on_postgres(pg_db: str, tmp_path: Path) -
     assert holder == summaries["odd"]["run_id"]
     total = sum(s["lineage_entries"] for s in summaries.values())
     assert fetch(pg_db, "SELECT COUNT(*) FROM lineage") == [(total,)]
+
+
+@pytest.mark.postgres
+def test_newer_row_committed_during_a_merge_makes_its_records_stale(pg_db: str) -> None:
+    """A merge that meets a newer row another pipeline committed meanwhile counts its record stale."""
+    newer, older = (
+        (1, 1, "k", "n", value, ts, None)
+        for value, ts in ((2.0, "2025-01-02T00:00:00"), (1.0, "2025-01-01T00:00:00"))
+    )
+    first, second = PostgresStore(pg_db), PostgresStore(pg_db)
+    waiting = f"SELECT 1 FROM pg_stat_activity WHERE pid = {second.backend_pid} AND wait_event_type = 'Lock'"
+    try:
+        run_a = first.begin_run("a", "test")
+        run_b = second.begin_run("b", "test")
+        with second.run_transaction(run_b, 0) as tx_b, first.run_transaction(run_a, 0) as tx_a:
+            tx_a.stage([newer])
+            assert tx_a.merge() == (1, 0)
+            tx_b.stage([older])
+            merged: list[tuple[int, int]] = []
+            merging = threading.Thread(target=lambda: merged.append(tx_b.merge()))
+            merging.start()  # plans against an empty target, then waits on a's row for key k
+            deadline = time.monotonic() + 30
+            while not fetch(pg_db, waiting):
+                assert time.monotonic() < deadline, "the second merge never waited"
+                time.sleep(0.02)
+            tx_a.finish(
+                run_a.model_copy(update={"status": "success", "staged": 1, "loaded": 1}), {}
+            )
+            merging.join(30)
+            tx_b.finish(run_b.model_copy(update={"status": "success", "staged": 1, "stale": 1}), {})
+    finally:
+        first.close()
+        second.close()
+    assert merged == [(0, 1)]
+    assert fetch(pg_db, "SELECT value FROM target") == [(2.0,)]
+    assert fetch(
+        pg_db, f"SELECT detail FROM lineage WHERE run_id = {run_b.run_id} AND step = 'stale'"
+    ) == [("kept ts 2025-01-02T00:00:00 over 2025-01-01T00:00:00",)]

@@ -278,9 +278,11 @@ class PostgresStore:
         try:
             with self._translate():
                 self.conn.execute("SET application_name = 'capstone'")
-                row = self.conn.execute("SELECT current_schema(), pg_backend_pid()").fetchone()
+                row = self.conn.execute(
+                    "SELECT current_schema() AS schema, pg_backend_pid() AS pid"
+                ).fetchone()
                 assert row is not None
-                schema, self.backend_pid = row
+                schema, self.backend_pid = row["schema"], int(row["pid"])
                 if schema is None:
                     raise StoreError(
                         f"no schema on the search_path of {self.display_url} exists; create one "
