@@ -2,7 +2,8 @@
 
 It does everything a capstone run does, with no framework around it:
 
-- read JSON Lines (orjson per line), a JSON array (ijson, element by element) or CSV (csv module),
+- read JSON Lines (each line validated straight from its text by Pydantic's JSON parser, orjson
+  only for lines that fail), a JSON array (ijson, element by element) or CSV (csv module),
   streaming, in batches;
 - validate every record with a Pydantic model equivalent to `capstone.model.Event` (stripped
   non-empty key and name of at most 256 characters, a finite number that is not a boolean, an
@@ -132,7 +133,8 @@ class Event(BaseModel):
 # -- readers: (position, raw, parsed-or-None, malformed reason) ----------------------------------
 
 Item = tuple[int, Any, Any]
-"""(position, raw, parsed): raw is bytes/str, or None when it can be rebuilt from parsed."""
+"""(position, raw, parsed): raw is bytes/str, or None when it can be rebuilt from parsed; parsed is
+None for a JSON line not parsed yet, a dict, any other JSON value, or a Malformed."""
 
 
 class Malformed(str):
@@ -152,15 +154,17 @@ MESSAGES = {
 
 
 def _jsonl(fh: IO[bytes]) -> Iterator[Item]:
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    # Lines go to Pydantic's JSON parser unparsed (one pass, no dict); see _parse for the rest.
     for number, line in enumerate(fh, 1):
-        try:
-            parsed = loads(line)
-        except decode_error:
-            if not line.strip():
-                continue
-            parsed = MALFORMED_JSON
-        yield number, line, parsed
+        yield number, line, None
+
+
+def _parse(line: bytes) -> Any:
+    """A JSON line that failed validation: its object, a Malformed, or None for a blank line."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None if not line.strip() else MALFORMED_JSON
 
 
 def _json_array(fh: IO[bytes]) -> Iterator[Item]:
@@ -316,15 +320,19 @@ class _Run:
         dead: list[Dead] = []
         skip: list[tuple[Any, ...]] = []
         run_id, skip_through, future_limit = self.run_id, self.skip_through, self.future_limit
-        validate, dumps, seq = Event.model_validate, orjson.dumps, self.seq
-        for position, raw, record in items:
-            if type(record) is not dict:
-                bad = record if type(record) is Malformed else NOT_OBJECT
-                dead.append((position, None, bad, MESSAGES[bad], _text(raw, record), None))
-                continue
+        validate, validate_json = Event.model_validate, Event.model_validate_json
+        dumps, seq = orjson.dumps, self.seq
+        for position, raw, parsed in items:
             try:
-                event = validate(record)
+                event = validate(parsed) if parsed is not None else validate_json(raw)
             except ValidationError as error:
+                record = parsed if parsed is not None else _parse(raw)
+                if record is None:  # a blank line is no record
+                    continue
+                if type(record) is not dict:
+                    bad = record if type(record) is Malformed else NOT_OBJECT
+                    dead.append((position, None, bad, MESSAGES[bad], _text(raw, record), None))
+                    continue
                 key, loose_ts = _loose(record)
                 if skip_through is not None and loose_ts is not None and loose_ts <= skip_through:
                     skip.append((run_id, "skip", key, position, f"ts {loose_ts.isoformat()}"))
@@ -338,7 +346,7 @@ class _Run:
             if ts > future_limit:
                 message = f"ts: {ts.isoformat()} is later than now plus the tolerance"
                 dead.append(
-                    (position, event.key, "ts.in_future", message, _text(raw, record), record)
+                    (position, event.key, "ts.in_future", message, _text(raw, parsed), parsed)
                 )
                 continue
             seq += 1
