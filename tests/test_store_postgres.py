@@ -177,7 +177,9 @@ class TestWithServer:
         for db in (db_path, pg_db):
             run(sample, db)
             run(late, db, RunOptions(lookback=timedelta(days=1)))
-        query = "SELECT run_id, step, key, position, detail FROM lineage ORDER BY run_id, id"
+        query = (
+            "SELECT run_id, step, key, position, detail FROM lineage ORDER BY run_id, position, id"
+        )
         assert fetch(pg_db, query) == fetch(db_path, query)
 
 

@@ -874,9 +874,11 @@ class _PostgresRun:
                 "FROM target AS t WHERE t.key = p.key AND p.applied AND t.run_id <> %(run)s",
                 run,
             )
+        # Key order again: the lineage key index takes the rows in sequence, not scattered.
         execute(
             "INSERT INTO lineage (run_id, step, key, position, detail) "
-            "SELECT %(run)s, 'stage', key, position, NULL FROM pg_temp.merge_plan ORDER BY seq",
+            "SELECT %(run)s, 'stage', key, position, NULL FROM pg_temp.merge_plan "
+            "ORDER BY key, seq",
             run,
         )
         execute(
@@ -886,7 +888,7 @@ class _PostgresRun:
                    CASE WHEN applied THEN 'ts ' || ts_text
                         ELSE 'kept ts ' || capstone_ts_text(newest_before) || ' over ' || ts_text
                    END
-            FROM pg_temp.merge_plan ORDER BY seq
+            FROM pg_temp.merge_plan ORDER BY key, seq
             """,
             run,
         )
