@@ -13,6 +13,7 @@ import pytest
 
 from capstone import RunOptions, run
 from capstone.errors import StoreError
+from capstone.pipeline import replay_dead_letters
 from capstone.store import open_store
 from capstone.store.postgres import SCHEMA_VERSION, PostgresStore, redact_url, unstorable
 from tests.conftest import event, fetch
@@ -208,6 +209,21 @@ class TestNulCharacters:
         [(raw,)] = fetch(pg_db, "SELECT raw FROM dead_letters")
         assert raw == '{"key": "a\\x00b"'
         assert (first.dead_letters, second.dead_letters) == (1, 0)
+
+    def test_rejected_record_with_a_nul_keeps_its_raw_text_for_replay(
+        self, pg_db: str, write_jsonl: Any
+    ) -> None:
+        """An invalid record holding a NUL is stored without its parsed copy; a replay reads raw."""
+        line = '{"key": "a", "name": "n", "value": "x\\u0000", "ts": "2025-01-01T00:00:00"}'
+        run(write_jsonl([line]), pg_db)
+        store = open_store(pg_db)
+        try:
+            [letter] = store.dead_letters()
+            replayed = replay_dead_letters(store, RunOptions())
+        finally:
+            store.close()
+        assert (letter.raw, letter.record) == (line, None)
+        assert (replayed.input_records, replayed.rejected) == (1, 1)
 
     def test_nul_reaching_staging_fails_the_run_cleanly(self, pg_db: str, sample: str) -> None:
         """A record that skipped the NUL check fails the run with its position, keeping nothing."""

@@ -253,16 +253,12 @@ def _dead_letter(row: dict[str, Any]) -> DeadLetter:
     return DeadLetter.model_validate(row)
 
 
-def _record_json(record: dict[str, Any] | None) -> str | None:
-    """A dead letter's parsed record as JSON text for jsonb; None when jsonb cannot hold it."""
-    if record is None:
-        return None
-    try:
-        text = orjson.dumps(record).decode()
-    except orjson.JSONEncodeError:  # nested too deep: the raw text still holds it whole
-        return None
-    # jsonb refuses \u0000; a replay then parses the raw text again, as for any letter without one.
-    return None if "\\u0000" in text else text
+def _jsonb_text(text: str | None) -> str | None:
+    """JSON text for a jsonb column, or None when it holds a NUL (\\u0000), which jsonb refuses.
+
+    A dead letter without its parsed record is replayed from its raw text, as any other is.
+    """
+    return None if text is None or "\\u0000" in text else text
 
 
 # -- the store --------------------------------------------------------------------------------
@@ -784,7 +780,7 @@ class _PostgresRun:
                         "message": _nul_free(r.message),
                         "raw": _nul_free(r.raw),
                         "fingerprint": r.fingerprint,
-                        "record": _record_json(r.record),
+                        "record": _jsonb_text(r.record_json),
                     }
                     for r in rows
                 ],
