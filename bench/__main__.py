@@ -305,12 +305,17 @@ class Databases:
                 _remove_sqlite(path)
 
     def _new_schema(self, name: str) -> str:
-        import psycopg
-
         assert self.pg_url is not None
         schema = f"bench_{name.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(self.pg_url, autocommit=True) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            import psycopg
+
+            with psycopg.connect(self.pg_url, autocommit=True) as conn:
+                conn.execute(f'CREATE SCHEMA "{schema}"')
+        except ImportError:
+            raise BenchError("--db-url needs psycopg: pip install 'capstone[postgres]'") from None
+        except psycopg.Error as error:
+            raise BenchError(f"cannot create a scratch schema on --db-url: {error}") from None
         parts = urlsplit(self.pg_url)
         query = dict(parse_qsl(parts.query)) | {"options": f"-csearch_path={schema}"}
         return urlunsplit(parts._replace(query=urlencode(query)))
