@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
@@ -62,6 +62,10 @@ SETTINGS = settings(
 # nesting: the JSON array reader now keeps exact raw text; deep extras, UTC overflow and digits as
 # timestamps are rejected with a reason).
 INVARIANT_BUGS: dict[str, str] = {}
+NUL_ON_POSTGRES = (
+    "bug: on PostgreSQL a valid record holding a NUL fails the whole run, though "
+    "store/postgres.py says it is rejected with a reason"
+)
 OUTCOME_BUGS: dict[str, str] = {}
 
 
@@ -288,6 +292,7 @@ def test_nul_characters_are_stored_not_truncated(runner: CliRunner, db: str, nam
 
 
 @pytest.mark.parametrize("name", ["load_nul_escapes.jsonl", "load_nul_bytes.csv"])
+@pytest.mark.xfail(strict=True, reason=NUL_ON_POSTGRES)
 def test_nul_characters_on_postgresql_are_dead_lettered(
     runner: CliRunner, db: str, name: str
 ) -> None:
@@ -369,6 +374,11 @@ TEXTS = st.lists(st.one_of(st.text(max_size=6), st.sampled_from(TOKENS)), max_si
 BYTES = st.lists(
     st.one_of(st.binary(max_size=6), st.sampled_from([t.encode() for t in TOKENS])), max_size=60
 ).map(b"".join)
+
+
+def storable(db: str, data: bytes) -> bool:
+    """False for input with NUL characters on PostgreSQL: a known bug there (NUL_ON_POSTGRES)."""
+    return is_sqlite(db) or (b"\x00" not in data and b"\\u0000" not in data)
 
 
 def write(tmp_path_factory: pytest.TempPathFactory, data: bytes, suffix: str) -> Path:
@@ -468,9 +478,11 @@ def test_random_csv_rows_are_each_one_record(
     """Well-quoted CSV rows of random cells keep the invariants and each is one record."""
     db, buffer = db_factory(), io.StringIO()
     csv.writer(buffer).writerows([["key", "name", "value", "ts"], *rows])
-    path = write(tmp_path_factory, buffer.getvalue().encode("utf-8"), ".csv")
-    summary = assert_survives(invoke(runner, path, db, "--format", "csv"), db)
-    assert summary is not None
+    data = buffer.getvalue().encode("utf-8")
+    assume(storable(db, data))
+    result = invoke(runner, write(tmp_path_factory, data, ".csv"), db, "--format", "csv")
+    summary = assert_survives(result, db)
+    assert summary is not None, result.output
     assert summary["input_records"] == sum(1 for row in rows if row)
 
 
@@ -525,9 +537,10 @@ def test_random_json_values_as_json_lines_are_each_one_record(
     """Random JSON values, one per line, keep the invariants and each is one record."""
     db = db_factory()
     data = "".join(dumps(element, ascii_only) + "\n" for element in elements).encode("utf-8")
+    assume(storable(db, data))
     result = invoke(runner, write(tmp_path_factory, data, ".jsonl"), db, "--format", "jsonl")
     summary = assert_survives(result, db, data)
-    assert summary is not None
+    assert summary is not None, result.output
     assert summary["input_records"] == len(elements)
 
 
@@ -542,7 +555,8 @@ def test_random_json_values_in_an_array_are_each_one_record(
 ) -> None:
     """Random JSON values in one array keep the invariants and each element is one record."""
     db, data = db_factory(), dumps(elements, ascii_only).encode("utf-8")
+    assume(storable(db, data))
     result = invoke(runner, write(tmp_path_factory, data, ".json"), db, "--format", "json")
     summary = assert_survives(result, db)
-    assert summary is not None
+    assert summary is not None, result.output
     assert summary["input_records"] == len(elements)
