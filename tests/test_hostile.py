@@ -67,6 +67,10 @@ NUL_ON_POSTGRES = (
     "store/postgres.py says it is rejected with a reason"
 )
 OUTCOME_BUGS: dict[str, str] = {}
+SPLIT_NUMBER = (
+    "bug: a number element cut after its '.' or 'e' by the JSON array reader's chunk boundary "
+    "refuses the whole file"
+)
 
 
 def corpus(bugs: dict[str, str]) -> list[Any]:
@@ -339,6 +343,21 @@ def test_wrong_field_types_are_rejected_with_a_field_reason(
     for (reason,) in fetch(db, "SELECT reason FROM dead_letters"):
         for code in reason.split(","):
             assert code == "malformed.json" or code.split(".")[0] in fields, reason
+
+
+@pytest.mark.xfail(strict=True, reason=SPLIT_NUMBER)
+def test_a_number_cut_by_a_read_boundary_is_read_whole(
+    runner: CliRunner, db: str, tmp_path: Path
+) -> None:
+    """A number element straddling byte 4 MiB (a multiple of any power-of-two read size) reads whole."""
+    head, tail = '["', '", 1.'
+    path = tmp_path / "split.json"
+    path.write_text(head + "x" * ((1 << 22) - len(head) - len(tail)) + tail + "5]")
+    assert path.read_bytes()[(1 << 22) - 2 : (1 << 22) + 1] == b"1.5"
+    result = invoke(runner, path, db)
+    summary = assert_survives(result, db)
+    assert summary is not None, result.output
+    assert summary["input_records"] == summary["rejected"] == 2
 
 
 @pytest.mark.slow
