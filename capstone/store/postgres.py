@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import orjson
 import psycopg
 from psycopg import errors
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from capstone.classify import Rejected, Skipped, Staged
@@ -273,7 +273,6 @@ class PostgresStore:
         self.conn = self._connect(url)
         try:
             with self._translate():
-                self.conn.execute("SET application_name = 'capstone'")
                 row = self.conn.execute(
                     "SELECT current_schema() AS schema, pg_backend_pid() AS pid"
                 ).fetchone()
@@ -299,11 +298,12 @@ class PostgresStore:
                 f"--db {self.display_url} is not a valid PostgreSQL URL "
                 f"({_one_line(error, self._secrets)}); use postgresql://user:password@host:5432/dbname"
             ) from None
-        extra: dict[str, Any] = {}
-        if "connect_timeout" not in params:
-            extra["connect_timeout"] = 10
+        defaults = {"connect_timeout": "10", "application_name": "capstone"}
+        conninfo = make_conninfo(
+            url, **{name: value for name, value in defaults.items() if name not in params}
+        )
         try:
-            return psycopg.connect(url, autocommit=True, row_factory=dict_row, **extra)
+            return psycopg.connect(conninfo, autocommit=True, row_factory=dict_row)
         except psycopg.Error as error:
             raise self._connect_error(error, params) from None
 
