@@ -82,6 +82,10 @@ def _scan_end(text: str, start: int) -> int | None:
     return None
 
 
+def _closed(text: str, start: int, end: int) -> bool:
+    return text[start] not in "-0123456789" or text[end] in " \t\r\n,]"
+
+
 def _element_end(buffer: _Buffer, index: int) -> int:
     """Where the element at `buffer.pos` ends, reading more of the file as needed."""
     while True:
@@ -94,8 +98,9 @@ def _element_end(buffer: _Buffer, index: int) -> int:
         except RecursionError:
             found = _scan_end(text, start)
             problem, end = (None, found) if found is not None else ("unterminated value", -1)
-        # A value that reaches the end of the buffer may continue in the next chunk (a number).
-        if end != -1 and (end < len(text) or buffer.eof):
+        # A bare number is only whole when a delimiter follows it: "1." at the end of a chunk
+        # decodes as 1. Objects, arrays and strings carry their own closing character.
+        if end != -1 and (buffer.eof or (end < len(text) and _closed(text, start, end))):
             return end
         if len(text) - start > MAX_RECORD_BYTES:
             raise InputError(

@@ -60,16 +60,12 @@ SETTINGS = settings(
 # Known bugs are strict xfails naming the bug; the corpus tests take them per file name. Fixed so
 # far: ijson's multi-line errors, big integers, lone surrogates read as '?', quadratic memory on
 # deep nesting (the JSON array reader now keeps exact raw text); deep extras, UTC overflow and
-# digits as timestamps (now rejected with a reason).
+# digits as timestamps (now rejected with a reason); a number cut by the reader's chunk boundary.
 INVARIANT_BUGS: dict[str, str] = {}
 OUTCOME_BUGS: dict[str, str] = {}
 NUL_ON_POSTGRES = (
     "bug: on PostgreSQL a valid record holding a NUL fails the whole run, though "
     "store/postgres.py says it is rejected with a reason"
-)
-SPLIT_NUMBER = (
-    "bug: a number element cut after its '.' or 'e' by the JSON array reader's chunk boundary "
-    "refuses the whole file"
 )
 
 
@@ -345,7 +341,6 @@ def test_wrong_field_types_are_rejected_with_a_field_reason(
             assert code == "malformed.json" or code.split(".")[0] in fields, reason
 
 
-@pytest.mark.xfail(strict=True, reason=SPLIT_NUMBER)
 def test_a_number_cut_by_a_read_boundary_is_read_whole(
     runner: CliRunner, db: str, tmp_path: Path
 ) -> None:
