@@ -16,7 +16,7 @@ from typing import IO, Any, Literal, NamedTuple, cast
 
 import orjson
 
-from capstone._jsonarray import array_elements
+from capstone._jsonarray import MAX_RECORD_BYTES, array_elements
 from capstone.errors import InputError
 
 __all__ = ["FORMATS", "Format", "Item", "Malformed", "SourceFile", "parse_object"]
@@ -179,6 +179,9 @@ class _LineTap:
 
 
 def _csv_rows(fh: io.BufferedReader, name: str) -> Iterator[Item]:
+    # The csv module refuses fields over 128 KiB; a long field is a record to reject, not a
+    # reason to refuse the file, so allow up to the same size as a JSON array element.
+    csv.field_size_limit(MAX_RECORD_BYTES)
     text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
     tap = _LineTap(iter(text))
     reader = csv.reader(tap)
