@@ -51,6 +51,11 @@ class TestRedaction:
         shown = redact_url("postgresql://me@db/x?sslmode=require&password=s3cret")
         assert shown == "postgresql://me@db/x?sslmode=require&password=***"
 
+    def test_url_that_does_not_parse_still_hides_the_password(self) -> None:
+        """A malformed URL is shown as written, except for its password."""
+        shown = redact_url("postgresql://me:hunter2@[::1/x?sslmode=require")
+        assert shown == "postgresql://me:***@[::1/x?sslmode=require"
+
     def test_url_without_password_is_unchanged(self) -> None:
         """Nothing to hide, nothing changed."""
         assert redact_url("postgresql://me@db/x") == "postgresql://me@db/x"
@@ -71,6 +76,12 @@ class TestConnectionErrors:
         """A URL libpq cannot parse gives the expected form, without the password."""
         with pytest.raises(StoreError, match="postgresql://user:password@host") as caught:
             open_store("postgresql://me:hunter2-secret@db/x?no_such_option=1")
+        assert "hunter2-secret" not in str(caught.value)
+
+    def test_malformed_url_is_refused_without_the_password(self) -> None:
+        """A URL that does not parse at all is refused in one line, the password hidden."""
+        with pytest.raises(StoreError, match="not a valid PostgreSQL URL") as caught:
+            open_store("postgresql://me:hunter2-secret@[::1/x")
         assert "hunter2-secret" not in str(caught.value)
 
     def test_missing_driver_names_the_extra(self, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,7 +25,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 import psycopg
@@ -156,28 +155,32 @@ _START_SERVER = (
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password (in the user part or a `password=` parameter) replaced by ***."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    userinfo, at, hosts = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
-    query = parts.query
-    if "password" in query.lower():
-        query = urlencode(
-            [
-                (name, "***" if name.lower() == "password" else value)
-                for name, value in parse_qsl(query, keep_blank_values=True)
-            ],
-            safe="*",
-        )
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    """The URL with its password (in the user part or a `password=` parameter) replaced by ***.
+
+    Text, not a parsed URL: a URL that does not parse is still shown, with its password hidden.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url
+    query = rest.find("?")
+    authority = rest if query == -1 else rest[:query]
+    at = authority.rfind("@")
+    in_user_part = at != -1 and ":" in authority[:at]
+    if in_user_part:
+        rest = f"{authority[:at].partition(':')[0]}:***{rest[at:]}"
+    rest, in_parameter = re.subn(r"(?i)([?&]password=)[^&#]*", r"\1***", rest)
+    if not (in_user_part or in_parameter):  # a URL libpq reads differently than the split above
+        for secret in _secrets(url):
+            if len(secret) >= 4:
+                rest = rest.replace(secret, "***")
+    return f"{scheme}{separator}{rest}"
 
 
 def _secrets(url: str) -> list[str]:
     """Every spelling of the URL's password that could show up in a driver message."""
     found: set[str] = set()
-    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    authority = url.partition("://")[2].partition("?")[0]
+    userinfo, at, _ = authority.rpartition("@")
     if at and ":" in userinfo:
         found.add(userinfo.partition(":")[2])
     with contextlib.suppress(psycopg.Error):
