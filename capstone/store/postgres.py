@@ -401,7 +401,8 @@ class PostgresStore:
 
     def _schema_version(self) -> int:
         row = self.conn.execute(
-            "SELECT to_regclass('schema_migrations') IS NOT NULL AS ok"
+            "SELECT to_regclass(quote_ident(current_schema()) || '.schema_migrations') IS NOT NULL "
+            "AS ok"
         ).fetchone()
         if row is None or not row["ok"]:
             return 0
