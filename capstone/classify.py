@@ -6,7 +6,7 @@
 """
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,6 +22,9 @@ __all__ = ["Batch", "Classifier", "Rejected", "Skipped", "Staged"]
 
 Staged = tuple[int, int, str, str, float, str, str | None]
 """(seq, position, key, name, value, ts, attributes JSON) in the staging table's column order."""
+
+Screen = Callable[[Staged], list[Reason]]
+"""A backend's last word on a valid record: reasons it cannot store it (PostgreSQL and NUL)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +112,17 @@ class Classifier:
     """
 
     def __init__(
-        self, skip_through: datetime | None, future_limit: datetime, *, replay: bool = False
+        self,
+        skip_through: datetime | None,
+        future_limit: datetime,
+        *,
+        replay: bool = False,
+        screen: Screen | None = None,
     ) -> None:
         self.skip_through = None if replay else skip_through
         self.future_limit = future_limit
         self.replay = replay
+        self.screen = screen
         self._seq = 0
 
     def classify(self, items: Iterable[Item]) -> Batch:
@@ -179,20 +188,22 @@ class Classifier:
                 )
                 batch.rejected.append(Rejected(position, event.key, _text(raw), [reason], record))
                 continue
+            row = (
+                self._seq + 1,
+                position,
+                event.key,
+                event.name,
+                event.value,
+                ts.isoformat(),  # format_ts, inlined on the hot path
+                attributes,
+            )
+            if self.screen is not None and (unstorable := self.screen(row)):
+                batch.rejected.append(Rejected(position, event.key, _text(raw), unstorable, record))
+                continue
             if type(dead_letter) is int:
                 batch.resolved.append(dead_letter)
             self._seq += 1
-            staged.append(
-                (
-                    self._seq,
-                    position,
-                    event.key,
-                    event.name,
-                    event.value,
-                    ts.isoformat(),  # format_ts, inlined on the hot path
-                    attributes,
-                )
-            )
+            staged.append(row)
             if batch.newest is None or ts > batch.newest:
                 batch.newest = ts
         return batch

@@ -129,6 +129,7 @@ def _execute(
                 skip_through=None if old is None else old - options.lookback,
                 future_limit=now + options.future_tolerance,
                 replay=replay,
+                screen=tx.screen,
             )
             staged = rejected = skipped = dead_letters = 0
             reasons: Counter[str] = Counter()

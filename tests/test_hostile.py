@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
@@ -60,13 +60,9 @@ SETTINGS = settings(
 # Known bugs are strict xfails naming the bug; the corpus tests take them per file name. Fixed so
 # far: ijson's multi-line errors, big integers, lone surrogates read as '?', quadratic memory on
 # deep nesting (the JSON array reader now keeps exact raw text); deep extras, UTC overflow and
-# digits as timestamps (now rejected with a reason); a number cut by the reader's chunk boundary.
+# digits as timestamps (now rejected with a reason); a number cut by the reader's chunk boundary; NUL records on PostgreSQL (now dead-lettered).
 INVARIANT_BUGS: dict[str, str] = {}
 OUTCOME_BUGS: dict[str, str] = {}
-NUL_ON_POSTGRES = (
-    "bug: on PostgreSQL a valid record holding a NUL fails the whole run, though "
-    "store/postgres.py says it is rejected with a reason"
-)
 
 
 def corpus(bugs: dict[str, str]) -> list[Any]:
@@ -292,7 +288,6 @@ def test_nul_characters_are_stored_not_truncated(runner: CliRunner, db: str, nam
 
 
 @pytest.mark.parametrize("name", ["load_nul_escapes.jsonl", "load_nul_bytes.csv"])
-@pytest.mark.xfail(strict=True, reason=NUL_ON_POSTGRES)
 def test_nul_characters_on_postgresql_are_dead_lettered(
     runner: CliRunner, db: str, name: str
 ) -> None:
@@ -388,11 +383,6 @@ TEXTS = st.lists(st.one_of(st.text(max_size=6), st.sampled_from(TOKENS)), max_si
 BYTES = st.lists(
     st.one_of(st.binary(max_size=6), st.sampled_from([t.encode() for t in TOKENS])), max_size=60
 ).map(b"".join)
-
-
-def storable(db: str, data: bytes) -> bool:
-    """False for input with NUL characters on PostgreSQL: a known bug there (NUL_ON_POSTGRES)."""
-    return is_sqlite(db) or (b"\x00" not in data and b"\\u0000" not in data)
 
 
 def write(tmp_path_factory: pytest.TempPathFactory, data: bytes, suffix: str) -> Path:
@@ -493,7 +483,6 @@ def test_random_csv_rows_are_each_one_record(
     db, buffer = db_factory(), io.StringIO()
     csv.writer(buffer).writerows([["key", "name", "value", "ts"], *rows])
     data = buffer.getvalue().encode("utf-8")
-    assume(storable(db, data))
     result = invoke(runner, write(tmp_path_factory, data, ".csv"), db, "--format", "csv")
     summary = assert_survives(result, db)
     assert summary is not None, result.output
@@ -551,7 +540,6 @@ def test_random_json_values_as_json_lines_are_each_one_record(
     """Random JSON values, one per line, keep the invariants and each is one record."""
     db = db_factory()
     data = "".join(dumps(element, ascii_only) + "\n" for element in elements).encode("utf-8")
-    assume(storable(db, data))
     result = invoke(runner, write(tmp_path_factory, data, ".jsonl"), db, "--format", "jsonl")
     summary = assert_survives(result, db, data)
     assert summary is not None, result.output
@@ -569,7 +557,6 @@ def test_random_json_values_in_an_array_are_each_one_record(
 ) -> None:
     """Random JSON values in one array keep the invariants and each element is one record."""
     db, data = db_factory(), dumps(elements, ascii_only).encode("utf-8")
-    assume(storable(db, data))
     result = invoke(runner, write(tmp_path_factory, data, ".json"), db, "--format", "json")
     summary = assert_survives(result, db)
     assert summary is not None, result.output

@@ -4,7 +4,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from capstone.classify import Rejected, Skipped, Staged
+from capstone.classify import Rejected, Screen, Skipped, Staged
 from capstone.summary import DeadLetter, LineageEntry, RunSummary, StepCount
 
 __all__ = ["STEPS", "RunTransaction", "Store"]
@@ -15,6 +15,10 @@ STEPS = ("stage", "load", "stale", "reject", "skip")
 
 class RunTransaction(Protocol):
     """Everything one run writes, in one database transaction that commits only in `finish`."""
+
+    @property
+    def screen(self) -> Screen | None:
+        """Reasons this backend cannot store a valid record (None: it can store any)."""
 
     def read_watermark(self) -> str | None:
         """The pipeline's stored watermark text, unvalidated (None when there is none)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from capstone.classify import Rejected, Skipped, Staged
+from capstone.classify import Rejected, Screen, Skipped, Staged
 from capstone.errors import LockError, StoreError
 from capstone.store.base import iter_steps
 from capstone.summary import DeadLetter, LineageEntry, RunStatus, RunSummary, StepCount
@@ -437,6 +437,8 @@ class SQLiteStore:
 
 class _SQLiteRun:
     """One run's writes inside the transaction `SQLiteStore.run_transaction` opened."""
+
+    screen: Screen | None = None  # SQLite stores any text
 
     def __init__(self, conn: sqlite3.Connection, run: RunSummary) -> None:
         self.conn = conn
