@@ -304,11 +304,11 @@ class SQLiteStore:
                 raise LockError(self._lock_message(run.pipeline, run.run_id)) from None
             try:
                 yield _SQLiteRun(self.conn, run)
-            except BaseException:
-                # Some errors (a full disk, for one) make SQLite roll back on its own already.
+            finally:
+                # On error, or when the caller left without finish(): nothing commits. Some errors
+                # (a full disk, for one) make SQLite roll back on its own already.
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
-                raise
 
     def _lock_message(self, pipeline: str, own_run: int | None) -> str:
         other = self.conn.execute(
