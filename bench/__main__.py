@@ -82,6 +82,10 @@ class Result:
         return statistics.median(self.cpu) if self.cpu else None
 
     @property
+    def median_wall(self) -> float | None:
+        return statistics.median(self.wall) if self.wall else None
+
+    @property
     def rate(self) -> float | None:
         median = self.median
         return self.records / median if median else None
@@ -93,7 +97,7 @@ class Result:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self) | {
             "median_seconds": self.median,
-            "median_wall": statistics.median(self.wall) if self.wall else None,
+            "median_wall": self.median_wall,
             "median_cpu": self.median_cpu,
             "records_per_second": self.rate,
             "peak_rss_mb": self.peak_mb,
@@ -620,7 +624,7 @@ def _table(machine: dict[str, Any], results: list[Result], checks: list[dict[str
                 str(len(result.seconds)),
                 _fmt(result.median, ".2f") if result.error is None else "FAILED",
                 _fmt(result.median_cpu, ".2f"),
-                _fmt(statistics.median(result.wall) if result.wall else None, ".2f"),
+                _fmt(result.median_wall, ".2f"),
                 _fmt(result.rate, ",.0f"),
                 _fmt(ratio, ".2f") + "x" if result.tool == "capstone" and ratio else "",
                 _fmt(result.peak_mb, ".0f"),
@@ -643,7 +647,10 @@ def _table(machine: dict[str, Any], results: list[Result], checks: list[dict[str
                 into = _find(results, "incremental", n, tool)
                 empty = _find(results, "incremental_empty", n, tool)
                 ratio = _ratio(into.median if into else None, empty.median if empty else None)
-                parts.append(f"{tool} {_fmt(ratio, '.2f')}x")
+                wall = _ratio(
+                    into.median_wall if into else None, empty.median_wall if empty else None
+                )
+                parts.append(f"{tool} {_fmt(ratio, '.2f')}x (by wall s {_fmt(wall, '.2f')}x)")
             lines.append(
                 f"incremental into the {_short(n)} db / into an empty db: " + ", ".join(parts)
             )
