@@ -194,7 +194,8 @@ class SQLiteStore:
             # never half of it.
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.execute("PRAGMA cache_size = -65536")
-            self.conn.execute("PRAGMA temp_store = MEMORY")
+            # Sorts for the merge spill to temporary files, so memory stays flat as runs grow.
+            self.conn.execute("PRAGMA temp_store = FILE")
             self._migrate()
             self._mark_abandoned()
 
@@ -504,35 +505,45 @@ class _SQLiteRun:
 
     def merge(self) -> tuple[int, int]:
         run_id = self.run.run_id
-        # A staged record is applied when its ts is strictly newer than everything before it for
-        # its key: the stored row and every earlier staged record. The last applied record of a
-        # key is the one the target ends up holding; that equals applying records one by one.
-        self.conn.execute("DROP TABLE IF EXISTS temp.merge_plan")
+        # 1. Lineage, before the target changes. A staged record is applied when its ts is
+        #    strictly newer than everything before it for its key: the stored row and every
+        #    earlier staged record (`newest_before`, one window pass). Each record gets its
+        #    `stage` row and its `load` or `stale` row; rows go in key order, which keeps the
+        #    inserts into the lineage(key) index nearly sequential.
         self.conn.execute(
             """
-            CREATE TEMP TABLE merge_plan AS
-            SELECT seq, applied, newest_before,
-                   applied AND seq = MAX(CASE WHEN applied THEN seq END)
-                       OVER (PARTITION BY key) AS winner
+            INSERT INTO lineage (run_id, step, key, position, detail)
+            SELECT ?1,
+                   CASE WHEN f.stage THEN 'stage' WHEN applied THEN 'load' ELSE 'stale' END,
+                   key, position,
+                   CASE WHEN f.stage THEN NULL
+                        WHEN applied THEN 'ts ' || ts
+                        ELSE 'kept ts ' || newest_before || ' over ' || ts END
             FROM (
-                SELECT seq, key, ts > newest_before AS applied, newest_before
+                SELECT key, position, ts, ts > newest_before AS applied, newest_before
                 FROM (
-                    SELECT s.seq, s.key, s.ts,
+                    SELECT s.key, s.position, s.ts,
                            MAX(COALESCE(t.ts, ''), COALESCE(MAX(s.ts) OVER (
                                PARTITION BY s.key ORDER BY s.seq
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), '')
                            ) AS newest_before
                     FROM staging AS s LEFT JOIN target AS t ON t.key = s.key
                 )
-            )
-            """
+            ) CROSS JOIN (SELECT 1 AS stage UNION ALL SELECT 0) AS f
+            """,
+            (run_id,),
         )
+        staged = self.conn.execute("SELECT COUNT(*) FROM staging").fetchone()[0]
+        before = self.conn.total_changes
+        # 2. The target. SQLite applies the rows of one INSERT ... SELECT in the SELECT's order,
+        #    so feeding staging in input order through the strict guard is, by construction,
+        #    applying records one by one; a refused update changes nothing, so the change count
+        #    is `loaded`. (PostgreSQL cannot update a row twice in one statement: its backend
+        #    upserts one winner per key instead.)
         self.conn.execute(
             """
             INSERT INTO target (key, name, value, ts, attributes, run_id)
-            SELECT s.key, s.name, s.value, s.ts, s.attributes, ?
-            FROM staging AS s JOIN merge_plan AS p ON p.seq = s.seq
-            WHERE p.winner
+            SELECT key, name, value, ts, attributes, ?1 FROM staging WHERE true ORDER BY seq
             ON CONFLICT (key) DO UPDATE SET
                 name = excluded.name, value = excluded.value, ts = excluded.ts,
                 attributes = excluded.attributes, run_id = excluded.run_id
@@ -540,25 +551,7 @@ class _SQLiteRun:
             """,
             (run_id,),
         )
-        self.conn.execute(
-            "INSERT INTO lineage (run_id, step, key, position, detail) "
-            "SELECT ?, 'stage', key, position, NULL FROM staging ORDER BY seq",
-            (run_id,),
-        )
-        self.conn.execute(
-            """
-            INSERT INTO lineage (run_id, step, key, position, detail)
-            SELECT ?, CASE WHEN p.applied THEN 'load' ELSE 'stale' END, s.key, s.position,
-                   CASE WHEN p.applied THEN 'ts ' || s.ts
-                        ELSE 'kept ts ' || p.newest_before || ' over ' || s.ts END
-            FROM staging AS s JOIN merge_plan AS p ON p.seq = s.seq ORDER BY s.seq
-            """,
-            (run_id,),
-        )
-        staged, loaded = self.conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(applied), 0) FROM merge_plan"
-        ).fetchone()
-        self.conn.execute("DROP TABLE temp.merge_plan")
+        loaded = self.conn.total_changes - before
         self.conn.execute("DELETE FROM staging")
         return int(loaded), int(staged) - int(loaded)
 
