@@ -4,23 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from bench._child import COUNTS
 from bench.floor import load
 from bench.generate import FORMATS, GenFormat, base_spec, incremental_spec, write
 from capstone import run
 from tests.conftest import fetch
-
-COUNTS = (
-    "input_records",
-    "staged",
-    "loaded",
-    "stale",
-    "rejected",
-    "skipped",
-    "dead_letters",
-    "lineage_entries",
-    "watermark_before",
-    "watermark",
-)
 
 
 def outcome(db: str) -> tuple[object, ...]:
