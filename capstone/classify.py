@@ -2,7 +2,8 @@
 
 1. Not a JSON object: rejected as malformed.
 2. A `ts` that parses and is at or below `watermark - lookback`: skipped (an earlier run had it).
-3. Otherwise validated by the `Event` model: staged, or rejected with one reason per field.
+3. Otherwise validated by the pipeline's record model: staged, or rejected with one reason per
+   field.
 """
 
 import hashlib
@@ -14,14 +15,17 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from capstone.model import Event, Reason, reasons_from_error
+from capstone.model import Reason, reasons_from_error
+from capstone.schema import EVENTS, RecordShape, shape_of
 from capstone.sources import Item, Malformed, parse_object
 from capstone.timeutil import parse_ts
 
 __all__ = ["Batch", "Classifier", "Rejected", "Skipped", "Staged"]
 
-Staged = tuple[int, int, str, str, float, str, str | None]
-"""(seq, position, key, name, value, ts, attributes JSON) in the staging table's column order."""
+Staged = tuple[Any, ...]
+"""(seq, position, *columns, attributes JSON[, lineage key]) in the staging table's column order;
+for the built-in pipeline (seq, position, key, name, value, ts, attributes). The lineage key comes
+last only when the pipeline's key is not a single string field."""
 
 Screen = Callable[[Staged], list[Reason]]
 """A backend's last word on a valid record: reasons it cannot store it (PostgreSQL and NUL)."""
@@ -85,14 +89,8 @@ def _text(raw: bytes | str) -> str:
     return raw if isinstance(raw, str) else raw.decode("utf-8", "backslashreplace")
 
 
-def _loose_key(record: dict[str, Any]) -> str | None:
-    key = record.get("key")
-    return key[:256] if isinstance(key, str) else None
-
-
-def _loose_ts(record: dict[str, Any]) -> datetime | None:
-    value = record.get("ts")
-    if not isinstance(value, str):
+def _loose_ts(value: str | None) -> datetime | None:
+    if value is None:
         return None
     try:
         return parse_ts(value)
@@ -118,7 +116,9 @@ class Classifier:
         *,
         replay: bool = False,
         screen: Screen | None = None,
+        shape: RecordShape | None = None,
     ) -> None:
+        self.shape = shape or shape_of(EVENTS)
         self.skip_through = None if replay else skip_through
         self.future_limit = future_limit
         self.replay = replay
@@ -130,7 +130,10 @@ class Classifier:
         batch = Batch()
         staged, skipped = batch.staged, batch.skipped
         skip_through, future_limit, replay = self.skip_through, self.future_limit, self.replay
-        validate, validate_json = Event.model_validate, Event.model_validate_json
+        shape = self.shape
+        validate, validate_json = shape.model.model_validate, shape.model.model_validate_json
+        values, event_time, lineage_key = shape.values, shape.event_time, shape.lineage_key
+        key_column = not shape.spec.text_key
         dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
         for position, raw, parsed in items:
             record: dict[str, Any] | Malformed | None = (
@@ -153,30 +156,32 @@ class Classifier:
                             Rejected(position, None, _text(raw), [(record.code, record.message)])
                         )
                         continue
-                ts = _loose_ts(record)
+                ts = _loose_ts(shape.loose_event_time(record))
                 if skip_through is not None and ts is not None and ts <= skip_through:
-                    skipped.append((position, _loose_key(record), ts.isoformat()))
+                    skipped.append((position, shape.loose_key(record), ts.isoformat()))
                 else:
                     batch.rejected.append(
                         Rejected(
                             position,
-                            _loose_key(record),
+                            shape.loose_key(record),
                             _text(raw),
                             reasons_from_error(error),
                             record,
                         )
                     )
                 continue
-            ts = event.ts
+            ts = event_time(event)
+            key = lineage_key(event)
             if skip_through is not None and ts <= skip_through:
-                skipped.append((position, event.key, ts.isoformat()))
+                skipped.append((position, key, ts.isoformat()))
                 continue
             if ts > future_limit:
+                field_name = shape.spec.event_time
                 reason = (
-                    "ts.in_future",
-                    f"ts: {ts.isoformat()} is later than now plus the tolerance",
+                    f"{field_name}.in_future",
+                    f"{field_name}: {ts.isoformat()} is later than now plus the tolerance",
                 )
-                batch.rejected.append(Rejected(position, event.key, _text(raw), [reason], record))
+                batch.rejected.append(Rejected(position, key, _text(raw), [reason], record))
                 continue
             extra = event.model_extra
             try:
@@ -186,19 +191,13 @@ class Classifier:
                     "attributes.unstorable",
                     f"extra fields cannot be stored as JSON: {error}",
                 )
-                batch.rejected.append(Rejected(position, event.key, _text(raw), [reason], record))
+                batch.rejected.append(Rejected(position, key, _text(raw), [reason], record))
                 continue
-            row = (
-                self._seq + 1,
-                position,
-                event.key,
-                event.name,
-                event.value,
-                ts.isoformat(),  # format_ts, inlined on the hot path
-                attributes,
-            )
+            row = (self._seq + 1, position, *values(event), attributes)
+            if key_column:
+                row += (key,)
             if self.screen is not None and (unstorable := self.screen(row)):
-                batch.rejected.append(Rejected(position, event.key, _text(raw), unstorable, record))
+                batch.rejected.append(Rejected(position, key, _text(raw), unstorable, record))
                 continue
             if type(dead_letter) is int:
                 batch.resolved.append(dead_letter)

@@ -15,7 +15,14 @@ from pydantic import (
 
 from capstone.timeutil import to_utc_naive
 
-__all__ = ["MAX_TEXT_LENGTH", "Event", "Reason", "reasons_from_error"]
+__all__ = [
+    "MAX_TEXT_LENGTH",
+    "Event",
+    "Reason",
+    "iso_text_only",
+    "number_not_bool",
+    "reasons_from_error",
+]
 
 MAX_TEXT_LENGTH = 256
 """Longest `key` or `name` accepted; longer ones are rejected, never truncated."""
@@ -24,7 +31,7 @@ Reason = tuple[str, str]
 """A machine-readable code and a readable message, for example ("value.float_parsing", "...")."""
 
 
-def _number_not_bool(value: Any) -> Any:
+def number_not_bool(value: Any) -> Any:
     # bool is an int subclass, so pydantic would read true as 1.0; an event value never means that.
     if isinstance(value, bool):
         raise ValueError("booleans are not numbers")
@@ -33,7 +40,7 @@ def _number_not_bool(value: Any) -> Any:
     return value
 
 
-def _iso_text_only(value: Any) -> Any:
+def iso_text_only(value: Any) -> Any:
     # pydantic would read a number, or digits as text, as Unix seconds; capstone promises
     # ISO-8601 text only, which always starts with a four-digit year and a dash.
     if not isinstance(value, str) or value[4:5] != "-":
@@ -53,8 +60,8 @@ class Event(BaseModel):
 
     key: Text
     name: Text
-    value: Annotated[float, BeforeValidator(_number_not_bool)]
-    ts: Annotated[datetime, BeforeValidator(_iso_text_only), AfterValidator(to_utc_naive)]
+    value: Annotated[float, BeforeValidator(number_not_bool)]
+    ts: Annotated[datetime, BeforeValidator(iso_text_only), AfterValidator(to_utc_naive)]
 
 
 def reasons_from_error(error: ValidationError) -> list[Reason]:

@@ -11,9 +11,11 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from capstone.classify import Classifier
+from capstone.config import load_config
 from capstone.dead_letters import replay_items
 from capstone.errors import CapstoneError, InterruptedRun, StoreError
 from capstone.sources import Format, Item, SourceFile
+from capstone.schema import PipelineSpec, shape_of
 from capstone.store import RunTransaction, Store, open_store
 from capstone.summary import RunStatus, RunSummary
 from capstone.timeutil import format_ts, utcnow
@@ -28,13 +30,16 @@ T = TypeVar("T")
 
 
 class RunOptions(BaseModel):
-    """How one run behaves; every field has the CLI's default."""
+    """How one run behaves; every field has the CLI's default.
+
+    `lookback` and `future_tolerance` left as None take the pipeline's settings.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     pipeline: str = Field("events", min_length=1, max_length=128)
-    lookback: timedelta = timedelta(0)
-    future_tolerance: timedelta = timedelta(days=1)
+    lookback: timedelta | None = None
+    future_tolerance: timedelta | None = None
     format: Format | None = None
     batch_size: int = Field(10_000, ge=1)
     lock_timeout: float = Field(5.0, ge=0)
@@ -46,6 +51,11 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
+def resolve_pipeline(options: RunOptions, spec: PipelineSpec | None = None) -> PipelineSpec:
+    """The definition a run uses: `spec` when given, else `options.pipeline` from ./capstone.toml."""
+    return spec if spec is not None else load_config().pipeline(options.pipeline)
+
+
 def run(
     input_path: str,
     db: str = "capstone.db",
@@ -53,13 +63,20 @@ def run(
     progress: Progress | None = None,
     *,
     replay: bool = False,
+    spec: PipelineSpec | None = None,
 ) -> RunSummary:
-    """Load one file into the database at `db` and return the run's summary."""
-    source = SourceFile(input_path, (options or RunOptions()).format)
+    """Load one file into the database at `db` and return the run's summary.
+
+    The pipeline is `spec` when given, else the one `options.pipeline` names in ./capstone.toml
+    (`events`, the seed's shape, needs no config).
+    """
+    options = options or RunOptions()
+    pipeline = resolve_pipeline(options, spec)
+    source = SourceFile(input_path, options.format)
     with source:
         store = open_store(db)
         try:
-            return run_source(source, store, options or RunOptions(), progress, replay=replay)
+            return run_source(source, store, options, progress, replay=replay, spec=pipeline)
         finally:
             store.close()
 
@@ -71,6 +88,7 @@ def run_source(
     progress: Progress | None = None,
     *,
     replay: bool = False,
+    spec: PipelineSpec | None = None,
 ) -> RunSummary:
     """Run the pipeline over an opened source; on any error roll back and log the run as failed.
 
@@ -79,6 +97,7 @@ def run_source(
     """
     return _execute(
         store,
+        resolve_pipeline(options, spec),
         options,
         source.name,
         lambda _tx: source.records(),
@@ -94,6 +113,7 @@ def replay_dead_letters(
     *,
     reason: str | None = None,
     ids: Sequence[int] | None = None,
+    spec: PipelineSpec | None = None,
 ) -> RunSummary:
     """Re-validate stored dead letters under today's rules, as a run of their pipeline.
 
@@ -102,6 +122,7 @@ def replay_dead_letters(
     """
     return _execute(
         store,
+        resolve_pipeline(options, spec),
         options,
         "replay of dead letters",
         lambda tx: replay_items(tx.replay_candidates(reason, ids)),
@@ -111,6 +132,7 @@ def replay_dead_letters(
 
 def _execute(
     store: Store,
+    spec: PipelineSpec,
     options: RunOptions,
     source_name: str,
     items: Callable[[RunTransaction], Iterable[Item]],
@@ -120,16 +142,22 @@ def _execute(
     replay: bool = False,
 ) -> RunSummary:
     clock = time.perf_counter()
-    run = store.begin_run(options.pipeline, source_name, options.lock_timeout)
+    shape = shape_of(spec)
+    lookback = spec.lookback if options.lookback is None else options.lookback
+    tolerance = spec.future_tolerance if options.future_tolerance is None else options.future_tolerance
+    # A definition change the stored table cannot take is refused before the run is logged.
+    store.check_pipeline(spec)
+    run = store.begin_run(spec.name, source_name, options.lock_timeout)
     try:
-        with store.run_transaction(run, options.lock_timeout) as tx:
+        with store.run_transaction(run, options.lock_timeout, spec) as tx:
             now = utcnow()
-            old = check_stored(options.pipeline, tx.read_watermark(), now, options.future_tolerance)
+            old = check_stored(spec.name, tx.read_watermark(), now, tolerance)
             classifier = Classifier(
-                skip_through=None if old is None else old - options.lookback,
-                future_limit=now + options.future_tolerance,
+                skip_through=None if old is None else old - lookback,
+                future_limit=now + tolerance,
                 replay=replay,
                 screen=tx.screen,
+                shape=shape,
             )
             staged = rejected = skipped = dead_letters = 0
             reasons: Counter[str] = Counter()

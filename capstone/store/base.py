@@ -5,6 +5,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from capstone.classify import Rejected, Screen, Skipped, Staged
+from capstone.schema import PipelineSpec
 from capstone.summary import DeadLetter, LineageEntry, RunSummary, StepCount
 
 __all__ = ["STEPS", "RunTransaction", "Store"]
@@ -55,10 +56,17 @@ class Store(Protocol):
         """Record a `running` row (committed at once) and return it; waits at most
         `lock_timeout` seconds for the database to accept the write."""
 
+    def check_pipeline(self, spec: PipelineSpec) -> None:
+        """Raise ConfigError when the pipeline's target table cannot take `spec` (read only)."""
+
+    def pipeline_version(self, pipeline: str) -> tuple[str, int] | None:
+        """(target table, definition version) stored for a pipeline, or None before its first run."""
+
     def run_transaction(
-        self, run: RunSummary, lock_timeout: float
+        self, run: RunSummary, lock_timeout: float, spec: PipelineSpec
     ) -> AbstractContextManager[RunTransaction]:
-        """Take the pipeline's lock and open the run's transaction; rolls back on any error."""
+        """Take the pipeline's lock and open the run's transaction, creating or migrating the
+        target table to `spec` (recorded in `schema_changes`); rolls back on any error."""
 
     def end_run(self, run: RunSummary) -> None:
         """Record a run that did not succeed (failed, interrupted) in its own transaction."""
@@ -71,7 +79,9 @@ class Store(Protocol):
     def get_run(self, run_id: int) -> RunSummary | None:
         """One run, or None."""
 
-    def step_counts(self, run_id: int | None = None) -> list[StepCount]:
+    def step_counts(
+        self, run_id: int | None = None, pipeline: str | None = None
+    ) -> list[StepCount]:
         """Lineage rows per step, for one run or all runs (from per-run counts, not a lineage scan)."""
 
     def reject_reasons(self, run_id: int) -> dict[str, int]:

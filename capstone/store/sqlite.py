@@ -12,9 +12,20 @@ import orjson
 
 from capstone.classify import Rejected, Screen, Skipped, Staged
 from capstone.errors import LockError, StoreError
+from capstone.schema import FieldType, PipelineSpec
 from capstone.store.base import iter_steps
+from capstone.store.tables import TableSync, quote, sync_plan
 from capstone.summary import DeadLetter, LineageEntry, RunStatus, RunSummary, StepCount
 from capstone.timeutil import format_ts, utcnow
+
+SQL_TYPES: dict[FieldType, str] = {
+    "string": "TEXT",
+    "integer": "INTEGER",
+    "float": "REAL",
+    "boolean": "INTEGER",
+    "timestamp": "TEXT",  # canonical ISO text: text order is time order
+    "json": "TEXT",
+}
 
 __all__ = ["SQLiteStore"]
 
@@ -111,6 +122,27 @@ MIGRATIONS: list[tuple[str, str]] = [
             PRIMARY KEY (run_id, reason)
         ) WITHOUT ROWID;
         CREATE INDEX lineage_key ON lineage (key);
+        """,
+    ),
+    (
+        "pipelines: stored definitions, schema changes, per-run staging",
+        """
+        CREATE TABLE pipeline_schemas (
+            pipeline TEXT PRIMARY KEY,
+            target TEXT NOT NULL UNIQUE,
+            definition TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE schema_changes (
+            id INTEGER PRIMARY KEY,
+            pipeline TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            change TEXT NOT NULL,
+            run_id INTEGER,
+            applied_at TEXT NOT NULL
+        );
+        DROP TABLE staging;
         """,
     ),
 ]
@@ -293,8 +325,75 @@ class SQLiteStore:
             started_at=started,
         )
 
+    # -- pipelines ----------------------------------------------------------------------------
+
+    def _table_sync(self, spec: PipelineSpec) -> TableSync:
+        stored = self.conn.execute(
+            "SELECT definition FROM pipeline_schemas WHERE pipeline = ?", (spec.name,)
+        ).fetchone()
+        owner = self.conn.execute(
+            "SELECT pipeline FROM pipeline_schemas WHERE lower(target) = lower(?)", (spec.target,)
+        ).fetchone()
+        exists = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE lower(name) = lower(?)", (spec.target,)
+        ).fetchone()
+        return sync_plan(
+            spec,
+            None if stored is None else stored[0],
+            target_exists=exists is not None,
+            target_owner=None if owner is None else owner[0],
+        )
+
+    def check_pipeline(self, spec: PipelineSpec) -> None:
+        with _translate(self.path):
+            self._table_sync(spec)
+
+    def pipeline_version(self, pipeline: str) -> tuple[str, int] | None:
+        with _translate(self.path):
+            row = self.conn.execute(
+                "SELECT target, version FROM pipeline_schemas WHERE pipeline = ?", (pipeline,)
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def _apply(self, spec: PipelineSpec, run_id: int) -> None:
+        """Create or migrate the target table, inside the run's transaction."""
+        sync = self._table_sync(spec)
+        if not sync.changes:
+            return
+        table = quote(spec.target)
+        if sync.create:
+            columns = [
+                f"{quote(name)} {SQL_TYPES[f.type]}"
+                + (" NOT NULL" if name in spec.key or name == spec.event_time else "")
+                for name, f in spec.fields.items()
+            ]
+            keys = ", ".join(quote(k) for k in spec.key)
+            self.conn.execute(
+                f"CREATE TABLE {table} ({', '.join(columns)}, attributes TEXT, "
+                f"run_id INTEGER NOT NULL, PRIMARY KEY ({keys})) WITHOUT ROWID"
+            )
+        for name in sync.add:
+            self.conn.execute(
+                f"ALTER TABLE {table} ADD COLUMN {quote(name)} {SQL_TYPES[spec.fields[name].type]}"
+            )
+        now = format_ts(utcnow())
+        version = self.conn.execute(
+            "INSERT INTO pipeline_schemas (pipeline, target, definition, version, updated_at) "
+            "VALUES (?, ?, ?, 1, ?) ON CONFLICT (pipeline) DO UPDATE SET target = excluded.target, "
+            "definition = excluded.definition, version = version + 1, "
+            "updated_at = excluded.updated_at RETURNING version",
+            (spec.name, spec.target, spec.definition(), now),
+        ).fetchone()[0]
+        self.conn.executemany(
+            "INSERT INTO schema_changes (pipeline, version, change, run_id, applied_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(spec.name, version, change, run_id, now) for change in sync.changes],
+        )
+
     @contextmanager
-    def run_transaction(self, run: RunSummary, lock_timeout: float) -> Iterator["_SQLiteRun"]:
+    def run_transaction(
+        self, run: RunSummary, lock_timeout: float, spec: PipelineSpec
+    ) -> Iterator["_SQLiteRun"]:
         with _translate(self.path):
             self.conn.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
             try:
@@ -304,7 +403,8 @@ class SQLiteStore:
                     raise
                 raise LockError(self._lock_message(run.pipeline, run.run_id)) from None
             try:
-                yield _SQLiteRun(self.conn, run)
+                self._apply(spec, run.run_id)
+                yield _SQLiteRun(self.conn, run, spec)
             finally:
                 # On error, or when the caller left without finish(): nothing commits. Some errors
                 # (a full disk, for one) make SQLite roll back on its own already.
@@ -364,12 +464,16 @@ class SQLiteStore:
             row = self.conn.execute("SELECT * FROM run_log WHERE run_id = ?", (run_id,)).fetchone()
         return _row_to_summary(row) if row else None
 
-    def step_counts(self, run_id: int | None = None) -> list[StepCount]:
+    def step_counts(
+        self, run_id: int | None = None, pipeline: str | None = None
+    ) -> list[StepCount]:
         with _translate(self.path):
             rows = self.conn.execute(
-                "SELECT step, SUM(count) AS count FROM run_steps "
-                "WHERE (:run IS NULL OR run_id = :run) GROUP BY step",
-                {"run": run_id},
+                "SELECT step, SUM(count) AS count FROM run_steps AS s "
+                "WHERE (:run IS NULL OR run_id = :run) AND (:pipeline IS NULL OR EXISTS "
+                "(SELECT 1 FROM run_log AS r WHERE r.run_id = s.run_id AND r.pipeline = :pipeline)) "
+                "GROUP BY step",
+                {"run": run_id, "pipeline": pipeline},
             ).fetchall()
         return [StepCount(step=row["step"], count=row["count"]) for row in rows]
 
@@ -441,10 +545,29 @@ class _SQLiteRun:
 
     screen: Screen | None = None  # SQLite stores any text
 
-    def __init__(self, conn: sqlite3.Connection, run: RunSummary) -> None:
+    def __init__(self, conn: sqlite3.Connection, run: RunSummary, spec: PipelineSpec) -> None:
         self.conn = conn
         self.run = run
-        conn.execute("DELETE FROM staging")
+        self.spec = spec
+        self.staged = 0
+        columns = [f"{quote(name)} {SQL_TYPES[f.type]}" for name, f in spec.fields.items()]
+        if not spec.text_key:
+            columns.append("_lineage_key TEXT NOT NULL")
+        # Staging lives in the connection's temporary database: it is this run's alone, and its
+        # pages never go through the WAL of the main file.
+        conn.execute("DROP TABLE IF EXISTS temp.staging")
+        conn.execute(
+            "CREATE TEMP TABLE staging (seq INTEGER PRIMARY KEY, position INTEGER NOT NULL, "
+            f"{', '.join(columns[: len(spec.fields)])}, attributes TEXT"
+            + "".join(f", {c}" for c in columns[len(spec.fields) :])
+            + ")"
+        )
+        names = [quote(n) for n in spec.columns]
+        self._insert = (
+            f"INSERT INTO temp.staging (seq, position, {', '.join(names)}, attributes"
+            + ("" if spec.text_key else ", _lineage_key")
+            + f") VALUES ({', '.join('?' * (len(names) + 3 + (not spec.text_key)))})"
+        )
 
     def read_watermark(self) -> str | None:
         row = self.conn.execute(
@@ -453,11 +576,8 @@ class _SQLiteRun:
         return None if row is None else row[0]
 
     def stage(self, rows: Sequence[Staged]) -> None:
-        self.conn.executemany(
-            "INSERT INTO staging (seq, position, key, name, value, ts, attributes) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        self.conn.executemany(self._insert, rows)
+        self.staged += len(rows)
 
     def reject(self, rows: Sequence[Rejected]) -> int:
         run_id, pipeline = self.run.run_id, self.run.pipeline
@@ -504,14 +624,18 @@ class _SQLiteRun:
         )
 
     def merge(self) -> tuple[int, int]:
-        run_id = self.run.run_id
-        # 1. Lineage, before the target changes. A staged record is applied when its ts is
-        #    strictly newer than everything before it for its key: the stored row and every
+        run_id, spec = self.run.run_id, self.spec
+        table, ts = quote(spec.target), quote(spec.event_time)
+        lineage_key = f"s.{quote(spec.key[0])}" if spec.text_key else "s._lineage_key"
+        partition = ", ".join(f"s.{quote(k)}" for k in spec.key)
+        joined = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.key)
+        # 1. Lineage, before the target changes. A staged record is applied when its event time
+        #    is strictly newer than everything before it for its key: the stored row and every
         #    earlier staged record (`newest_before`, one window pass). Each record gets its
         #    `stage` row and its `load` or `stale` row; rows go in key order, which keeps the
         #    inserts into the lineage(key) index nearly sequential.
         self.conn.execute(
-            """
+            f"""
             INSERT INTO lineage (run_id, step, key, position, detail)
             SELECT ?1,
                    CASE WHEN f.stage THEN 'stage' WHEN applied THEN 'load' ELSE 'stale' END,
@@ -522,38 +646,41 @@ class _SQLiteRun:
             FROM (
                 SELECT key, position, ts, ts > newest_before AS applied, newest_before
                 FROM (
-                    SELECT s.key, s.position, s.ts,
-                           MAX(COALESCE(t.ts, ''), COALESCE(MAX(s.ts) OVER (
-                               PARTITION BY s.key ORDER BY s.seq
+                    SELECT {lineage_key} AS key, s.position, s.{ts} AS ts,
+                           MAX(COALESCE(t.{ts}, ''), COALESCE(MAX(s.{ts}) OVER (
+                               PARTITION BY {partition} ORDER BY s.seq
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), '')
                            ) AS newest_before
-                    FROM staging AS s LEFT JOIN target AS t ON t.key = s.key
+                    FROM temp.staging AS s LEFT JOIN main.{table} AS t ON {joined}
                 )
             ) CROSS JOIN (SELECT 1 AS stage UNION ALL SELECT 0) AS f
             """,
             (run_id,),
         )
-        staged = self.conn.execute("SELECT COUNT(*) FROM staging").fetchone()[0]
         before = self.conn.total_changes
         # 2. The target. SQLite applies the rows of one INSERT ... SELECT in the SELECT's order,
         #    so feeding staging in input order through the strict guard is, by construction,
         #    applying records one by one; a refused update changes nothing, so the change count
         #    is `loaded`. (PostgreSQL cannot update a row twice in one statement: its backend
         #    upserts one winner per key instead.)
+        columns = ", ".join(quote(c) for c in spec.columns)
+        updates = ", ".join(
+            f"{quote(c)} = excluded.{quote(c)}" for c in spec.columns if c not in spec.key
+        )
         self.conn.execute(
-            """
-            INSERT INTO target (key, name, value, ts, attributes, run_id)
-            SELECT key, name, value, ts, attributes, ?1 FROM staging WHERE true ORDER BY seq
-            ON CONFLICT (key) DO UPDATE SET
-                name = excluded.name, value = excluded.value, ts = excluded.ts,
-                attributes = excluded.attributes, run_id = excluded.run_id
-            WHERE excluded.ts > target.ts
+            f"""
+            INSERT INTO main.{table} ({columns}, attributes, run_id)
+            SELECT {columns}, attributes, ?1 FROM temp.staging WHERE true ORDER BY seq
+            ON CONFLICT ({", ".join(quote(k) for k in spec.key)}) DO UPDATE SET
+                {updates}, attributes = excluded.attributes, run_id = excluded.run_id
+            WHERE excluded.{ts} > {table}.{ts}
             """,
             (run_id,),
         )
         loaded = self.conn.total_changes - before
-        self.conn.execute("DELETE FROM staging")
-        return int(loaded), int(staged) - int(loaded)
+        self.conn.execute("DELETE FROM temp.staging")
+        staged, self.staged = self.staged, 0
+        return int(loaded), staged - int(loaded)
 
     def replay_candidates(self, reason: str | None, ids: Sequence[int] | None) -> list[DeadLetter]:
         rows = self.conn.execute(

@@ -1,0 +1,160 @@
+"""The project config file, `capstone.toml`: named pipelines beside the built-in `events`."""
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from capstone.errors import ConfigError
+from capstone.schema import BUILTIN, EVENTS, PipelineSpec
+
+__all__ = ["CONFIG_NAME", "Config", "load_config", "starter_config"]
+
+CONFIG_NAME = "capstone.toml"
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pipelines: dict[str, dict[str, Any]] = {}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The pipelines a project defines, always including the built-in `events`."""
+
+    pipelines: dict[str, PipelineSpec] = field(default_factory=lambda: {BUILTIN: EVENTS})
+    path: Path | None = None
+
+    def pipeline(self, name: str) -> PipelineSpec:
+        """The named pipeline's definition; an unknown name is a usage error that lists the known."""
+        try:
+            return self.pipelines[name]
+        except KeyError:
+            where = str(self.path) if self.path else f"no {CONFIG_NAME} was found"
+            raise ConfigError(
+                f"there is no pipeline {name!r} (known: {', '.join(self.pipelines)}; config: "
+                f"{where}); check --pipeline, or define it in {CONFIG_NAME} (`capstone init`)"
+            ) from None
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read `path`, or ./capstone.toml when there is one; without either, only `events` exists."""
+    if path is None:
+        path = Path(CONFIG_NAME)
+        if not path.is_file():
+            return Config()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist; check --config or create one with `capstone init`"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {path} ({error}); check the file") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}; fix the syntax") from None
+    pipelines: dict[str, PipelineSpec] = {BUILTIN: EVENTS}
+    try:
+        document = _File.model_validate(data)
+    except ValidationError as error:
+        raise _config_error(path, text, error, ()) from None
+    for name, body in document.pipelines.items():
+        if name == BUILTIN:
+            raise ConfigError(
+                f"{path}{_at(text, ('pipelines', name))}: {BUILTIN!r} is the built-in pipeline; "
+                "give yours another name"
+            )
+        if not isinstance(body, dict):
+            raise ConfigError(
+                f"{path}{_at(text, ('pipelines', name))}: pipelines.{name} must be a table "
+                f"([pipelines.{name}]); see `capstone init` for an example"
+            )
+        try:
+            pipelines[name] = PipelineSpec.model_validate({**body, "name": name})
+        except ValidationError as error:
+            raise _config_error(path, text, error, ("pipelines", name)) from None
+    targets: dict[str, str] = {}
+    for spec in pipelines.values():
+        other = targets.setdefault(spec.target.lower(), spec.name)
+        if other != spec.name:
+            raise ConfigError(
+                f"{path}{_at(text, ('pipelines', spec.name, 'target'))}: pipelines {other!r} "
+                f"and {spec.name!r} share target table {spec.target!r}; give each its own"
+            )
+    return Config(pipelines, path)
+
+
+def _config_error(
+    path: Path, text: str, error: ValidationError, prefix: tuple[str, ...]
+) -> ConfigError:
+    first = error.errors(include_url=False)[0]
+    loc = prefix + tuple(str(part) for part in first["loc"] if not str(part).startswith("function"))
+    setting = ".".join(loc) or "config"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "is not a setting capstone knows (check its spelling)"
+    more = error.error_count() - 1
+    extra = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return ConfigError(
+        f"{path}{_at(text, loc)}: {setting}: {message}{extra}; fix it (`capstone init` writes "
+        "a commented example)"
+    )
+
+
+def _at(text: str, loc: tuple[str, ...]) -> str:
+    """' line N' for the line that sets `loc`, found by scanning for each part in turn."""
+    lines = text.splitlines()
+    found: int | None = None
+    start = 0
+    for part in loc:
+        name = re.escape(part)
+        pattern = re.compile(
+            rf"^\s*\[[^\]]*\b{name}\b[^\]]*\]|^\s*\"?{name}\"?\s*=|[{{,]\s*\"?{name}\"?\s*="
+        )
+        for number in range(start, len(lines)):
+            if pattern.search(lines[number]):
+                found, start = number + 1, number
+                break
+    return f" line {found}" if found else ""
+
+
+def starter_config() -> str:
+    """A commented `capstone.toml` with one realistic pipeline, written by `capstone init`."""
+    return STARTER
+
+
+STARTER = '''\
+# capstone.toml: pipelines capstone can run besides the built-in `events` (key, name, value, ts).
+# Run one with:  capstone run --pipeline orders --input orders.jsonl
+# List them with: capstone pipelines
+
+[pipelines.orders]
+target = "orders"                  # the target table (default: the pipeline's name)
+key = ["order_id", "line"]         # one field, or several for a composite key
+event_time = "updated_at"          # a required timestamp: the watermark and the newer-wins guard use it
+unknown = "keep"                   # fields not declared below: keep (JSON column), reject, or drop
+lookback = "0s"                    # let records this far behind the watermark through (90s, 15m, 2h, 3d)
+future_tolerance = "1d"            # reject event times later than now plus this
+
+# Types: string, integer, float, boolean, timestamp, json.
+# Constraints: required (default true), min and max (numbers), min_length, max_length and
+# pattern (strings), allowed (a list of values).
+# Adding an optional field later adds a column; changing a type, the key or the event time,
+# or removing a field, is refused (nothing is touched) because it would lose or reinterpret data.
+[pipelines.orders.fields]
+order_id = { type = "string", max_length = 32, pattern = "^O-[0-9]+$" }
+line = { type = "integer", min = 1 }
+sku = { type = "string", max_length = 64 }
+quantity = { type = "integer", min = 0 }
+unit_price = { type = "float", min = 0 }
+status = { type = "string", allowed = ["placed", "paid", "shipped", "cancelled"] }
+gift = { type = "boolean", required = false }
+updated_at = { type = "timestamp" }
+details = { type = "json", required = false }
+'''

@@ -1,0 +1,89 @@
+"""Target tables both backends share the rules for: which definition a table holds, what may change.
+
+A pipeline's definition is stored with its target table (`pipeline_schemas`). Before a run the
+configured definition is compared with the stored one: optional fields are added as columns,
+changes that would lose or reinterpret stored data are refused before anything is written.
+"""
+
+from dataclasses import dataclass, field
+
+import orjson
+from pydantic import ValidationError
+
+from capstone.errors import ConfigError, StoreError
+from capstone.schema import FieldType, PipelineSpec, plan_changes
+
+__all__ = ["TableSync", "quote", "staging_columns", "sync_plan"]
+
+
+def quote(name: str) -> str:
+    """A quoted identifier; names are checked against `[A-Za-z_][A-Za-z0-9_]*` by the schema."""
+    return f'"{name}"'
+
+
+@dataclass(frozen=True)
+class TableSync:
+    """What a run does to the target table before staging, and what it records."""
+
+    create: bool = False
+    add: list[str] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+    """Descriptions for `schema_changes`; empty when the stored definition is current."""
+
+
+def stored_spec(spec: PipelineSpec, definition: str) -> PipelineSpec:
+    try:
+        return PipelineSpec.model_validate({**orjson.loads(definition), "name": spec.name})
+    except (ValidationError, orjson.JSONDecodeError) as error:
+        raise StoreError(
+            f"the stored definition of pipeline {spec.name!r} cannot be read ({error}); "
+            "it was written by another capstone version or edited by hand"
+        ) from None
+
+
+def sync_plan(
+    spec: PipelineSpec,
+    stored: str | None,
+    *,
+    target_exists: bool,
+    target_owner: str | None,
+) -> TableSync:
+    """Decide how the target table follows the configured definition; raise when it must not."""
+    if target_owner is not None and target_owner != spec.name:
+        raise ConfigError(
+            f"table {spec.target!r} holds pipeline {target_owner!r}; give pipeline "
+            f"{spec.name!r} another target"
+        )
+    fresh_table_taken = ConfigError(
+        f"table {spec.target!r} already exists and no capstone pipeline owns it; choose another "
+        f"target for pipeline {spec.name!r} or drop that table"
+    )
+    if stored is None:
+        if target_exists and not spec.is_builtin:
+            raise fresh_table_taken
+        if target_exists:
+            return TableSync(changes=[f"adopted table {spec.target}"])
+        return TableSync(create=True, changes=[f"created table {spec.target}"])
+    old = stored_spec(spec, stored)
+    if old.target != spec.target:
+        # A new target starts empty; the old table is left as it is.
+        if target_exists:
+            raise fresh_table_taken
+        return TableSync(
+            create=True, changes=[f"target table {old.target} -> {spec.target} (created)"]
+        )
+    plan = plan_changes(old, spec)
+    if plan.refused:
+        raise ConfigError(
+            f"pipeline {spec.name!r} changed in a way that would lose or reinterpret the data in "
+            f"table {spec.target!r}: {'; '.join(plan.refused)}. Nothing was changed; restore the "
+            "previous definition, or give the pipeline a new target table and run "
+            f"`capstone reset-watermark --pipeline {spec.name}`"
+        )
+    changes = [f"added optional field {name!r}" for name in plan.added] + plan.other
+    return TableSync(add=plan.added, changes=changes)
+
+
+def staging_columns(spec: PipelineSpec, types: dict[FieldType, str]) -> list[tuple[str, str]]:
+    """(quoted name, SQL type) of the record columns, in staging order."""
+    return [(quote(name), types[f.type]) for name, f in spec.fields.items()]
