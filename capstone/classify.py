@@ -125,7 +125,7 @@ class Classifier:
         self.screen = screen
         self._seq = 0
 
-    def classify(self, items: Iterable[Item]) -> Batch:
+    def classify(self, items: Iterable[Item]) -> Batch:  # noqa: PLR0915 - one hot loop; helpers cost a call per record
         """Sort one batch of items into staged, rejected and skipped, preserving input order."""
         batch = Batch()
         staged, skipped = batch.staged, batch.skipped

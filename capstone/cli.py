@@ -25,17 +25,20 @@ from rich.progress import (
 )
 
 from capstone import __version__
+from capstone.config import CONFIG_NAME, Config, load_config, starter_config
 from capstone.dead_letters import export_line
 from capstone.errors import CapstoneError, ConfigError
 from capstone.pipeline import RunOptions, replay_dead_letters, run_source
 from capstone.render import (
     dead_letters_table,
     lineage_table,
+    pipelines_table,
     reasons_table,
     runs_table,
     steps_table,
     summary_table,
 )
+from capstone.schema import PipelineSpec
 from capstone.sources import Format, SourceFile
 from capstone.store import STEPS, Store, open_store
 from capstone.summary import RunStatus, RunSummary
@@ -67,7 +70,19 @@ Db = Annotated[
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 Pipeline = Annotated[
-    str, typer.Option("--pipeline", "-p", help="Pipeline name; each has its own watermark.")
+    str,
+    typer.Option(
+        "--pipeline", "-p", help="Pipeline name: events (built in) or one from capstone.toml."
+    ),
+]
+ConfigPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar="CAPSTONE_CONFIG",
+        help=f"Pipeline config file [default: ./{CONFIG_NAME} when present].",
+        show_default=False,
+    ),
 ]
 
 
@@ -155,21 +170,29 @@ def run(
     ],
     db: Db = "capstone.db",
     pipeline: Pipeline = "events",
+    config: ConfigPath = None,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Also write the summary and the run log here as JSON."),
     ] = None,
     lookback: Annotated[
-        str,
-        typer.Option(help="Let records this far behind the watermark through (90s, 15m, 2h, 3d)."),
-    ] = "0",
+        str | None,
+        typer.Option(
+            help="Let records this far behind the watermark through (90s, 15m, 2h, 3d) "
+            "[default: the pipeline's, 0 for events]."
+        ),
+    ] = None,
     input_format: Annotated[
         str | None,
         typer.Option("--format", help="json, jsonl or csv; detected from content when omitted."),
     ] = None,
     future_tolerance: Annotated[
-        str, typer.Option(help="Reject events whose ts is later than now plus this.")
-    ] = "1d",
+        str | None,
+        typer.Option(
+            help="Reject records whose event time is later than now plus this "
+            "[default: the pipeline's, 1d for events]."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Records per staging batch.")] = 10_000,
     lock_timeout: Annotated[
         float, typer.Option(min=0, help="Seconds to wait for another run of the pipeline.")
@@ -193,10 +216,11 @@ def run(
     if input_format is not None and input_format not in ("json", "jsonl", "csv"):
         raise ConfigError(f"--format must be json, jsonl or csv, not {input_format!r}")
     fmt: Format | None = input_format  # type: ignore[assignment]
+    spec = load_config(config).pipeline(pipeline)
     options = RunOptions(
         pipeline=pipeline,
-        lookback=parse_duration(lookback),
-        future_tolerance=parse_duration(future_tolerance),
+        lookback=None if lookback is None else parse_duration(lookback),
+        future_tolerance=None if future_tolerance is None else parse_duration(future_tolerance),
         format=fmt,
         batch_size=batch_size,
         lock_timeout=lock_timeout,
@@ -205,7 +229,7 @@ def run(
     with SourceFile(input_path, fmt) as source:
         store = open_store(db)
         try:
-            summary = _run_with_progress(source, store, options, show_progress, replay)
+            summary = _run_with_progress(source, store, options, spec, show_progress, replay)
             if output is not None:
                 _write_output(output, summary, store)
             if not quiet:
@@ -215,10 +239,15 @@ def run(
 
 
 def _run_with_progress(
-    source: SourceFile, store: Store, options: RunOptions, show: bool, replay: bool
+    source: SourceFile,
+    store: Store,
+    options: RunOptions,
+    spec: PipelineSpec,
+    show: bool,
+    replay: bool,
 ) -> RunSummary:
     if not show:
-        return run_source(source, store, options, replay=replay)
+        return run_source(source, store, options, replay=replay, spec=spec)
     size = source.size
     with Progress(
         TextColumn("[bold]loading[/]"),
@@ -238,7 +267,7 @@ def _run_with_progress(
                 task, completed=bytes_read, rate=f"{records:,} records · {records / seconds:,.0f}/s"
             )
 
-        return run_source(source, store, options, update, replay=replay)
+        return run_source(source, store, options, update, replay=replay, spec=spec)
 
 
 def _write_output(path: Path, summary: RunSummary, store: Store) -> None:
@@ -272,22 +301,35 @@ def report(
         bool, typer.Option("--by-step", help="Group lineage by step (the default).")
     ] = True,
     run_id: Annotated[int | None, typer.Option("--run", help="Only this run.")] = None,
+    pipeline: Annotated[
+        str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")
+    ] = None,
     db: Db = "capstone.db",
     as_json: Json = False,
 ) -> None:
     """Lineage entries grouped by step, for all runs or one.
 
-    Example: capstone report --by-step --run 1
+    Example: capstone report --by-step --run 1; capstone report --pipeline orders
     """
     with _existing(db) as store:
         if run_id is not None and store.get_run(run_id) is None:
             raise CapstoneError(f"there is no run {run_id}; `capstone runs` lists them")
-        counts = store.step_counts(run_id)
+        counts = store.step_counts(run_id, pipeline)
     if as_json:
         by_step_counts = {c.step: c.count for c in counts}
-        _print_json({"run_id": run_id, "by_step": {s: by_step_counts.get(s, 0) for s in STEPS}})
+        _print_json(
+            {
+                "run_id": run_id,
+                "pipeline": pipeline,
+                "by_step": {s: by_step_counts.get(s, 0) for s in STEPS},
+            }
+        )
         return
-    console.print(steps_table(counts, "lineage by step" + (f" (run {run_id})" if run_id else "")))
+    scope = [f"run {run_id}"] if run_id else []
+    scope += [f"pipeline {pipeline}"] if pipeline else []
+    console.print(
+        steps_table(counts, "lineage by step" + (f" ({', '.join(scope)})" if scope else ""))
+    )
 
 
 @app.command()
@@ -420,6 +462,7 @@ def replay(
         list[int] | None, typer.Option("--id", help="Only this dead letter (repeatable).")
     ] = None,
     pipeline: Pipeline = "events",
+    config: ConfigPath = None,
     db: Db = "capstone.db",
     lock_timeout: Annotated[
         float, typer.Option(min=0, help="Seconds to wait for another run of the pipeline.")
@@ -433,28 +476,36 @@ def replay(
 
     Example: capstone replay --reason value.float_parsing
     """
+    spec = load_config(config).pipeline(pipeline)
     options = RunOptions(pipeline=pipeline, lock_timeout=lock_timeout)
     with _existing(db) as store:
-        summary = replay_dead_letters(store, options, reason=reason, ids=ids)
+        summary = replay_dead_letters(store, options, reason=reason, ids=ids, spec=spec)
         _show_run(summary, store, as_json=as_json, report=False)
 
 
 @app.command()
 @handle_errors
 def lineage(
-    key: Annotated[str, typer.Argument(help="The record key to trace.")],
+    key_parts: Annotated[
+        list[str],
+        typer.Argument(metavar="KEY...", help="The record key to trace; one value per key field."),
+    ],
     pipeline: Annotated[
-        str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")
+        str | None,
+        typer.Option("--pipeline", "-p", help="Only this pipeline (needed for composite keys)."),
     ] = None,
+    config: ConfigPath = None,
     db: Db = "capstone.db",
     as_json: Json = False,
 ) -> None:
     """Every step every record with KEY went through, across runs, with source and position.
 
-    Answers "why does the target hold this value?".
+    Answers "why does the target hold this value?". A composite key is given as its parts in
+    the order the pipeline declares them.
 
-    Example: capstone lineage evt-003
+    Example: capstone lineage evt-003; capstone lineage --pipeline orders O-1001 1
     """
+    key = _lineage_key(key_parts, pipeline, config)
     with _existing(db) as store:
         entries = store.lineage(key, pipeline)
     if as_json:
@@ -465,10 +516,36 @@ def lineage(
     console.print(lineage_table(entries, key))
 
 
+def _lineage_key(parts: list[str], pipeline: str | None, config: Path | None) -> str:
+    """The lineage text of a key: its single part, or the parts typed and joined as the pipeline
+    writes them (a JSON array for a composite key)."""
+    if pipeline is None:
+        if len(parts) != 1:
+            raise ConfigError("a key of several parts needs --pipeline to say whose key it is")
+        return parts[0]
+    spec = load_config(config).pipeline(pipeline)
+    if len(parts) != len(spec.key):
+        raise ConfigError(
+            f"pipeline {pipeline!r} has a key of {len(spec.key)} part(s) "
+            f"({', '.join(spec.key)}); give {len(spec.key)} value(s), not {len(parts)}"
+        )
+    typed: list[str | int] = []
+    for name, part in zip(spec.key, parts, strict=True):
+        if spec.fields[name].type == "integer":
+            try:
+                typed.append(int(part))
+            except ValueError:
+                raise ConfigError(f"key field {name!r} is an integer, not {part!r}") from None
+        else:
+            typed.append(part)
+    return spec.lineage_key(tuple(typed))
+
+
 @app.command("reset-watermark")
 @handle_errors
 def reset_watermark(
     pipeline: Pipeline = "events",
+    config: ConfigPath = None,
     to: Annotated[
         str | None,
         typer.Option("--to", help="Set it to this ISO-8601 time instead of clearing it."),
@@ -482,7 +559,8 @@ def reset_watermark(
 
     Example: capstone reset-watermark --pipeline events --to 2025-01-15T09:00:00 --yes
     """
-    value = None if to is None else parse_requested(to, utcnow(), RunOptions().future_tolerance)
+    tolerance = _known(load_config(config), pipeline).future_tolerance
+    value = None if to is None else parse_requested(to, utcnow(), tolerance)
     with _existing(db) as store:
         current = store.get_watermark(pipeline)
         action = f"set to {value}" if value else "cleared"
@@ -493,3 +571,74 @@ def reset_watermark(
             )
         store.set_watermark(pipeline, value)
     typer.echo(f"watermark of pipeline {pipeline!r}: {current or '-'} → {value or '-'}")
+
+
+def _known(config: Config, pipeline: str) -> PipelineSpec:
+    return config.pipeline(pipeline)
+
+
+@app.command()
+@handle_errors
+def init(
+    path: Annotated[Path, typer.Option("--path", help="Where to write the config.")] = Path(
+        CONFIG_NAME
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter capstone.toml with an example `orders` pipeline.
+
+    Example: capstone init && capstone pipelines
+    """
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists; edit it, or pass --force to overwrite it")
+    try:
+        path.write_text(starter_config(), encoding="utf-8")
+    except OSError as error:
+        raise CapstoneError(
+            f"cannot write {path} ({error.strerror}); choose a writable path"
+        ) from None
+    typer.echo(f"wrote {path}; list its pipelines with `capstone pipelines`", err=True)
+
+
+@app.command()
+@handle_errors
+def pipelines(
+    config: ConfigPath = None,
+    db: Db = "capstone.db",
+    as_json: Json = False,
+) -> None:
+    """The pipelines you can run: target table, key, event time, watermark and last run.
+
+    Example: capstone pipelines --json
+    """
+    specs = load_config(config).pipelines
+    rows: list[dict[str, Any]] = []
+    store = open_store(db, create=False) if _db_exists(db) else None
+    try:
+        for spec in specs.values():
+            last = store.runs(limit=1, pipeline=spec.name) if store else []
+            stored = store.pipeline_version(spec.name) if store else None
+            rows.append(
+                {
+                    "pipeline": spec.name,
+                    "target": spec.target,
+                    "key": list(spec.key),
+                    "event_time": spec.event_time,
+                    "fields": {name: f.type for name, f in spec.fields.items()},
+                    "unknown": spec.unknown,
+                    "schema_version": None if stored is None else stored[1],
+                    "watermark": store.get_watermark(spec.name) if store else None,
+                    "last_run": last[0].model_dump() if last else None,
+                }
+            )
+    finally:
+        if store is not None:
+            store.close()
+    if as_json:
+        _print_json(rows)
+        return
+    console.print(pipelines_table(rows))
+
+
+def _db_exists(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://")) or Path(db).exists()

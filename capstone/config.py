@@ -129,7 +129,7 @@ def starter_config() -> str:
     return STARTER
 
 
-STARTER = '''\
+STARTER = """\
 # capstone.toml: pipelines capstone can run besides the built-in `events` (key, name, value, ts).
 # Run one with:  capstone run --pipeline orders --input orders.jsonl
 # List them with: capstone pipelines
@@ -157,4 +157,4 @@ status = { type = "string", allowed = ["placed", "paid", "shipped", "cancelled"]
 gift = { type = "boolean", required = false }
 updated_at = { type = "timestamp" }
 details = { type = "json", required = false }
-'''
+"""

@@ -14,8 +14,8 @@ from capstone.classify import Classifier
 from capstone.config import load_config
 from capstone.dead_letters import replay_items
 from capstone.errors import CapstoneError, InterruptedRun, StoreError
-from capstone.sources import Format, Item, SourceFile
 from capstone.schema import PipelineSpec, shape_of
+from capstone.sources import Format, Item, SourceFile
 from capstone.store import RunTransaction, Store, open_store
 from capstone.summary import RunStatus, RunSummary
 from capstone.timeutil import format_ts, utcnow
@@ -144,7 +144,9 @@ def _execute(
     clock = time.perf_counter()
     shape = shape_of(spec)
     lookback = spec.lookback if options.lookback is None else options.lookback
-    tolerance = spec.future_tolerance if options.future_tolerance is None else options.future_tolerance
+    tolerance = (
+        spec.future_tolerance if options.future_tolerance is None else options.future_tolerance
+    )
     # A definition change the stored table cannot take is refused before the run is logged.
     store.check_pipeline(spec)
     run = store.begin_run(spec.name, source_name, options.lock_timeout)

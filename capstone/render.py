@@ -1,6 +1,7 @@
 """Rich renderings of capstone's results. Only cli.py imports this module."""
 
 from collections.abc import Sequence
+from typing import Any
 
 from rich.table import Table
 
@@ -10,6 +11,7 @@ from capstone.summary import DeadLetter, LineageEntry, RunSummary, StepCount
 __all__ = [
     "dead_letters_table",
     "lineage_table",
+    "pipelines_table",
     "reasons_table",
     "runs_table",
     "steps_table",
@@ -149,5 +151,26 @@ def lineage_table(entries: Sequence[LineageEntry], key: str) -> Table:
             str(entry.position),
             entry.step,
             entry.detail or "",
+        )
+    return table
+
+
+def pipelines_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """Configured pipelines with their stored state."""
+    table = Table(title="pipelines")
+    for column in ("pipeline", "target", "key", "event time", "fields", "schema", "watermark"):
+        table.add_column(column)
+    table.add_column("last run")
+    for row in rows:
+        last = row["last_run"]
+        table.add_row(
+            row["pipeline"],
+            row["target"],
+            ", ".join(row["key"]),
+            row["event_time"],
+            str(len(row["fields"])),
+            "-" if row["schema_version"] is None else f"v{row['schema_version']}",
+            row["watermark"] or "-",
+            "-" if last is None else f"{last['run_id']} {last['status']} {last['started_at'][:19]}",
         )
     return table

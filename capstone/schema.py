@@ -5,6 +5,7 @@ declares others. A definition is checked by Pydantic, turned into a record model
 `pydantic.create_model`, and compared with the one stored in the database before a run.
 """
 
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,7 +110,9 @@ class FieldSpec(BaseModel):
                 f"min_length, max_length and pattern apply to string fields, not {self.type}"
             )
         if self.allowed is not None and self.type not in ("string", "integer", "float"):
-            raise ValueError(f"allowed applies to string, integer and float fields, not {self.type}")
+            raise ValueError(
+                f"allowed applies to string, integer and float fields, not {self.type}"
+            )
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         return self
@@ -236,7 +239,9 @@ def _not_allowed(allowed: tuple[Any, ...]) -> Callable[[Any], Any]:
 
     def check(value: Any) -> Any:
         if value not in allowed:
-            raise PydanticCustomError("not_allowed", "must be one of {choices}", {"choices": choices})
+            raise PydanticCustomError(
+                "not_allowed", "must be one of {choices}", {"choices": choices}
+            )
         return value
 
     return check
@@ -292,7 +297,7 @@ def build_model(spec: PipelineSpec) -> type[BaseModel]:
         # Internal names keep record fields such as `json` or `copy` clear of BaseModel's own.
         default = ... if field.required else None
         definitions[f"f{index}"] = (_annotation(field), Field(default, alias=name))
-    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    model: type[BaseModel] = create_model(
         f"{spec.name.title().replace('_', '')}Record",
         __config__=ConfigDict(
             extra=extra,  # type: ignore[typeddict-item]
@@ -330,10 +335,8 @@ class RecordShape:
         for name in self.spec.key:
             value = record.get(name)
             if isinstance(value, str) and self.spec.fields[name].type == "integer":
-                try:
+                with contextlib.suppress(ValueError):
                     value = int(value)
-                except ValueError:
-                    pass
             if not isinstance(value, (str, int)) or isinstance(value, bool):
                 return None
             parts.append(value)
@@ -352,7 +355,11 @@ def shape_of(spec: PipelineSpec) -> RecordShape:
     """The record shape of a pipeline; the seed's shape uses the hand-written `Event` model."""
     if spec.fields == EVENT_FIELDS and spec.unknown == "keep":
         return RecordShape(
-            spec, Event, _event_values, lambda e: e.ts, lambda e: e.key  # type: ignore[no-any-return]
+            spec,
+            Event,
+            _event_values,
+            lambda e: e.ts,
+            lambda e: e.key,
         )
     model = build_model(spec)
     names = [f"f{i}" for i in range(len(spec.fields))]

@@ -108,6 +108,8 @@ COMMANDS = [
     ["dead-letters", "export"],
     ["replay"],
     ["lineage"],
+    ["init"],
+    ["pipelines"],
 ]
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from capstone import RunOptions, run
 from capstone.errors import WatermarkError
+from capstone.schema import PipelineSpec
 from capstone.store import open_store
 from tests.conftest import event, fetch
 
@@ -136,7 +137,7 @@ class TestWatermark:
     def test_each_pipeline_has_its_own_watermark(self, db: str, sample: str) -> None:
         """A run of another pipeline does not skip what the first pipeline saw."""
         run(sample, db)
-        other = run(sample, db, RunOptions(pipeline="replica"))
+        other = run(sample, db, spec=PipelineSpec(name="replica"))
         assert other.skipped == 0
         assert other.staged == 5
 
