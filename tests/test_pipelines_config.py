@@ -1,0 +1,564 @@
+"""Pipelines defined in capstone.toml: config checks, typed tables, keys, policies, schema changes."""
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from capstone import RunOptions, run
+from capstone.cli import app
+from capstone.config import load_config, starter_config
+from capstone.errors import ConfigError
+from capstone.schema import PipelineSpec
+from capstone.store import open_store
+from tests.conftest import fetch
+
+ORDERS = """\
+[pipelines.orders]
+key = ["order_id", "line"]
+event_time = "updated_at"
+unknown = "{unknown}"
+
+[pipelines.orders.fields]
+order_id = {{ type = "string", min_length = 3, max_length = 8, pattern = "^O-[0-9]+$" }}
+line = {{ type = "integer", min = 1, max = 99 }}
+status = {{ type = "string", allowed = ["placed", "paid", "shipped"] }}
+amount = {{ type = "float", min = 0 }}
+gift = {{ type = "boolean", required = false }}
+updated_at = {{ type = "timestamp" }}
+details = {{ type = "json", required = false }}
+{more}"""
+
+EVERYTHING = RunOptions(future_tolerance=None)
+
+
+def orders(tmp_path: Path, unknown: str = "keep", more: str = "") -> PipelineSpec:
+    """The orders pipeline from a config file written to tmp_path."""
+    path = tmp_path / "capstone.toml"
+    path.write_text(ORDERS.format(unknown=unknown, more=more))
+    return load_config(path).pipeline("orders")
+
+
+def order(
+    order_id: str = "O-1", line: int = 1, at: str = "10:00", **changes: Any
+) -> dict[str, Any]:
+    """One valid order line, updated at 2025-03-01 `at`."""
+    record = {
+        "order_id": order_id,
+        "line": line,
+        "status": "placed",
+        "amount": 9.5,
+        "updated_at": f"2025-03-01T{at}:00",
+    }
+    return record | changes
+
+
+def reasons(db: str) -> list[str]:
+    return [reason for (reason,) in fetch(db, "SELECT reason FROM dead_letters ORDER BY id")]
+
+
+def plain(value: Any) -> Any:
+    """Backend-neutral value: PostgreSQL datetimes as ISO text, SQLite 0/1 booleans as bool."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+# -- the config file -----------------------------------------------------------------------------
+
+
+def test_starter_config_defines_a_valid_orders_pipeline(tmp_path: Path) -> None:
+    """`capstone init`'s file loads: orders has a composite key and every field type."""
+    path = tmp_path / "capstone.toml"
+    path.write_text(starter_config())
+    spec = load_config(path).pipeline("orders")
+    assert spec.key == ("order_id", "line")
+    assert spec.event_time == "updated_at"
+    assert {f.type for f in spec.fields.values()} == {
+        "string",
+        "integer",
+        "float",
+        "boolean",
+        "timestamp",
+        "json",
+    }
+
+
+def test_without_a_config_only_events_exists(tmp_path: Path, monkeypatch: Any) -> None:
+    """With no capstone.toml in the folder, `events` runs and other names are usage errors."""
+    monkeypatch.chdir(tmp_path)
+    config = load_config()
+    assert list(config.pipelines) == ["events"]
+    with pytest.raises(ConfigError, match=r"no pipeline 'orders'.*capstone init"):
+        config.pipeline("orders")
+
+
+def test_a_missing_config_file_is_named(tmp_path: Path) -> None:
+    """--config pointing nowhere says so and how to make one."""
+    with pytest.raises(ConfigError, match=r"does not exist.*capstone init"):
+        load_config(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("change", "line", "message"),
+    [
+        (
+            'amount = { type = "decimal" }',
+            10,
+            "pipelines.orders.fields.amount.type: Input should be",
+        ),
+        ('amount = { type = "float", min = 5, max = 1 }', 10, "min (5.0) is greater than max"),
+        ('amount = { type = "float", max_length = 3 }', 10, "apply to string fields"),
+        ('amount = { type = "float", colour = "red" }', 10, "colour: is not a setting"),
+        ('amount = { type = "string", pattern = "([" }', 10, "not a valid regular expression"),
+    ],
+)
+def test_field_mistakes_name_file_line_setting_and_fix(
+    tmp_path: Path, change: str, line: int, message: str
+) -> None:
+    """A bad field definition is reported with the file, its line, the setting and the fix."""
+    path = tmp_path / "capstone.toml"
+    text = ORDERS.format(unknown="keep", more="").replace(
+        'amount = { type = "float", min = 0 }', change
+    )
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert f"{path} line {line}: " in str(caught.value)
+    assert message in str(caught.value)
+    assert "capstone init" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[pipelines.orders]\nevnt_time = "ts"\n', "evnt_time: is not a setting"),
+        ("[pipeline.orders]\n", "pipeline: is not a setting"),
+        (
+            '[pipelines.orders]\nkey = "id"\nevent_time = "ts"\n[pipelines.orders.fields]\n'
+            'ts = { type = "timestamp" }\n',
+            "key field 'id' is not declared",
+        ),
+        (
+            '[pipelines.orders]\nkey = "id"\nevent_time = "ts"\n[pipelines.orders.fields]\n'
+            'id = { type = "string" }\nts = { type = "string" }\n',
+            "must be a required timestamp",
+        ),
+        (
+            '[pipelines.orders]\nkey = "id"\nevent_time = "ts"\n[pipelines.orders.fields]\n'
+            'id = { type = "float" }\nts = { type = "timestamp" }\n',
+            "must be a string or integer",
+        ),
+        (
+            '[pipelines.orders]\nkey = "id"\nevent_time = "ts"\n[pipelines.orders.fields]\n'
+            'id = { type = "string", required = false }\nts = { type = "timestamp" }\n',
+            "key field 'id' must be required",
+        ),
+        (
+            '[pipelines.orders]\nkey = "id"\nevent_time = "ts"\n[pipelines.orders.fields]\n'
+            'id = { type = "string" }\nts = { type = "timestamp" }\nrun_id = { type = "integer" }\n',
+            "'run_id' is a column capstone adds",
+        ),
+        (
+            '[pipelines.orders]\n[pipelines.orders.fields]\nid = { type = "string" }\n',
+            "must also name its key and event_time",
+        ),
+        ('[pipelines.orders]\ntarget = "lineage"\n', "'lineage' is a capstone table"),
+        ('[pipelines.orders]\ntarget = "drop table"\n', "is not a table name"),
+        ('[pipelines.orders]\nlookback = "soon"\n', "lookback"),
+        ('[pipelines.a]\ntarget = "t1"\n[pipelines.b]\ntarget = "t1"\n', "share target table 't1'"),
+        ("[pipelines.events]\n", "'events' is the built-in pipeline"),
+        ("[pipelines.orders\n", "is not valid TOML"),
+    ],
+)
+def test_config_mistakes_are_usage_errors(tmp_path: Path, toml: str, message: str) -> None:
+    """Each kind of config mistake gives one ConfigError (exit 2) naming it."""
+    path = tmp_path / "capstone.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=None) as caught:
+        load_config(path)
+    assert message in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+def test_a_pipeline_without_fields_has_the_event_shape(tmp_path: Path) -> None:
+    """`[pipelines.replica]` alone is an events-shaped pipeline with its own table."""
+    path = tmp_path / "capstone.toml"
+    path.write_text('[pipelines.replica]\nlookback = "1h"\n')
+    spec = load_config(path).pipeline("replica")
+    assert (spec.target, spec.key, spec.event_time) == ("replica", ("key",), "ts")
+    assert spec.lookback.total_seconds() == 3600
+
+
+# -- loading records -----------------------------------------------------------------------------
+
+
+def test_composite_key_keeps_the_newest_per_key(db: str, tmp_path: Path, write_jsonl: Any) -> None:
+    """(order_id, line) identifies a row; only a strictly newer updated_at replaces it."""
+    spec = orders(tmp_path)
+    path = write_jsonl(
+        [
+            order("O-1", 1, "10:00"),
+            order("O-1", 2, "10:00"),
+            order("O-1", 1, "10:05", status="paid"),
+            order("O-1", 1, "09:00", status="shipped"),  # older: stale
+            order("O-2", 1, "10:00"),
+        ]
+    )
+    summary = run(path, db, spec=spec)
+    assert (summary.staged, summary.loaded, summary.stale) == (5, 4, 1)
+    rows = fetch(db, "SELECT order_id, line, status FROM orders ORDER BY order_id, line")
+    assert rows == [("O-1", 1, "paid"), ("O-1", 2, "placed"), ("O-2", 1, "placed")]
+    lineage = fetch(db, "SELECT DISTINCT key FROM lineage ORDER BY key")
+    assert lineage == [('["O-1",1]',), ('["O-1",2]',), ('["O-2",1]',)]
+
+
+def test_every_field_type_lands_in_a_typed_column(
+    db: str, tmp_path: Path, write_jsonl: Any
+) -> None:
+    """string, integer, float, boolean, timestamp and JSON come back as what was sent."""
+    spec = orders(tmp_path)
+    details = {"carrier": "UPS", "boxes": [1, 2], "note": None}
+    path = write_jsonl(
+        [order(gift=True, amount=3, updated_at="2025-03-01T11:00:00+01:00", details=details)]
+    )
+    assert run(path, db, spec=spec).loaded == 1
+    [row] = fetch(db, "SELECT order_id, line, amount, gift, updated_at, details FROM orders")
+    order_id, line, amount, gift, updated_at, stored = row
+    assert (order_id, line, amount, bool(gift)) == ("O-1", 1, 3.0, True)
+    assert isinstance(line, int)
+    assert isinstance(amount, float)
+    assert plain(updated_at) == "2025-03-01T10:00:00"  # converted to UTC
+    assert (orjson.loads(stored) if isinstance(stored, str) else stored) == details
+
+
+def test_optional_fields_may_be_missing_null_or_blank_in_csv(db: str, tmp_path: Path) -> None:
+    """An optional field absent, null, or an empty CSV cell is stored as NULL."""
+    spec = orders(tmp_path)
+    csv = tmp_path / "orders.csv"
+    csv.write_text(
+        "order_id,line,status,amount,gift,updated_at\n"
+        "O-1,1,placed,9.5,,2025-03-01T10:00:00\n"
+        "O-1,2,paid,1,true,2025-03-01T10:00:00\n"
+    )
+    summary = run(str(csv), db, spec=spec)
+    assert (summary.loaded, summary.rejected) == (2, 0)
+    rows = fetch(db, "SELECT line, gift, details FROM orders ORDER BY line")
+    assert [(line, None if gift is None else bool(gift), d) for line, gift, d in rows] == [
+        (1, None, None),
+        (2, True, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"order_id": "O-"}, "order_id.string_too_short"),
+        ({"order_id": "O-123456789"}, "order_id.string_too_long"),
+        ({"order_id": "X-1"}, "order_id.string_pattern_mismatch"),
+        ({"order_id": 17}, "order_id.string_type"),
+        ({"line": 0}, "line.greater_than_equal"),
+        ({"line": 100}, "line.less_than_equal"),
+        ({"line": 1.5}, "line.int_from_float"),
+        ({"line": True}, "line.invalid"),
+        ({"amount": -0.01}, "amount.greater_than_equal"),
+        ({"amount": "lots"}, "amount.float_parsing"),
+        ({"status": "lost"}, "status.not_allowed"),
+        ({"gift": "perhaps"}, "gift.bool_parsing"),
+        ({"updated_at": "yesterday"}, "updated_at.invalid"),
+        ({"updated_at": "2999-01-01T00:00:00"}, "updated_at.in_future"),
+        ({"status": None}, "status.string_type"),
+    ],
+)
+def test_each_constraint_rejects_with_its_reason(
+    db: str, tmp_path: Path, write_jsonl: Any, change: dict[str, Any], code: str
+) -> None:
+    """A record breaking one constraint is dead-lettered with that field's reason code."""
+    spec = orders(tmp_path)
+    summary = run(write_jsonl([order(**change), order("O-2")]), db, spec=spec)
+    assert (summary.loaded, summary.rejected) == (1, 1)
+    assert reasons(db) == [code]
+
+
+def test_a_missing_required_field_is_named(db: str, tmp_path: Path, write_jsonl: Any) -> None:
+    """Every missing required field gets its own reason."""
+    spec = orders(tmp_path)
+    record = order()
+    del record["status"], record["amount"]
+    run(write_jsonl([record]), db, spec=spec)
+    assert reasons(db) == ["status.missing,amount.missing"]
+    [(key,)] = fetch(db, "SELECT key FROM dead_letters")
+    assert key == '["O-1",1]'
+
+
+@pytest.mark.parametrize(
+    ("unknown", "loaded", "attributes", "reason"),
+    [
+        ("keep", 1, {"channel": "web"}, None),
+        ("drop", 1, None, None),
+        ("reject", 0, None, "channel.extra_forbidden"),
+    ],
+)
+def test_unknown_field_policies(
+    db: str,
+    tmp_path: Path,
+    write_jsonl: Any,
+    unknown: str,
+    loaded: int,
+    attributes: Any,
+    reason: str | None,
+) -> None:
+    """Undeclared fields are kept in `attributes`, dropped, or make the record a reject."""
+    spec = orders(tmp_path, unknown=unknown)
+    summary = run(write_jsonl([order(channel="web")]), db, spec=spec)
+    assert summary.loaded == loaded
+    if loaded:
+        [(stored,)] = fetch(db, "SELECT attributes FROM orders")
+        assert (orjson.loads(stored) if isinstance(stored, str) else stored) == attributes
+    assert reasons(db) == ([reason] if reason else [])
+
+
+def test_pipeline_settings_give_lookback_and_tolerance(
+    db: str, tmp_path: Path, write_jsonl: Any
+) -> None:
+    """A pipeline's lookback lets late records through without --lookback."""
+    path = tmp_path / "capstone.toml"
+    path.write_text('[pipelines.late]\nlookback = "2h"\n')
+    spec = load_config(path).pipeline("late")
+    first = {"key": "a", "name": "n", "value": 1, "ts": "2025-01-01T12:00:00"}
+    run(write_jsonl([first]), db, spec=spec)
+    late = {"key": "b", "name": "n", "value": 1, "ts": "2025-01-01T10:30:00"}
+    assert run(write_jsonl([late]), db, spec=spec).loaded == 1
+    assert run(write_jsonl([late]), db, RunOptions(lookback=timedelta(0)), spec=spec).skipped == 1
+
+
+def test_two_pipelines_share_a_database(
+    db: str, tmp_path: Path, write_jsonl: Any, sample: str
+) -> None:
+    """events and orders keep their own tables, watermarks and counts in one database."""
+    spec = orders(tmp_path)
+    run(sample, db)
+    summary = run(write_jsonl([order()]), db, spec=spec)
+    assert summary.watermark_before is None  # not events' watermark
+    store = open_store(db)
+    try:
+        assert store.get_watermark("events") == "2025-01-15T12:00:00"
+        assert store.get_watermark("orders") == "2025-03-01T10:00:00"
+        assert sum(c.count for c in store.step_counts(pipeline="orders")) == 2
+        assert store.pipeline_version("orders") == ("orders", 1)
+    finally:
+        store.close()
+    assert fetch(db, "SELECT COUNT(*) FROM target") == [(4,)]
+    assert fetch(db, "SELECT COUNT(*) FROM orders") == [(1,)]
+
+
+# -- schema changes ------------------------------------------------------------------------------
+
+
+def test_adding_an_optional_field_adds_a_column(db: str, tmp_path: Path, write_jsonl: Any) -> None:
+    """A new optional field becomes a column; old rows hold NULL; the change is recorded."""
+    run(write_jsonl([order("O-1")]), db, spec=orders(tmp_path))
+    spec = orders(tmp_path, more='coupon = { type = "string", required = false }\n')
+    summary = run(write_jsonl([order("O-2", at="11:00", coupon="SPRING")]), db, spec=spec)
+    assert summary.loaded == 1
+    rows = fetch(db, "SELECT order_id, coupon FROM orders ORDER BY order_id")
+    assert rows == [("O-1", None), ("O-2", "SPRING")]
+    changes = fetch(db, "SELECT version, change FROM schema_changes WHERE pipeline = 'orders'")
+    assert changes == [(1, "created table orders"), (2, "added optional field 'coupon'")]
+
+
+def test_loosening_a_constraint_changes_no_table(db: str, tmp_path: Path, write_jsonl: Any) -> None:
+    """A constraint change is recorded, and the next run validates with it."""
+    run(write_jsonl([order()]), db, spec=orders(tmp_path))
+    spec = orders(tmp_path)
+    spec = spec.model_copy(
+        update={
+            "fields": spec.fields
+            | {"amount": spec.fields["amount"].model_copy(update={"min": -10})}
+        }
+    )
+    assert run(write_jsonl([order("O-2", at="11:00", amount=-5)]), db, spec=spec).loaded == 1
+    [(change,)] = fetch(db, "SELECT change FROM schema_changes WHERE version = 2")
+    assert change == "constraints of field 'amount' changed"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            'amount = { type = "float", min = 0 }',
+            'amount = { type = "string" }',
+            "field 'amount' changed type float -> string",
+        ),
+        ('amount = { type = "float", min = 0 }', "", "field 'amount' was removed"),
+        (
+            'key = ["order_id", "line"]',
+            'key = ["order_id"]',
+            "key (order_id, line) became (order_id)",
+        ),
+        ("", 'coupon = { type = "string" }\n', "new field 'coupon' is required"),
+    ],
+)
+def test_changes_that_would_lose_data_are_refused(
+    db: str, tmp_path: Path, write_jsonl: Any, old: str, new: str, message: str
+) -> None:
+    """Type, key and removal changes are refused before the run is logged; nothing is touched."""
+    run(write_jsonl([order()]), db, spec=orders(tmp_path))
+    before = fetch(db, "SELECT * FROM orders")
+    path = tmp_path / "capstone.toml"
+    text = ORDERS.format(unknown="keep", more="")
+    path.write_text(text.replace(old, new) if old else text + new)
+    spec = load_config(path).pipeline("orders")
+    with pytest.raises(ConfigError) as caught:
+        run(write_jsonl([order("O-2")]), db, spec=spec)
+    assert message in str(caught.value)
+    assert "Nothing was changed" in str(caught.value)
+    assert fetch(db, "SELECT * FROM orders") == before
+    assert fetch(db, "SELECT COUNT(*), MAX(version) FROM schema_changes") == [(1, 1)]
+    assert fetch(db, "SELECT COUNT(*) FROM run_log") == [(1,)]
+
+
+def test_a_new_target_table_is_the_way_out_of_a_refused_change(
+    db: str, tmp_path: Path, write_jsonl: Any
+) -> None:
+    """Pointing the pipeline at a new table starts it fresh; the old table stays as it was."""
+    run(write_jsonl([order()]), db, spec=orders(tmp_path))
+    spec = orders(tmp_path).model_copy(update={"target": "orders_v2", "key": ("order_id",)})
+    summary = run(write_jsonl([order("O-2", at="11:00")]), db, spec=spec)
+    assert summary.loaded == 1
+    assert fetch(db, "SELECT COUNT(*) FROM orders") == [(1,)]
+    assert fetch(db, "SELECT order_id FROM orders_v2") == [("O-2",)]
+
+
+def test_a_table_capstone_does_not_own_is_never_taken(
+    db: str, tmp_path: Path, write_jsonl: Any
+) -> None:
+    """A target that already exists outside capstone is refused with the fix."""
+    open_store(db).close()
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db) as conn:
+            conn.execute("CREATE TABLE orders (id integer)")
+    else:
+        import sqlite3
+
+        with sqlite3.connect(db) as conn:
+            conn.execute("CREATE TABLE orders (id integer)")
+    with pytest.raises(ConfigError, match="already exists and no capstone pipeline owns it"):
+        run(write_jsonl([order()]), db, spec=orders(tmp_path))
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def test_init_writes_a_starter_and_refuses_to_overwrite(tmp_path: Path, runner: CliRunner) -> None:
+    """init writes capstone.toml once; a second init without --force exits 2."""
+    path = tmp_path / "capstone.toml"
+    first = runner.invoke(app, ["init", "--path", str(path)])
+    assert first.exit_code == 0, first.output
+    assert "[pipelines.orders]" in path.read_text()
+    again = runner.invoke(app, ["init", "--path", str(path)])
+    assert again.exit_code == 2
+    assert "already exists" in again.stderr
+
+
+def test_pipelines_lists_config_and_state(
+    db: str, tmp_path: Path, runner: CliRunner, write_jsonl: Any
+) -> None:
+    """`pipelines --json` shows each pipeline's table, key, watermark and last run."""
+    orders(tmp_path)
+    config = str(tmp_path / "capstone.toml")
+    loaded = runner.invoke(
+        app,
+        [
+            "run",
+            "--pipeline",
+            "orders",
+            "--config",
+            config,
+            "--db",
+            db,
+            "-q",
+            "--input",
+            write_jsonl([order()]),
+        ],
+    )
+    assert loaded.exit_code == 0, loaded.output
+    result = runner.invoke(app, ["pipelines", "--config", config, "--db", db, "--json"])
+    assert result.exit_code == 0, result.output
+    listed = {p["pipeline"]: p for p in orjson.loads(result.stdout)}
+    assert set(listed) == {"events", "orders"}
+    assert listed["orders"]["key"] == ["order_id", "line"]
+    assert listed["orders"]["watermark"] == "2025-03-01T10:00:00"
+    assert listed["orders"]["last_run"]["status"] == "success"
+    assert listed["events"]["last_run"] is None
+    table = runner.invoke(app, ["pipelines", "--config", config, "--db", db])
+    assert "order_id, line" in table.stdout
+
+
+def test_unknown_pipeline_exits_2(runner: CliRunner, tmp_path: Path, sample: str) -> None:
+    """run --pipeline with an undefined name is a usage error naming the known ones."""
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--pipeline",
+            "ordrs",
+            "--input",
+            sample,
+            "--db",
+            str(tmp_path / "x.db"),
+            "--config",
+            str(tmp_path / "none.toml"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "does not exist" in result.stderr
+
+
+def test_refused_schema_change_exits_2_with_one_line(
+    db: str, tmp_path: Path, runner: CliRunner, write_jsonl: Any
+) -> None:
+    """A refused change is one stderr line and exit 2."""
+    run(write_jsonl([order()]), db, spec=orders(tmp_path))
+    path = tmp_path / "capstone.toml"
+    path.write_text(path.read_text().replace('type = "float", min = 0', 'type = "integer"'))
+    result = runner.invoke(
+        app,
+        ["run", "-p", "orders", "--config", str(path), "--db", db, "-i", write_jsonl([order()])],
+    )
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert "changed type float -> integer" in result.stderr
+
+
+def test_lineage_takes_the_parts_of_a_composite_key(
+    db: str, tmp_path: Path, runner: CliRunner, write_jsonl: Any
+) -> None:
+    """`lineage --pipeline orders O-1 1` finds the record; a wrong part count exits 2."""
+    run(write_jsonl([order(), order(at="11:00")]), db, spec=orders(tmp_path))
+    config = str(tmp_path / "capstone.toml")
+    base = ["lineage", "--pipeline", "orders", "--config", config, "--db", db]
+    found = runner.invoke(app, [*base, "--json", "O-1", "1"])
+    assert found.exit_code == 0, found.output
+    assert [e["step"] for e in orjson.loads(found.stdout)] == ["stage", "load", "stage", "load"]
+    wrong = runner.invoke(app, [*base, "O-1"])
+    assert wrong.exit_code == 2
+    assert "2 part(s)" in wrong.stderr
+
+
+def test_replay_uses_the_pipeline_definition(
+    db: str, tmp_path: Path, runner: CliRunner, write_jsonl: Any
+) -> None:
+    """After loosening a constraint, `replay --pipeline orders` loads and resolves the reject."""
+    run(write_jsonl([order(status="lost")]), db, spec=orders(tmp_path))
+    path = tmp_path / "capstone.toml"
+    path.write_text(path.read_text().replace('"shipped"]', '"shipped", "lost"]'))
+    result = runner.invoke(
+        app, ["replay", "-p", "orders", "--config", str(path), "--db", db, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert orjson.loads(result.stdout)["loaded"] == 1
+    assert fetch(db, "SELECT status FROM orders") == [("lost",)]
