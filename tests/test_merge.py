@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from capstone import RunOptions, run
+from capstone.schema import FieldSpec, PipelineSpec
 from tests.conftest import fetch
 
 KEYS = st.sampled_from(["a", "b", "c", "d"])
@@ -62,3 +63,106 @@ def test_merge_matches_one_by_one_reference(
     rows = fetch(db, "SELECT key, ts, value FROM target")
     actual = {key: (str(ts).replace(" ", "T"), int(value)) for key, ts, value in rows}
     assert actual == expected
+
+
+# -- the same property over a generated pipeline definition ---------------------------------------
+
+FIELD_VALUES: dict[str, Any] = {
+    "string": st.text("xyz", min_size=1, max_size=3),
+    "integer": st.integers(-5, 5),
+    "float": st.floats(-1e6, 1e6, allow_nan=False),
+    "boolean": st.booleans(),
+    "timestamp": TIMES,
+    "json": st.dictionaries(st.sampled_from("pq"), st.integers(0, 3), max_size=2),
+}
+KEY_VALUES = {"string": st.sampled_from(["a", "b"]), "integer": st.sampled_from([1, 2])}
+
+
+@st.composite
+def pipelines(draw: Any) -> PipelineSpec:
+    """A random valid definition: 1-2 key fields, an event time, 0-3 other fields of any type."""
+    key_types = draw(st.lists(st.sampled_from(["string", "integer"]), min_size=1, max_size=2))
+    other_types = draw(st.lists(st.sampled_from(sorted(FIELD_VALUES)), max_size=3))
+    fields: dict[str, FieldSpec] = {
+        f"k{i}": FieldSpec(type=kind) for i, kind in enumerate(key_types)
+    }
+    fields["at"] = FieldSpec(type="timestamp")
+    for i, kind in enumerate(other_types):
+        fields[f"v{i}"] = FieldSpec(type=kind, required=draw(st.booleans()))
+    return PipelineSpec(
+        name="generated",
+        key=tuple(f"k{i}" for i in range(len(key_types))),
+        event_time="at",
+        fields=fields,
+        unknown=draw(st.sampled_from(["keep", "drop"])),
+    )
+
+
+@st.composite
+def pipeline_and_batches(draw: Any) -> tuple[PipelineSpec, list[list[dict[str, Any]]]]:
+    spec = draw(pipelines())
+    record = st.fixed_dictionaries(
+        {
+            name: KEY_VALUES[f.type]
+            if name in spec.key
+            else TIMES
+            if name == "at"
+            else FIELD_VALUES[f.type]
+            for name, f in spec.fields.items()
+        }
+    )
+    return spec, draw(st.lists(st.lists(record, max_size=10), min_size=1, max_size=3))
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case=pipeline_and_batches())
+def test_merge_matches_reference_over_generated_schemas(
+    db_factory: Any, tmp_path_factory: Any, case: Any
+) -> None:
+    """For random definitions (composite keys, every type), the target equals one-by-one apply."""
+    import orjson
+
+    spec, batches = case
+    folder = tmp_path_factory.mktemp("schema")
+    db = db_factory()
+    target: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for number, batch in enumerate(batches):
+        loaded = 0
+        for record in batch:
+            key = tuple(record[k] for k in spec.key)
+            if key not in target or record["at"] > target[key]["at"]:
+                target[key] = record
+                loaded += 1
+        path = folder / f"{number}.jsonl"
+        path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in batch))
+        summary = run(str(path), db, EVERYTHING, spec=spec)
+        assert (summary.loaded, summary.stale, summary.rejected) == (loaded, len(batch) - loaded, 0)
+    columns = ", ".join(spec.columns)
+    rows = fetch(db, f"SELECT {columns} FROM {spec.target}")
+    actual = {
+        tuple(row[: len(spec.key)]): {
+            name: stored(spec.fields[name].type, value)
+            for name, value in zip(spec.columns, row, strict=True)
+        }
+        for row in rows
+    }
+    assert actual == {
+        key: {n: record.get(n) for n in spec.columns} for key, record in target.items()
+    }
+
+
+def stored(kind: str, value: Any) -> Any:
+    """A stored value in the form it was sent (both backends, every type)."""
+    import orjson
+
+    if value is None:
+        return None
+    if kind == "boolean":
+        return bool(value)
+    if kind == "timestamp":
+        return str(value).replace(" ", "T")
+    if kind == "json" and isinstance(value, str):
+        return orjson.loads(value)
+    return value
