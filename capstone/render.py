@@ -111,24 +111,29 @@ def reasons_table(reasons: dict[str, int], title: str) -> Table:
     return table
 
 
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def dead_letters_table(letters: Sequence[DeadLetter]) -> Table:
     """Dead letters with reason codes and raw payloads clipped to fit (--json has them whole)."""
     table = Table(title=f"dead letters ({len(letters)} shown)")
-    table.add_column("id", justify="right")
-    table.add_column("run", justify="right")
-    table.add_column("pos", justify="right")
-    table.add_column("key", no_wrap=True, max_width=16)
-    table.add_column("reason", no_wrap=True, min_width=20)
-    table.add_column("raw", no_wrap=True, max_width=36)
-    table.add_column("resolved", no_wrap=True)
+    # Numbers keep their width; key, reason and raw give way (clipped with …) on narrow screens.
+    table.add_column("id", justify="right", no_wrap=True, min_width=2)
+    table.add_column("run", justify="right", no_wrap=True, min_width=3)
+    table.add_column("pos", justify="right", no_wrap=True, min_width=3)
+    table.add_column("key", overflow="fold")
+    table.add_column("reason", overflow="fold")
+    table.add_column("raw", overflow="ellipsis")
+    table.add_column("resolved", no_wrap=True, min_width=6)
     for letter in letters:
         table.add_row(
             str(letter.id),
             str(letter.run_id),
             str(letter.position),
-            letter.key or "",
+            _clip(letter.key or "", 16),
             letter.reason.replace(",", "\n"),
-            letter.raw.replace("\n", "⏎"),
+            _clip(letter.raw.replace("\n", "⏎"), 36),
             "" if letter.resolved_run_id is None else f"run {letter.resolved_run_id}",
         )
     return table
