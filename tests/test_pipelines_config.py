@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from capstone import RunOptions, run
 from capstone.cli import app
 from capstone.config import load_config, starter_config
-from capstone.errors import ConfigError
+from capstone.errors import ConfigError, InputError
 from capstone.schema import PipelineSpec
 from capstone.store import open_store
 from tests.conftest import fetch
@@ -562,3 +562,33 @@ def test_replay_uses_the_pipeline_definition(
     assert result.exit_code == 0, result.output
     assert orjson.loads(result.stdout)["loaded"] == 1
     assert fetch(db, "SELECT status FROM orders") == [("lost",)]
+
+
+def columns_of(db: str, table: str) -> list[str]:
+    if db.startswith("postgresql://"):
+        sql = (
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            f"current_schema() AND table_name = '{table}' ORDER BY ordinal_position"
+        )
+    else:
+        sql = f"SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
+    return [name for (name,) in fetch(db, sql)]
+
+
+def test_a_failed_run_takes_its_schema_change_back(db: str, tmp_path: Path) -> None:
+    """A run that adds a column and then fails mid-file leaves no column and no version behind."""
+    csv = tmp_path / "first.csv"
+    header = "order_id,line,status,amount,updated_at"
+    csv.write_text(f"{header}\nO-1,1,placed,1,2025-03-01T10:00:00\n")
+    run(str(csv), db, spec=orders(tmp_path))
+    before = columns_of(db, "orders")
+    spec = orders(tmp_path, more='coupon = { type = "string", required = false }\n')
+    bad = tmp_path / "bad.csv"
+    rows = "".join(f"O-{i},1,placed,1,2025-03-01T11:00:00\n" for i in range(2, 5000))
+    bad.write_bytes(f"{header}\n{rows}".encode() + b"O-9,1,\xff\xfe,1,2025-03-01T11:00:00\n")
+    with pytest.raises(InputError, match="UTF-8"):
+        run(str(bad), db, RunOptions(batch_size=500), spec=spec)
+    assert columns_of(db, "orders") == before
+    assert "coupon" not in before
+    assert fetch(db, "SELECT MAX(version) FROM pipeline_schemas") == [(1,)]
+    assert fetch(db, "SELECT COUNT(*) FROM orders") == [(1,)]
