@@ -3,19 +3,28 @@ driver and server errors, abandoned-run marking through advisory locks."""
 
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 
 from capstone import RunOptions, run
-from capstone.errors import StoreError
+from capstone.errors import LockError, StoreError
 from capstone.pipeline import replay_dead_letters
+from capstone.schema import EVENTS, FieldSpec, PipelineSpec
 from capstone.store import open_store
-from capstone.store.postgres import SCHEMA_VERSION, PostgresStore, redact_url, unstorable
+from capstone.store.postgres import (
+    SCHEMA_VERSION,
+    PostgresStore,
+    redact_url,
+    screen_for,
+    unstorable,
+)
 from tests.conftest import event, fetch
 from tests.pg import execute, with_password
 
@@ -243,7 +252,7 @@ class TestNulCharacters:
             begun = store.begin_run("events", "direct")
             with (
                 pytest.raises(StoreError, match=r"position 7 .*NUL"),
-                store.run_transaction(begun, 1.0) as tx,
+                store.run_transaction(begun, 1.0, EVENTS) as tx,
             ):
                 tx.stage([(1, 7, "a\x00b", "n", 1.0, "2025-01-01T00:00:00", None)])
         finally:
@@ -314,3 +323,207 @@ def test_killed_run_keeps_nothing_and_frees_the_pipeline(
         store.close()
     assert fetch(pg_db, state) == before
     assert run(sample, pg_db, RunOptions(lock_timeout=0)).status == "success"
+
+
+def spec_of(target: str, key: tuple[str, ...], fields: dict[str, str], **more: Any) -> PipelineSpec:
+    """A pipeline whose fields are all required unless named in `optional`."""
+    optional = more.pop("optional", ())
+    return PipelineSpec(
+        name=more.pop("name", target),
+        target=target,
+        key=key,
+        event_time="at",
+        fields={
+            name: FieldSpec(type=kind, required=name not in optional)
+            for name, kind in fields.items()
+        },
+        **more,
+    )
+
+
+LINES = spec_of(
+    "lines", ("order", "line"), {"order": "string", "line": "integer", "at": "timestamp"}
+)
+
+
+class TestScreen:
+    def test_every_kind_of_unstorable_value_is_named(self) -> None:
+        """NUL in a string, a JSON field or an extra field, and integers beyond bigint, get reasons."""
+        spec = spec_of(
+            "t",
+            ("id",),
+            {"id": "integer", "label": "string", "doc": "json", "at": "timestamp"},
+        )
+        row = (1, 1, 2**63, "a\x00", '{"k":"\\u0000"}', "2025-01-01T00:00:00", '{"x":"\\u0000"}')
+        assert [code for code, _ in screen_for(spec)(row)] == [
+            "label.nul_character",
+            "id.out_of_range",
+            "doc.nul_character",
+            "x.nul_character",
+        ]
+
+    def test_storable_values_pass(self) -> None:
+        """The bigint limits, an escaped backslash before u0000, and missing values are storable."""
+        spec = spec_of(
+            "t",
+            ("id",),
+            {"id": "integer", "label": "string", "doc": "json", "at": "timestamp"},
+            optional=("label", "doc"),
+        )
+        screen = screen_for(spec)
+        assert screen((1, 1, -(2**63), None, None, "2025-01-01T00:00:00", None)) == []
+        assert screen((1, 1, 2**63 - 1, "ok", '"\\\\u0000"', "2025-01-01T00:00:00", None)) == []
+
+
+@pytest.mark.postgres
+class TestPipelineTables:
+    def test_every_field_type_gets_its_column_type(self, pg_db: str, write_jsonl: Any) -> None:
+        """A new target has typed columns; key and event time are NOT NULL, the rest nullable."""
+        spec = spec_of(
+            "typed",
+            ("id",),
+            {
+                "id": "integer",
+                "s": "string",
+                "f": "float",
+                "b": "boolean",
+                "at": "timestamp",
+                "other": "timestamp",
+                "j": "json",
+            },
+            optional=("s", "f", "b", "other", "j"),
+        )
+        run(write_jsonl([{"id": 1, "at": "2025-01-01T00:00:00"}]), pg_db, spec=spec)
+        columns = fetch(
+            pg_db,
+            "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = 'typed' "
+            "ORDER BY ordinal_position",
+        )
+        assert columns == [
+            ("id", "bigint", "NO"),
+            ("s", "text", "YES"),
+            ("f", "double precision", "YES"),
+            ("b", "boolean", "YES"),
+            ("at", "timestamp without time zone", "NO"),
+            ("other", "timestamp without time zone", "YES"),
+            ("j", "jsonb", "YES"),
+            ("attributes", "jsonb", "YES"),
+            ("run_id", "bigint", "NO"),
+        ]
+
+    def test_field_and_table_names_never_clash_with_the_merge(
+        self, pg_db: str, db_path: str, write_jsonl: Any
+    ) -> None:
+        """Fields named like the merge plan's columns, into a table named merge_plan, merge as on
+        SQLite: same rows, same lineage."""
+        fields = ("applied", "winner", "ts", "ts_text", "newest_before", "c0", "lineage_key")
+        spec = spec_of(
+            "merge_plan",
+            ("c0", "applied"),
+            dict.fromkeys(fields, "string") | {"at": "timestamp"},
+        )
+        records = [
+            dict.fromkeys(fields, "x") | {"c0": c0, "at": at}
+            for c0, at in (("a", "2025-01-02"), ("a", "2025-01-01"), ("b", "2025-01-01"))
+        ]
+        path = write_jsonl(records)
+        for db in (db_path, pg_db):
+            assert (run(path, db, spec=spec).loaded, run(path, db, spec=spec).staged) == (2, 0)
+        rows = "SELECT c0, applied, at, run_id FROM merge_plan ORDER BY c0"
+        assert [(c0, a, str(at)[:10], r) for c0, a, at, r in fetch(pg_db, rows)] == [
+            ("a", "x", "2025-01-02", 1),
+            ("b", "x", "2025-01-01", 1),
+        ]
+        lineage = (
+            "SELECT run_id, step, key, position, detail FROM lineage ORDER BY run_id, position, id"
+        )
+        assert fetch(pg_db, lineage) == fetch(db_path, lineage)
+
+    def test_a_newer_row_committed_mid_merge_makes_the_composite_key_stale(
+        self, pg_db: str, write_jsonl: Any
+    ) -> None:
+        """A row another session commits for the same (order, line) while the merge waits wins;
+        the staged record is counted stale against it."""
+        run(write_jsonl([{"order": "O-0", "line": 1, "at": "2025-01-01"}]), pg_db, spec=LINES)
+        store = PostgresStore(pg_db)
+        other = psycopg.connect(pg_db)
+        try:
+            begun = store.begin_run("lines", "test")
+            with store.run_transaction(begun, 1.0, LINES) as tx:
+                tx.stage([(1, 1, "O-1", 2, "2025-01-01T00:00:00", None, '["O-1",2]')])
+                other.execute(
+                    "INSERT INTO lines (\"order\", line, at, run_id) VALUES ('O-1', 2, '2025-01-02', 0)"
+                )
+                merged: list[tuple[int, int]] = []
+                merging = threading.Thread(target=lambda: merged.append(tx.merge()))
+                merging.start()
+                deadline = time.monotonic() + 30
+                while not fetch(
+                    pg_db,
+                    f"SELECT 1 FROM pg_stat_activity WHERE pid = {store.backend_pid} "
+                    "AND wait_event_type = 'Lock'",
+                ):
+                    assert time.monotonic() < deadline, "the merge never waited"
+                    time.sleep(0.02)
+                other.commit()
+                merging.join(30)
+                tx.finish(
+                    begun.model_copy(update={"status": "success", "staged": 1, "stale": 1}), {}
+                )
+        finally:
+            other.close()
+            store.close()
+        assert merged == [(0, 1)]
+        assert fetch(pg_db, "SELECT run_id FROM lines WHERE \"order\" = 'O-1'") == [(0,)]
+        assert fetch(
+            pg_db, "SELECT step, key, detail FROM lineage WHERE run_id = 2 ORDER BY id"
+        ) == [
+            ("stage", '["O-1",2]', None),
+            ("stale", '["O-1",2]', "kept ts 2025-01-02T00:00:00 over 2025-01-01T00:00:00"),
+        ]
+
+    def test_a_schema_change_waits_no_longer_than_the_lock_timeout(
+        self, pg_db: str, write_jsonl: Any
+    ) -> None:
+        """Adding a column to a table another session reads fails after --lock-timeout, changing
+        nothing, instead of queueing every reader behind it."""
+        path = write_jsonl([{"order": "O-1", "line": 1, "at": "2025-01-01"}])
+        run(path, pg_db, spec=LINES)
+        wider = spec_of(
+            "lines",
+            ("order", "line"),
+            {"order": "string", "line": "integer", "at": "timestamp", "note": "string"},
+            optional=("note",),
+        )
+        reader = psycopg.connect(pg_db)
+        try:
+            reader.execute("SELECT * FROM lines").fetchall()  # holds its lock until rollback
+            with pytest.raises(LockError, match="raise --lock-timeout"):
+                run(path, pg_db, RunOptions(lock_timeout=0.2), spec=wider)
+        finally:
+            reader.rollback()
+            reader.close()
+        assert fetch(pg_db, "SELECT version FROM pipeline_schemas") == [(1,)]
+        assert "note" not in [
+            name
+            for (name,) in fetch(
+                pg_db,
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = 'lines'",
+            )
+        ]
+        assert run(path, pg_db, spec=wider).status == "success"
+
+    def test_step_counts_follow_the_pipeline(self, pg_db: str, write_jsonl: Any) -> None:
+        """step_counts(pipeline=...) counts only that pipeline's runs."""
+        run(write_jsonl([event("a", "2025-01-01T00:00:00")]), pg_db)
+        run(write_jsonl([{"order": "O-1", "line": 1, "at": "2025-01-01"}] * 2), pg_db, spec=LINES)
+        store = open_store(pg_db)
+        try:
+            counts = {c.step: c.count for c in store.step_counts(pipeline="lines")}
+            everything = {c.step: c.count for c in store.step_counts()}
+        finally:
+            store.close()
+        assert counts == {"stage": 2, "load": 1, "stale": 1}
+        assert everything == {"stage": 3, "load": 2, "stale": 1}
