@@ -247,6 +247,21 @@ def _not_allowed(allowed: tuple[Any, ...]) -> Callable[[Any], Any]:
     return check
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""Both backends store integers in 64 bits (SQLite INTEGER, PostgreSQL bigint)."""
+
+
+def _storable_json(value: Any) -> Any:
+    # orjson writes only 64-bit integers and bounded nesting; what it cannot write cannot be kept.
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError as error:
+        raise PydanticCustomError(
+            "unstorable", "cannot be stored as JSON: {error}", {"error": str(error)}
+        ) from None
+    return value
+
+
 def _blank_is_missing(value: Any) -> Any:
     # A CSV cell is always text; an empty one means "no value" for an optional field.
     return None if value == "" else value
@@ -270,7 +285,9 @@ def _annotation(spec: FieldSpec) -> Any:
         )
     elif spec.type == "integer":
         base = int
-        metadata += [BeforeValidator(_integer_not_bool), Field(ge=spec.min, le=spec.max)]
+        low = INT64_MIN if spec.min is None else max(spec.min, INT64_MIN)
+        high = INT64_MAX if spec.max is None else min(spec.max, INT64_MAX)
+        metadata += [BeforeValidator(_integer_not_bool), Field(ge=low, le=high)]
     elif spec.type == "float":
         base = float
         metadata += [BeforeValidator(number_not_bool), Field(ge=spec.min, le=spec.max)]
@@ -281,6 +298,7 @@ def _annotation(spec: FieldSpec) -> Any:
         metadata += [BeforeValidator(iso_text_only), AfterValidator(to_utc_naive)]
     else:
         base = Any
+        metadata.append(AfterValidator(_storable_json))
     if spec.allowed is not None:
         metadata.append(AfterValidator(_not_allowed(spec.allowed)))
     annotation: Any = Annotated[base, *metadata] if metadata else base

@@ -35,11 +35,18 @@ def big_jsonl(path: Path, count: int) -> str:
     return str(path)
 
 
+def _interruptible() -> None:
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an inherited ignore:
+    # give the child the terminal default, as a user's foreground run has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_run(input_path: str, db: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "capstone", "run", "--input", input_path, "--db", db, "--quiet"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=_interruptible,
     )
 
 
@@ -91,7 +98,7 @@ def test_signal_rolls_back_and_logs_interrupted(
     wait_until_running(db_path, process)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130
+    assert process.returncode == 130, stderr.decode()
     assert stderr.decode().count("\n") == 1
     assert b"Traceback" not in stderr
     assert fetch(db_path, STATE) == before

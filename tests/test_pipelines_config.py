@@ -1,5 +1,6 @@
 """Pipelines defined in capstone.toml: config checks, typed tables, keys, policies, schema changes."""
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,27 @@ def test_each_constraint_rejects_with_its_reason(
     summary = run(write_jsonl([order(**change), order("O-2")]), db, spec=spec)
     assert (summary.loaded, summary.rejected) == (1, 1)
     assert reasons(db) == [code]
+
+
+def test_values_beyond_64_bits_are_dead_lettered(db: str, tmp_path: Path, write_jsonl: Any) -> None:
+    """Integers beyond 64 bits, in a field, a JSON field or an extra field, are rejected, not a crash."""
+    spec = orders(tmp_path, more='qty = { type = "integer", required = false }')
+    records = [
+        order("O-1", qty=2**63),
+        order("O-2", qty=-(2**63) - 1),
+        order("O-3", details={"x": 2**70}),
+        order("O-4", note=2**70),
+        order("O-5", qty=2**63 - 1, details={"x": -(2**63)}),
+    ]
+    summary = run(write_jsonl([json.dumps(record) for record in records]), db, spec=spec)
+    assert (summary.loaded, summary.rejected) == (1, 4)
+    assert reasons(db) == [
+        "qty.less_than_equal",
+        "qty.greater_than_equal",
+        "details.unstorable",
+        "attributes.unstorable",
+    ]
+    assert fetch(db, "SELECT qty FROM orders") == [(2**63 - 1,)]
 
 
 def test_a_missing_required_field_is_named(db: str, tmp_path: Path, write_jsonl: Any) -> None:

@@ -13,7 +13,7 @@ Same semantics as the SQLite backend, with PostgreSQL's own tools:
   pipelines in parallel; a second advisory lock per run tells live runs from abandoned ones;
 - numbered migrations in `schema_migrations`, applied under an advisory lock.
 
-PostgreSQL text cannot hold NUL characters, nor bigint an integer beyond 64 bits. `unstorable`
+PostgreSQL text cannot hold NUL characters. `unstorable`
 names the fields of a valid record that have such a value, so the record can be rejected with a
 reason instead of failing the run; NULs in the text of dead letters and lineage are written as the
 four characters `\\x00`.
@@ -255,27 +255,20 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-BIGINT = 2**63
-"""Integers in [-BIGINT, BIGINT) fit a bigint column."""
-
-
 def screen_for(spec: PipelineSpec) -> Screen:
     """The reasons PostgreSQL cannot store a valid record of `spec`, as a per-row check.
 
     Staged rows hold (seq, position, *columns, attributes[, lineage key]): strings are checked for
-    NUL, JSON text for the escape orjson writes for a NUL (which jsonb refuses as well), integers
-    for the bigint range. The lineage key is built from key fields that are checked already.
+    NUL, JSON text for the escape orjson writes for a NUL (which jsonb refuses as well). The model
+    already bounds integers to 64 bits. The lineage key is built from key fields checked already.
     """
     texts: list[tuple[int, str]] = []
     documents: list[tuple[int, str | None]] = []
-    integers: list[tuple[int, str]] = []
     for index, (name, field) in enumerate(spec.fields.items(), 2):
         if field.type == "string":
             texts.append((index, name))
         elif field.type == "json":
             documents.append((index, name))
-        elif field.type == "integer":
-            integers.append((index, name))
     documents.append((2 + len(spec.fields), None))  # attributes: named by each extra field
 
     def unstorable(row: Staged) -> list[Reason]:
@@ -284,10 +277,6 @@ def screen_for(spec: PipelineSpec) -> Screen:
             text = row[index]
             if text is not None and "\x00" in text:
                 reasons.append((f"{name}.nul_character", f"{name}: {_NUL_MESSAGE}"))
-        for index, name in integers:
-            number = row[index]
-            if number is not None and not -BIGINT <= number < BIGINT:
-                reasons.append((f"{name}.out_of_range", f"{name}: {_BIGINT_MESSAGE}"))
         for index, column in documents:
             document = row[index]
             if document is None or "\\u0000" not in document:
@@ -316,7 +305,6 @@ def unstorable(row: Staged) -> list[Reason]:
 
 
 _NUL_MESSAGE = "contains a NUL character (\\x00), which PostgreSQL cannot store"
-_BIGINT_MESSAGE = "is beyond the 64-bit integer range PostgreSQL stores"
 
 
 def _ts_text(value: datetime | None) -> str | None:
