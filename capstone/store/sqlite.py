@@ -235,7 +235,9 @@ class SQLiteStore:
             # NORMAL in WAL mode keeps every commit atomic; a power cut may lose the last commit,
             # never half of it.
             self.conn.execute("PRAGMA synchronous = NORMAL")
-            self.conn.execute("PRAGMA cache_size = -65536")
+            # 32 MiB of page cache; a sort may take as much again before it spills. Together they
+            # set capstone's memory ceiling, whatever the size of the input.
+            self.conn.execute("PRAGMA cache_size = -32768")
             # Sorts for the merge spill to temporary files, so memory stays flat as runs grow.
             self.conn.execute("PRAGMA temp_store = FILE")
             self._migrate()
