@@ -6,6 +6,7 @@ declares others. A definition is checked by Pydantic, turned into a record model
 """
 
 import contextlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -217,10 +218,13 @@ class PipelineSpec(BaseModel):
 
     def lineage_key(self, parts: tuple[Any, ...]) -> str:
         """The text that names one record's key in lineage and dead letters."""
-        if len(parts) == 1:
-            part = parts[0]
-            return part if isinstance(part, str) else orjson.dumps(part).decode()
-        return orjson.dumps(list(parts)).decode()
+        if len(parts) == 1 and isinstance(parts[0], str):
+            return parts[0]
+        value = parts[0] if len(parts) == 1 else list(parts)
+        try:
+            return orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits, in a rejected record
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
     def definition(self) -> str:
         """The canonical JSON stored with the target table, compared on every run."""

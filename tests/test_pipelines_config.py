@@ -586,6 +586,51 @@ def test_replay_uses_the_pipeline_definition(
     assert fetch(db, "SELECT status FROM orders") == [("lost",)]
 
 
+def test_a_huge_integer_stays_exact_and_rejected_through_replay(
+    db: str, tmp_path: Path, runner: CliRunner, write_jsonl: Any
+) -> None:
+    """An integer beyond 64 bits is not rounded to a float on its way through the dead letters."""
+    huge = 123456789012345678901234567
+    records = [order("O-1", details={"id": huge}), order("O-2", ref=huge), order("O-3", line=huge)]
+    run(write_jsonl([json.dumps(record) for record in records]), db, spec=orders(tmp_path))
+    assert reasons(db) == ["details.unstorable", "attributes.unstorable", "line.less_than_equal"]
+    config = str(tmp_path / "capstone.toml")
+    replayed = runner.invoke(
+        app, ["replay", "-p", "orders", "--config", config, "--db", db, "--json"]
+    )
+    assert replayed.exit_code == 0, replayed.output
+    assert (orjson.loads(replayed.stdout)["loaded"], orjson.loads(replayed.stdout)["rejected"]) == (
+        0,
+        3,
+    )
+    assert fetch(db, "SELECT COUNT(*) FROM orders") == [(0,)]
+    fix = tmp_path / "fix.jsonl"
+    exported = runner.invoke(
+        app, ["dead-letters", "export", "-p", "orders", "--db", db, "--output", str(fix)]
+    )
+    assert exported.exit_code == 0, exported.output
+    assert fix.read_text().count(str(huge)) == 3
+    [(key,)] = fetch(db, "SELECT key FROM dead_letters WHERE reason = 'line.less_than_equal'")
+    assert key == f'["O-3",{huge}]'
+
+
+def test_lineage_of_a_key_beyond_64_bits_is_simply_not_found(
+    db: str, tmp_path: Path, runner: CliRunner, write_jsonl: Any
+) -> None:
+    """A key part no record can have gives an empty lineage, not an internal error."""
+    run(write_jsonl([order()]), db, spec=orders(tmp_path))
+    config = str(tmp_path / "capstone.toml")
+    result = runner.invoke(
+        app,
+        ["lineage", "-p", "orders", "--config", config, "--db", db, "O-1", str(2**90)],
+    )
+    assert result.exit_code == 1
+    assert (
+        result.stderr
+        == f"capstone: error: no lineage for key '[\"O-1\",{2**90}]'; check the key (keys are case-sensitive)\n"
+    )
+
+
 def columns_of(db: str, table: str) -> list[str]:
     if db.startswith("postgresql://"):
         sql = (
