@@ -1,13 +1,13 @@
 """Dead letters back out: as items for a replay run, or as lines of an export for fixing by hand."""
 
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
 
 from capstone.classify import DEAD_LETTER_FIELD
-from capstone.sources import Item, Malformed, loads_exact
+from capstone.jsontext import dumps_exact, loads_exact
+from capstone.sources import Item, Malformed
 from capstone.summary import DeadLetter
 
 __all__ = ["export_line", "replay_items"]
@@ -39,11 +39,6 @@ def export_line(letter: DeadLetter) -> bytes:
     """One line of an export: the record with its `_dead_letter` id, or the raw text as it was."""
     record = _record(letter)
     if type(record) is dict:
-        fixable = record | {DEAD_LETTER_FIELD: letter.id}
-        try:
-            return orjson.dumps(fixable)
-        except orjson.JSONEncodeError:  # an integer beyond 64 bits: keep its digits
-            return json.dumps(fixable, ensure_ascii=False, separators=(",", ":")).encode(
-                "utf-8", "surrogatepass"
-            )
+        line = dumps_exact(record | {DEAD_LETTER_FIELD: letter.id})
+        return line.encode("utf-8", "surrogatepass")
     return letter.raw.replace("\r", " ").replace("\n", " ").encode("utf-8", "backslashreplace")

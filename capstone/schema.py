@@ -6,7 +6,6 @@ declares others. A definition is checked by Pydantic, turned into a record model
 """
 
 import contextlib
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from capstone.jsontext import dumps_exact
 from capstone.model import Event, iso_text_only, number_not_bool
 from capstone.timeutil import parse_duration, to_utc_naive
 
@@ -220,11 +220,8 @@ class PipelineSpec(BaseModel):
         """The text that names one record's key in lineage and dead letters."""
         if len(parts) == 1 and isinstance(parts[0], str):
             return parts[0]
-        value = parts[0] if len(parts) == 1 else list(parts)
-        try:
-            return orjson.dumps(value).decode()
-        except orjson.JSONEncodeError:  # an integer beyond 64 bits, in a rejected record
-            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        # A rejected record's key part may be an integer beyond 64 bits.
+        return dumps_exact(parts[0] if len(parts) == 1 else list(parts))
 
     def definition(self) -> str:
         """The canonical JSON stored with the target table, compared on every run."""

@@ -8,9 +8,7 @@ JSON object (kept so it can be dead-lettered, not lost).
 
 import csv
 import io
-import json
 import os
-import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,8 +18,9 @@ import orjson
 
 from capstone._jsonarray import MAX_RECORD_BYTES, array_elements
 from capstone.errors import InputError
+from capstone.jsontext import loads_exact
 
-__all__ = ["FORMATS", "Format", "Item", "Malformed", "SourceFile", "loads_exact", "parse_object"]
+__all__ = ["FORMATS", "Format", "Item", "Malformed", "SourceFile", "parse_object"]
 
 Format = Literal["json", "jsonl", "csv"]
 FORMATS: tuple[Format, ...] = ("json", "jsonl", "csv")
@@ -38,27 +37,6 @@ class Malformed(NamedTuple):
 Item = tuple[int, bytes | str, Any]
 """(position, raw text, parsed): parsed is a dict, a Malformed, or None when raw is JSON text
 left for the validator to parse in one pass (see `parse_object` for the fallback)."""
-
-
-_LONG_NUMBER = re.compile("[0-9]{20}")
-_LONG_NUMBER_BYTES = re.compile(b"[0-9]{20}")
-
-
-def loads_exact(raw: bytes | str) -> Any:
-    """orjson.loads, except that integers beyond 64 bits stay exact integers.
-
-    orjson turns them into floats, and a rejected 123456789012345678901234567 must not come
-    back from its dead letter as 1.2345678901234568e+26, a valid float that a replay would load.
-    Raises orjson.JSONDecodeError for text that is not JSON.
-    """
-    parsed = orjson.loads(raw)
-    long_number = _LONG_NUMBER_BYTES if isinstance(raw, bytes) else _LONG_NUMBER
-    if long_number.search(raw):  # type: ignore[arg-type]
-        try:
-            return json.loads(raw)  # valid JSON, orjson said so: only number types can differ
-        except RecursionError:
-            return parsed
-    return parsed
 
 
 def parse_object(raw: bytes | str) -> dict[str, Any] | Malformed:

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from capstone.errors import InputError
+from capstone.jsontext import dumps_exact, loads_exact
 from capstone.sources import Format, Malformed, SourceFile, parse_object
 
 
@@ -149,3 +150,13 @@ def test_invalid_utf8_in_csv_is_an_input_error(tmp_path: Path) -> None:
 def test_invalid_utf8_in_json_lines_is_a_malformed_record() -> None:
     """A JSON line that is not UTF-8 is one malformed record, not a failed run."""
     assert isinstance(parse_object(b'{"key": "\xff"}'), Malformed)
+
+
+def test_json_text_keeps_integers_beyond_64_bits_exact() -> None:
+    """orjson would read 2**90 as a float and refuse to write it; jsontext keeps its digits."""
+    text = f'{{"id":{2**90},"small":1,"name":"é"}}'
+    parsed = loads_exact(text)
+    assert parsed == {"id": 2**90, "small": 1, "name": "é"}
+    assert loads_exact(text.encode()) == parsed
+    assert dumps_exact(parsed) == text
+    assert dumps_exact(["O-1", 2]) == '["O-1",2]'
