@@ -239,9 +239,11 @@ class SQLiteStore:
         with _translate(path):
             self.conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
             self.conn.row_factory = sqlite3.Row
-            # Large pages halve the B-tree depth of the big tables (lineage, target); it takes
-            # effect only on a new file, before WAL mode fixes the page size.
-            self.conn.execute("PRAGMA page_size = 65536")
+            # Small pages keep an incremental run's cost with its batch: each new or updated key
+            # dirties one target page, and COMMIT writes every dirty page to the WAL. With 64 KiB
+            # pages, 10k keys into a 5M-row target wrote 229 MB of WAL (36 MB with 4 KiB). It
+            # takes effect only on a new file, before WAL mode fixes the page size.
+            self.conn.execute("PRAGMA page_size = 4096")
             self.conn.execute("PRAGMA journal_mode = WAL")
             # NORMAL in WAL mode keeps every commit atomic; a power cut may lose the last commit,
             # never half of it.
