@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from capstone.jsontext import has_non_finite
 from capstone.model import Reason, reasons_from_error
 from capstone.schema import EVENTS, RecordShape, shape_of
 from capstone.sources import Item, Malformed, parse_object
@@ -187,6 +188,14 @@ class Classifier:
                 batch.rejected.append(Rejected(position, key, _text(raw), [reason], record))
                 continue
             extra = event.model_extra
+            if extra and has_non_finite(extra):
+                # As for a declared field: the line is not JSON, whichever field holds them.
+                reason = (
+                    "malformed.json",
+                    "line is not valid JSON: NaN and Infinity are not numbers",
+                )
+                batch.rejected.append(Rejected(position, key, _text(raw), [reason], record))
+                continue
             try:
                 attributes = dumps(extra, option=sort_keys).decode() if extra else None
             except orjson.JSONEncodeError as error:

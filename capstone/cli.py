@@ -107,7 +107,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except CapstoneError as error:
             raise _fail(str(error), error.exit_code) from None
         except KeyboardInterrupt:
-            raise _fail("interrupted; nothing was changed", 130) from None
+            # Runs report their own interruptions (rolled back, or committed just before);
+            # this one came before or after any run's transaction.
+            raise _fail("interrupted; `capstone runs` shows the state of every run", 130) from None
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
         except Exception as error:

@@ -40,6 +40,7 @@ class ConfigError(CapstoneError):
 
 
 class InterruptedRun(CapstoneError):
-    """The run was stopped by Ctrl-C (SIGINT) or SIGTERM and rolled back."""
+    """The run was stopped by Ctrl-C (SIGINT) or SIGTERM; the message says whether it had
+    committed (its results kept) or was rolled back."""
 
     exit_code = 130

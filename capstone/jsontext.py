@@ -7,12 +7,13 @@ functions take orjson's fast path and fall back to the standard library only for
 """
 
 import json
+import math
 import re
 from typing import Any
 
 import orjson
 
-__all__ = ["dumps_exact", "loads_exact"]
+__all__ = ["dumps_exact", "has_non_finite", "loads_exact"]
 
 _LONG_NUMBER = re.compile("[0-9]{20}")
 _LONG_NUMBER_BYTES = re.compile(b"[0-9]{20}")
@@ -39,3 +40,24 @@ def dumps_exact(value: Any) -> str:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def has_non_finite(value: Any) -> bool:
+    """Whether a parsed value holds NaN or an infinity anywhere.
+
+    pydantic's JSON parser reads the non-JSON literals NaN and Infinity (and 1e999) into values of
+    type Any, and orjson then writes them as null: the stored record would silently differ from
+    the input. Iterative, so deep nesting cannot exhaust the stack.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            if not math.isfinite(item):
+                return True
+        elif kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+    return False

@@ -18,7 +18,7 @@ from capstone.schema import PipelineSpec, shape_of
 from capstone.sources import Format, Item, SourceFile
 from capstone.store import RunTransaction, Store, open_store
 from capstone.summary import RunStatus, RunSummary
-from capstone.timeutil import format_ts, utcnow
+from capstone.timeutil import earlier, format_ts, later, utcnow
 from capstone.watermark import advance, check_stored
 
 __all__ = ["Progress", "RunOptions", "replay_dead_letters", "run", "run_source"]
@@ -76,9 +76,16 @@ def run(
     with source:
         store = open_store(db)
         try:
-            return run_source(source, store, options, progress, replay=replay, spec=pipeline)
-        finally:
+            summary = run_source(source, store, options, progress, replay=replay, spec=pipeline)
+        except BaseException:
             store.close()
+            raise
+        try:
+            # Closing checkpoints the WAL, which can take a while after a large run.
+            store.close()
+        except KeyboardInterrupt:
+            raise InterruptedRun(_after_commit(summary)) from None
+        return summary
 
 
 def run_source(
@@ -155,8 +162,8 @@ def _execute(
             now = utcnow()
             old = check_stored(spec.name, tx.read_watermark(), now, tolerance)
             classifier = Classifier(
-                skip_through=None if old is None else old - lookback,
-                future_limit=now + tolerance,
+                skip_through=None if old is None else earlier(old, lookback),
+                future_limit=later(now, tolerance),
                 replay=replay,
                 screen=tx.screen,
                 shape=shape,
@@ -206,6 +213,10 @@ def _execute(
         return summary
     except KeyboardInterrupt:
         _record_end(store, run, RunStatus.INTERRUPTED, "interrupted by signal", clock)
+        if _committed(store, run):
+            # The signal arrived as COMMIT returned: the run is whole, and saying otherwise would
+            # contradict the data.
+            raise InterruptedRun(_after_commit(run)) from None
         raise InterruptedRun(
             f"run {run.run_id} was interrupted and rolled back; nothing was changed"
         ) from None
@@ -215,6 +226,20 @@ def _execute(
     except Exception as error:
         _record_end(store, run, RunStatus.FAILED, f"{type(error).__name__}: {error}", clock)
         raise
+
+
+def _committed(store: Store, run: RunSummary) -> bool:
+    with contextlib.suppress(CapstoneError):
+        stored = store.get_run(run.run_id)
+        return stored is not None and stored.status == RunStatus.SUCCESS
+    return False
+
+
+def _after_commit(run: RunSummary) -> str:
+    return (
+        f"interrupted after run {run.run_id} committed; its results are kept "
+        f"(capstone runs {run.run_id} shows them)"
+    )
 
 
 def _record_end(store: Store, run: RunSummary, status: str, error: str, clock: float) -> None:

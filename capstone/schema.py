@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from capstone.jsontext import dumps_exact
+from capstone.jsontext import dumps_exact, has_non_finite
 from capstone.model import Event, iso_text_only, number_not_bool
 from capstone.timeutil import parse_duration, to_utc_naive
 
@@ -254,6 +254,8 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 def _storable_json(value: Any) -> Any:
     # orjson writes only 64-bit integers and bounded nesting; what it cannot write cannot be kept.
+    if has_non_finite(value):
+        raise PydanticCustomError("not_finite", "NaN and Infinity are not JSON numbers")
     try:
         orjson.dumps(value)
     except orjson.JSONEncodeError as error:

@@ -5,7 +5,15 @@ from datetime import UTC, datetime, timedelta
 
 from capstone.errors import ConfigError
 
-__all__ = ["format_ts", "parse_duration", "parse_ts", "to_utc_naive", "utcnow"]
+__all__ = [
+    "earlier",
+    "format_ts",
+    "later",
+    "parse_duration",
+    "parse_ts",
+    "to_utc_naive",
+    "utcnow",
+]
 
 _DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -47,4 +55,29 @@ def parse_duration(text: str) -> timedelta:
         raise ConfigError(
             f"cannot read duration {text!r}: use a number and a unit, such as 90s, 15m, 2h or 3d"
         )
-    return timedelta(seconds=sum(int(n) * _UNIT_SECONDS[unit] for n, unit in parts))
+    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in parts)
+    if seconds > _LONGEST.total_seconds():
+        raise ConfigError(
+            f"duration {text!r} is longer than {_LONGEST.days:,} days; use a shorter one"
+        )
+    return timedelta(seconds=seconds)
+
+
+_LONGEST = timedelta(days=999_999_999)
+"""The longest timedelta Python can hold."""
+
+
+def earlier(moment: datetime, span: timedelta) -> datetime:
+    """`moment - span`, or the earliest datetime when that is before year 1."""
+    try:
+        return moment - span
+    except OverflowError:
+        return datetime.min
+
+
+def later(moment: datetime, span: timedelta) -> datetime:
+    """`moment + span`, or the latest datetime when that is after year 9999."""
+    try:
+        return moment + span
+    except OverflowError:
+        return datetime.max

@@ -2,8 +2,8 @@
 
 from datetime import datetime, timedelta
 
-from capstone.errors import WatermarkError
-from capstone.timeutil import format_ts, parse_ts
+from capstone.errors import ConfigError, WatermarkError
+from capstone.timeutil import format_ts, later, parse_ts
 
 __all__ = ["advance", "check_stored", "parse_requested"]
 
@@ -21,7 +21,7 @@ def check_stored(
         raise WatermarkError(
             f"stored watermark of pipeline {pipeline!r} is {raw[:60]!r}, not a timestamp; {fix}"
         ) from None
-    if value > now + tolerance:
+    if value > later(now, tolerance):
         raise WatermarkError(
             f"stored watermark of pipeline {pipeline!r} ({format_ts(value)}) lies in the future "
             f"(now is {format_ts(now)} UTC), so every record would be skipped; {fix}"
@@ -30,15 +30,16 @@ def check_stored(
 
 
 def parse_requested(text: str, now: datetime, tolerance: timedelta) -> str:
-    """Validate a watermark an operator asks for and return it in canonical form."""
+    """Validate a watermark an operator asks for and return it in canonical form (a bad one is a
+    bad option value: ConfigError, exit 2)."""
     try:
         value = parse_ts(text)
     except ValueError:
-        raise WatermarkError(
+        raise ConfigError(
             f"{text!r} is not an ISO-8601 timestamp; use a form such as 2025-01-15T12:00:00"
         ) from None
-    if value > now + tolerance:
-        raise WatermarkError(
+    if value > later(now, tolerance):
+        raise ConfigError(
             f"{format_ts(value)} lies in the future (now is {format_ts(now)} UTC); "
             "choose a time that has passed"
         )

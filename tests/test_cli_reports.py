@@ -81,11 +81,11 @@ def test_reset_watermark_clears_and_sets(runner: CliRunner, db: str, sample: str
 
 
 def test_reset_watermark_refuses_bad_values(runner: CliRunner, db: str, sample: str) -> None:
-    """--to must be a timestamp that has passed."""
+    """--to must be a timestamp that has passed; anything else is a bad value, exit 2."""
     run(sample, db)
     for bad in ("tomorrow", "2999-01-01T00:00:00"):
         result = runner.invoke(app, ["reset-watermark", "--db", db, "--yes", "--to", bad])
-        assert result.exit_code == 1
+        assert result.exit_code == 2
         assert len(result.stderr.splitlines()) == 1
 
 

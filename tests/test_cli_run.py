@@ -1,9 +1,12 @@
 """`capstone run` through the CLI: output modes, the --output file, exit codes and error lines."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from capstone.cli import app
@@ -130,3 +133,38 @@ def test_csv_input_loads(runner: CliRunner, db: str, tmp_path: Path) -> None:
     result = invoke(runner, "run", "--input", str(path), "--db", db, "--json")
     summary = json.loads(result.stdout)
     assert (summary["staged"], summary["rejected"]) == (1, 1)
+
+
+def test_ctrl_c_while_the_cli_starts_is_one_line_and_exit_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An interrupt during the imports before any command runs gives no traceback."""
+    import builtins
+
+    from capstone.__main__ import main
+
+    real_import = builtins.__import__
+
+    def interrupted_import(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "capstone.cli":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted_import)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == (
+        "capstone: error: interrupted while starting; nothing was changed\n"
+    )
+
+
+def test_importing_capstone_loads_nothing_heavy() -> None:
+    """`import capstone` stays light (the CLI entry catches Ctrl-C only after it); names load lazily."""
+    code = (
+        "import sys, capstone; heavy = {'pydantic', 'typer', 'rich'} & set(sys.modules); "
+        "assert not heavy, heavy; from capstone import run, RunOptions; print(run.__module__)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "capstone.pipeline"

@@ -8,11 +8,12 @@ import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from capstone import RunOptions, run
-from capstone.errors import InputError, LockError, StoreError
+from capstone.errors import InputError, InterruptedRun, LockError, StoreError
 from capstone.pipeline import run_source
 from capstone.sources import SourceFile
 from capstone.store import open_store
@@ -197,3 +198,51 @@ def test_abandoned_marking_ignores_live_processes(db_path: str, sample: str) -> 
     store = open_store(db_path)
     assert store.runs()[0].status == "running"
     store.close()
+
+
+def test_interrupt_as_commit_returns_keeps_the_run_and_says_so(
+    db_path: str, sample: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C landing just after COMMIT: the run stays `success` and the error says it committed."""
+    from capstone.store import sqlite as backend
+
+    finish = backend._SQLiteRun.finish
+
+    def finish_then_interrupt(self: Any, *args: Any) -> None:
+        finish(self, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backend._SQLiteRun, "finish", finish_then_interrupt)
+    with pytest.raises(InterruptedRun, match="committed; its results are kept"):
+        run(sample, db_path)
+    assert fetch(db_path, "SELECT status, watermark_after IS NOT NULL FROM run_log") == [
+        ("success", 1)
+    ]
+    assert fetch(db_path, "SELECT COUNT(*) > 0 FROM target") == [(1,)]
+
+
+def test_interrupt_while_closing_after_a_run_says_it_committed(
+    db_path: str, sample: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during the checkpoint at close: the committed run is reported as kept."""
+    close = SQLiteStore.close
+
+    def close_then_interrupt(self: SQLiteStore) -> None:
+        close(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SQLiteStore, "close", close_then_interrupt)
+    with pytest.raises(InterruptedRun, match="run 1 committed"):
+        run(sample, db_path)
+    assert fetch(db_path, "SELECT status FROM run_log") == [("success",)]
+
+
+def test_a_failed_run_record_never_overwrites_a_committed_run(db_path: str, sample: str) -> None:
+    """end_run only ends runs still marked running: the run log cannot contradict the data."""
+    summary = run(sample, db_path)
+    store = open_store(db_path)
+    store.end_run(summary.model_copy(update={"status": "interrupted", "watermark": None}))
+    store.close()
+    assert fetch(db_path, "SELECT status, watermark_after IS NOT NULL FROM run_log") == [
+        ("success", 1)
+    ]

@@ -7,9 +7,10 @@ import orjson
 import pytest
 
 from capstone import RunOptions, run
-from capstone.errors import WatermarkError
+from capstone.errors import ConfigError, WatermarkError
 from capstone.schema import PipelineSpec
 from capstone.store import open_store
+from capstone.timeutil import parse_duration
 from tests.conftest import event, fetch
 
 
@@ -172,3 +173,29 @@ class TestLineageAndAccounting:
         """A ts with an offset is stored as naive UTC."""
         run(write_jsonl([event("a", "2025-01-01T02:00:00+02:00")]), db)
         assert target_rows(db)["a"][2] == "2025-01-01T00:00:00"
+
+
+def test_lookback_and_tolerance_longer_than_the_calendar_do_not_crash(
+    db_path: str, write_jsonl: Any
+) -> None:
+    """A lookback reaching before year 1 skips nothing; a huge tolerance lets any date in."""
+    first = write_jsonl([event("a", "2025-01-02T00:00:00")])
+    run(first, db_path)
+    late = write_jsonl([event("b", "2024-01-01T00:00:00"), event("c", "2999-01-01T00:00:00")])
+    huge = timedelta(days=999_999_999)
+    summary = run(late, db_path, RunOptions(lookback=huge, future_tolerance=huge))
+    assert (summary.staged, summary.skipped, summary.rejected) == (2, 0, 0)
+
+
+def test_a_duration_beyond_what_python_can_hold_is_a_config_error() -> None:
+    """1,000,000,000 days is refused with a readable message, not an OverflowError."""
+    with pytest.raises(ConfigError, match="longer than 999,999,999 days"):
+        parse_duration("1000000000d")
+
+
+def test_nan_in_an_extra_field_is_dead_lettered(db_path: str, write_jsonl: Any) -> None:
+    """`"x": NaN` is not JSON; the record is rejected instead of stored with x = null."""
+    line = '{"key": "a", "name": "n", "value": 1, "ts": "2025-01-01T00:00:00", "x": NaN}'
+    summary = run(write_jsonl([line]), db_path)
+    assert (summary.staged, summary.rejected) == (0, 1)
+    assert fetch(db_path, "SELECT reason FROM dead_letters") == [("malformed.json",)]

@@ -1,6 +1,7 @@
 """Pipelines defined in capstone.toml: config checks, typed tables, keys, policies, schema changes."""
 
 import json
+import math
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,22 @@ def test_values_beyond_64_bits_are_dead_lettered(db: str, tmp_path: Path, write_
         "attributes.unstorable",
     ]
     assert fetch(db, "SELECT qty FROM orders") == [(2**63 - 1,)]
+
+
+def test_nan_and_infinity_are_dead_lettered_not_stored_as_null(
+    db: str, tmp_path: Path, write_jsonl: Any
+) -> None:
+    """NaN and Infinity are not JSON: in a JSON field or an extra field the line is malformed
+    (the parser reads them, and orjson used to store them as null)."""
+    spec = orders(tmp_path)
+    records = [
+        order("O-1", details={"weight": math.inf}),
+        order("O-2", note=[1, math.nan]),
+        order("O-3", details={"weight": 1.5}),
+    ]
+    summary = run(write_jsonl([json.dumps(record) for record in records]), db, spec=spec)
+    assert (summary.loaded, summary.rejected) == (1, 2)
+    assert reasons(db) == ["malformed.json", "malformed.json"]
 
 
 def test_a_missing_required_field_is_named(db: str, tmp_path: Path, write_jsonl: Any) -> None:

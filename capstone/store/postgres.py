@@ -767,7 +767,9 @@ class PostgresStore:
             with self._translate():
                 self.conn.execute(
                     "UPDATE run_log SET status = %s, finished_at = %s, duration_ms = %s, "
-                    "error = %s, watermark_before = %s, watermark_after = %s WHERE run_id = %s",
+                    "error = %s, watermark_before = %s, watermark_after = %s WHERE run_id = %s "
+                    # A run that committed stays as it committed, whatever interrupts it later.
+                    "AND status = 'running'",
                     (
                         run.status,
                         run.finished_at,

@@ -461,7 +461,9 @@ class SQLiteStore:
         with _translate(self.path):
             self.conn.execute(
                 "UPDATE run_log SET status = ?, finished_at = ?, duration_ms = ?, error = ?, "
-                "watermark_before = ?, watermark_after = ? WHERE run_id = ?",
+                "watermark_before = ?, watermark_after = ? WHERE run_id = ? "
+                # A run that committed stays as it committed, whatever interrupts it later.
+                "AND status = 'running'",
                 (
                     run.status,
                     run.finished_at,
