@@ -179,6 +179,22 @@ class _LineTap:
         return first, text
 
 
+def _first_non_utf8_line(fh: io.BufferedReader) -> int | None:
+    """The line holding the first bytes that are not UTF-8, or None when the input cannot be read
+    again (standard input). The text wrapper decodes ahead in chunks, so its own position is no
+    guide; a line at a time is exact, as a newline byte never occurs inside a UTF-8 sequence."""
+    try:
+        fh.seek(0)
+    except (OSError, ValueError):
+        return None
+    for number, line in enumerate(fh, 1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return number
+    return None
+
+
 def _csv_rows(fh: io.BufferedReader, name: str) -> Iterator[Item]:
     # The csv module refuses fields over 128 KiB; a long field is a record to reject, not a
     # reason to refuse the file, so allow up to the same size as a JSON array element.
@@ -211,9 +227,9 @@ def _csv_rows(fh: io.BufferedReader, name: str) -> Iterator[Item]:
             else:
                 yield position, raw, dict(zip(header, row, strict=True))
     except UnicodeDecodeError:
-        raise InputError(
-            f"{name} is not valid UTF-8 near line {tap.line_number + 1}; re-encode it as UTF-8"
-        ) from None
+        line = _first_non_utf8_line(fh)
+        where = "" if line is None else f" at line {line}"
+        raise InputError(f"{name} is not valid UTF-8{where}; re-encode it as UTF-8") from None
     except csv.Error as error:
         raise InputError(f"{name}: CSV error near line {tap.line_number}: {error}") from None
     finally:

@@ -160,3 +160,13 @@ def test_json_text_keeps_integers_beyond_64_bits_exact() -> None:
     assert loads_exact(text.encode()) == parsed
     assert dumps_exact(parsed) == text
     assert dumps_exact(["O-1", 2]) == '["O-1",2]'
+
+
+def test_invalid_utf8_in_csv_names_its_line(tmp_path: Path) -> None:
+    """The error names the line with the bad bytes, however far the decoder had read ahead."""
+    rows = [b"key,name,value,ts"] + [b"k%d,n,1,2025-01-01T00:00:00" % i for i in range(50)]
+    rows.append(b"k51,caf\xe9,1,2025-01-01T00:00:00")
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    with SourceFile(str(path)) as source, pytest.raises(InputError, match="UTF-8 at line 52;"):
+        list(source.records())
