@@ -42,6 +42,9 @@ class Rejected:
     reasons: list[Reason]
     record: dict[str, Any] | None = None
     """The parsed object, kept so a replay can re-validate it (CSV rows have no JSON raw text)."""
+    replayed: int | None = None
+    """The dead letter a replayed record came from (`_dead_letter`): rejected again, it updates
+    that letter instead of becoming a new one (its edited text has another fingerprint)."""
 
     @property
     def codes(self) -> str:
@@ -149,6 +152,7 @@ class Classifier:
                 )
                 continue
             dead_letter = record.pop(DEAD_LETTER_FIELD, None) if replay and record else None
+            replayed = dead_letter if type(dead_letter) is int else None
             try:
                 # Unparsed JSON text goes straight to pydantic's parser: one pass, no dict.
                 event = validate(record) if record is not None else validate_json(raw)
@@ -171,6 +175,7 @@ class Classifier:
                             _text(raw),
                             reasons_from_error(error),
                             record,
+                            replayed,
                         )
                     )
                 continue
@@ -185,7 +190,9 @@ class Classifier:
                     f"{field_name}.in_future",
                     f"{field_name}: {ts.isoformat()} is later than now plus the tolerance",
                 )
-                batch.rejected.append(Rejected(position, key, _text(raw), [reason], record))
+                batch.rejected.append(
+                    Rejected(position, key, _text(raw), [reason], record, replayed)
+                )
                 continue
             extra = event.model_extra
             if extra and has_non_finite(extra):
@@ -194,7 +201,9 @@ class Classifier:
                     "malformed.json",
                     "line is not valid JSON: NaN and Infinity are not numbers",
                 )
-                batch.rejected.append(Rejected(position, key, _text(raw), [reason], record))
+                batch.rejected.append(
+                    Rejected(position, key, _text(raw), [reason], record, replayed)
+                )
                 continue
             try:
                 attributes = dumps(extra, option=sort_keys).decode() if extra else None
@@ -203,16 +212,20 @@ class Classifier:
                     "attributes.unstorable",
                     f"extra fields cannot be stored as JSON: {error}",
                 )
-                batch.rejected.append(Rejected(position, key, _text(raw), [reason], record))
+                batch.rejected.append(
+                    Rejected(position, key, _text(raw), [reason], record, replayed)
+                )
                 continue
             row = (self._seq + 1, position, *values(event), attributes)
             if key_column:
                 row += (key,)
             if self.screen is not None and (unstorable := self.screen(row)):
-                batch.rejected.append(Rejected(position, key, _text(raw), unstorable, record))
+                batch.rejected.append(
+                    Rejected(position, key, _text(raw), unstorable, record, replayed)
+                )
                 continue
-            if type(dead_letter) is int:
-                batch.resolved.append(dead_letter)
+            if replayed is not None:
+                batch.resolved.append(replayed)
             self._seq += 1
             staged.append(row)
             if batch.newest is None or ts > batch.newest:

@@ -129,3 +129,24 @@ def test_csv_letters_replay_from_their_parsed_record(db: str, tmp_path: Path) ->
         "ts": "2025-01-01T00:00:00",
     }
     assert "value.float_parsing" in letter.reason
+
+
+def test_replaying_an_unfixed_export_updates_the_letters_not_duplicates_them(
+    runner: CliRunner, db: str, sample: str, tmp_path: Path
+) -> None:
+    """Still-bad records replayed from an export update their own dead letters (seen twice,
+    today's reasons) instead of adding letters whose text differs only by `_dead_letter`."""
+    run(sample, db)
+    out = tmp_path / "fix.jsonl"
+    result = runner.invoke(app, ["dead-letters", "export", "--output", str(out), "--db", db])
+    assert result.exit_code == 0, result.output
+    summary = run(str(out), db, replay=True)
+    assert (summary.rejected, summary.dead_letters) == (2, 0)
+    store = open_store(db)
+    letters = store.dead_letters()
+    store.close()
+    assert len(letters) == 2
+    assert [(letter.times_seen, letter.last_run_id) for letter in letters] == [
+        (2, summary.run_id),
+        (2, summary.run_id),
+    ]

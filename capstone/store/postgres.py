@@ -940,8 +940,35 @@ class _PostgresRun:
             for row in rows:
                 copy.write_row(row)
 
+    def _update_replayed(self, rows: Sequence[Rejected]) -> list[Rejected]:
+        """Update the dead letters replayed records came from; returns the rows still to insert."""
+        left = []
+        for r in rows:
+            if (
+                r.replayed is not None
+                and self.conn.execute(
+                    "UPDATE dead_letters SET last_run_id = %s, times_seen = times_seen + 1, "
+                    "reason = %s, message = %s "
+                    "WHERE id = %s AND pipeline = %s AND resolved_run_id IS NULL",
+                    (
+                        self.run.run_id,
+                        _nul_free(r.codes),
+                        _nul_free(r.message),
+                        r.replayed,
+                        self.run.pipeline,
+                    ),
+                ).rowcount
+            ):
+                continue
+            left.append(r)
+        return left
+
     def reject(self, rows: Sequence[Rejected]) -> int:
         run_id, pipeline = self.run.run_id, self.run.pipeline
+        lineage = [
+            (run_id, "reject", _maybe_nul_free(r.key), r.position, _nul_free(r.codes)) for r in rows
+        ]
+        rows = self._update_replayed(rows)
         with self.conn.cursor() as cursor:
             # NOT EXISTS first, so a letter seen before does not use up an id.
             cursor.executemany(
@@ -986,9 +1013,7 @@ class _PostgresRun:
                         for r in rows
                     ],
                 )
-        self._copy_lineage(
-            (run_id, "reject", _maybe_nul_free(r.key), r.position, _nul_free(r.codes)) for r in rows
-        )
+        self._copy_lineage(iter(lineage))
         return new
 
     def skip(self, rows: Sequence[Skipped]) -> None:

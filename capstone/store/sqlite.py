@@ -608,8 +608,26 @@ class _SQLiteRun:
         self.conn.executemany(self._insert, rows)
         self.staged += len(rows)
 
+    def _update_replayed(self, rows: Sequence[Rejected]) -> list[Rejected]:
+        """Update the dead letters replayed records came from; returns the rows still to insert."""
+        left = []
+        for r in rows:
+            if (
+                r.replayed is not None
+                and self.conn.execute(
+                    "UPDATE dead_letters SET last_run_id = ?, times_seen = times_seen + 1, "
+                    "reason = ?, message = ? WHERE id = ? AND pipeline = ? AND resolved_run_id IS NULL",
+                    (self.run.run_id, r.codes, r.message, r.replayed, self.run.pipeline),
+                ).rowcount
+            ):
+                continue
+            left.append(r)
+        return left
+
     def reject(self, rows: Sequence[Rejected]) -> int:
         run_id, pipeline = self.run.run_id, self.run.pipeline
+        lineage = [(run_id, r.key, r.position, r.codes) for r in rows]
+        rows = self._update_replayed(rows)
         before = self.conn.total_changes
         self.conn.executemany(
             "INSERT INTO dead_letters (pipeline, run_id, last_run_id, position, key, reason, "
@@ -642,7 +660,7 @@ class _SQLiteRun:
             )
         self.conn.executemany(
             "INSERT INTO lineage (run_id, step, key, position, detail) VALUES (?, 'reject', ?, ?, ?)",
-            [(run_id, r.key, r.position, r.codes) for r in rows],
+            lineage,
         )
         return new
 
