@@ -1,16 +1,38 @@
-"""The `capstone` command (and `python -m capstone`), with Ctrl-C during start-up handled too."""
+"""The `capstone` command (and `python -m capstone`): every way it can end is one line on stderr.
+
+Commands turn their own errors into one line and an exit code (`capstone.cli.handle_errors`).
+What happens around them is handled here: Ctrl-C during the imports, and usage errors (an
+unknown option, a bad value), which Click would print as a multi-line box.
+"""
 
 import sys
 
 
 def main() -> None:
-    """Import the CLI and run it; an interrupt while importing is one line and exit 130."""
+    """Run the CLI and exit with its code."""
     try:
+        import typer
+
         from capstone.cli import app
     except KeyboardInterrupt:
-        sys.stderr.write("capstone: error: interrupted while starting; nothing was changed\n")
-        raise SystemExit(130) from None
-    app(prog_name="capstone")
+        _exit("interrupted while starting; nothing was changed", 130)
+    try:
+        code = app(prog_name="capstone", standalone_mode=False)
+    except typer.TyperException as error:  # Click's usage errors derive from it
+        message = error.format_message().rstrip(".")
+        if not message:  # `capstone` alone: the help, and exit 2, as Click has always done it
+            app(prog_name="capstone")
+        context = getattr(error, "ctx", None)
+        hint = f"; see `{context.command_path} --help`" if context is not None else ""
+        _exit(f"{message}{hint}", error.exit_code)
+    except typer.Abort:  # "no" or end of input at a confirmation prompt
+        _exit("aborted; nothing was changed", 1)
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _exit(message: str, code: int) -> None:
+    sys.stderr.write(f"capstone: error: {message}\n")
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -168,3 +168,28 @@ def test_importing_capstone_loads_nothing_heavy() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "capstone.pipeline"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["runs", "--limit", "0"], "Invalid value for '--limit'"),
+        (["run", "--bogus"], "No such option: --bogus; see `capstone run --help`"),
+        (["nosuchcmd"], "No such command 'nosuchcmd'; see `capstone --help`"),
+    ],
+)
+def test_usage_errors_from_the_command_line_are_one_line_and_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """Click's own usage errors come out as one `capstone: error:` line, not a boxed panel."""
+    done = subprocess.run(
+        [sys.executable, "-m", "capstone", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("capstone: error: ")
+    assert message in done.stderr
+    assert done.stderr.count("\n") == 1
