@@ -470,6 +470,21 @@ def test_a_new_target_table_is_the_way_out_of_a_refused_change(
     assert fetch(db, "SELECT order_id FROM orders_v2") == [("O-2",)]
 
 
+def test_a_new_target_table_gets_the_records_the_old_one_has(
+    db: str, tmp_path: Path, write_jsonl: Any
+) -> None:
+    """Moving to a new table clears the watermark, so rerunning the same file fills it instead of
+    skipping every record as already loaded; the change is recorded."""
+    path = write_jsonl([order(), order("O-2")])
+    run(path, db, spec=orders(tmp_path))
+    spec = orders(tmp_path).model_copy(update={"target": "orders_v2"})
+    summary = run(path, db, spec=spec)
+    assert (summary.skipped, summary.loaded, summary.watermark_before) == (0, 2, None)
+    assert fetch(db, "SELECT COUNT(*) FROM orders_v2") == [(2,)]
+    [(change,)] = fetch(db, "SELECT change FROM schema_changes WHERE change LIKE 'target%'")
+    assert "watermark cleared" in change
+
+
 def test_a_table_capstone_does_not_own_is_never_taken(
     db: str, tmp_path: Path, write_jsonl: Any
 ) -> None:

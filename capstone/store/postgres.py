@@ -712,6 +712,8 @@ class PostgresStore:
             self.conn.execute(
                 f"ALTER TABLE {table} ADD COLUMN {quote(name)} {SQL_TYPES[spec.fields[name].type]}"
             )
+        if sync.clear_watermark:
+            self.conn.execute("DELETE FROM watermarks WHERE name = %s", (spec.name,))
         now = format_ts(utcnow())
         row = self.conn.execute(
             "INSERT INTO pipeline_schemas AS p (pipeline, target, definition, version, updated_at) "

@@ -401,6 +401,8 @@ class SQLiteStore:
             self.conn.execute(
                 f"ALTER TABLE {table} ADD COLUMN {quote(name)} {SQL_TYPES[spec.fields[name].type]}"
             )
+        if sync.clear_watermark:
+            self.conn.execute("DELETE FROM watermarks WHERE name = ?", (spec.name,))
         now = format_ts(utcnow())
         version = self.conn.execute(
             "INSERT INTO pipeline_schemas (pipeline, target, definition, version, updated_at) "

@@ -29,6 +29,8 @@ class TableSync:
     add: list[str] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)
     """Descriptions for `schema_changes`; empty when the stored definition is current."""
+    clear_watermark: bool = False
+    """The pipeline moved to a new, empty table; its watermark tells what the old table holds."""
 
 
 def stored_spec(spec: PipelineSpec, definition: str) -> PipelineSpec:
@@ -66,19 +68,25 @@ def sync_plan(
         return TableSync(create=True, changes=[f"created table {spec.target}"])
     old = stored_spec(spec, stored)
     if old.target != spec.target:
-        # A new target starts empty; the old table is left as it is.
+        # A new target starts empty and the old table is left as it is. The watermark goes with
+        # the old table: kept, it would make the next run skip everything the new table lacks.
         if target_exists:
             raise fresh_table_taken
         return TableSync(
-            create=True, changes=[f"target table {old.target} -> {spec.target} (created)"]
+            create=True,
+            clear_watermark=True,
+            changes=[
+                f"target table {old.target} -> {spec.target} (created; watermark cleared, "
+                "the new table starts empty)"
+            ],
         )
     plan = plan_changes(old, spec)
     if plan.refused:
         raise ConfigError(
             f"pipeline {spec.name!r} changed in a way that would lose or reinterpret the data in "
             f"table {spec.target!r}: {'; '.join(plan.refused)}. Nothing was changed; restore the "
-            "previous definition, or give the pipeline a new target table and run "
-            f"`capstone reset-watermark --pipeline {spec.name}`"
+            "previous definition, or give the pipeline a new target table (it starts empty, "
+            "and the next run loads into it from a cleared watermark)"
         )
     changes = [f"added optional field {name!r}" for name in plan.added] + plan.other
     return TableSync(add=plan.added, changes=changes)
