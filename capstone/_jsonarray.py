@@ -93,8 +93,15 @@ def _element_end(buffer: _Buffer, index: int) -> int:
         try:
             _, end = _DECODER.raw_decode(text, start)
         except json.JSONDecodeError as error:
-            problem: str | None = f"{error.msg} (line {error.lineno}, column {error.colno})"
+            # (The decoder's line and column count from the buffer, not the file: left out.)
+            problem: str | None = error.msg
             end = -1
+            if text[start] in "[{":
+                # A broken object or array whose brackets balance is one malformed record, for
+                # the dead-letter table, not a reason to refuse the whole file.
+                found = _scan_end(text, start)
+                if found is not None:
+                    return found
         except RecursionError:
             found = _scan_end(text, start)
             problem, end = (None, found) if found is not None else ("unterminated value", -1)

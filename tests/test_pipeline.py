@@ -199,3 +199,15 @@ def test_nan_in_an_extra_field_is_dead_lettered(db_path: str, write_jsonl: Any) 
     summary = run(write_jsonl([line]), db_path)
     assert (summary.staged, summary.rejected) == (0, 1)
     assert fetch(db_path, "SELECT reason FROM dead_letters") == [("malformed.json",)]
+
+
+def test_a_broken_element_of_a_json_array_is_dead_lettered(db_path: str, tmp_path: Any) -> None:
+    """`{bad}` inside an array is a malformed.json dead letter; the good elements load."""
+    good = '{"key": "%s", "name": "n", "value": 1, "ts": "2025-01-01T00:00:00"}'
+    path = tmp_path / "events.json"
+    path.write_text(f"[{good % 'a'}, {{bad}}, {good % 'b'}]")
+    summary = run(str(path), db_path)
+    assert (summary.staged, summary.rejected) == (2, 1)
+    assert fetch(db_path, "SELECT position, reason, raw FROM dead_letters") == [
+        (1, "malformed.json", "{bad}")
+    ]

@@ -170,3 +170,25 @@ def test_invalid_utf8_in_csv_names_its_line(tmp_path: Path) -> None:
     path.write_bytes(b"\n".join(rows) + b"\n")
     with SourceFile(str(path)) as source, pytest.raises(InputError, match="UTF-8 at line 52;"):
         list(source.records())
+
+
+def test_a_broken_object_in_a_json_array_is_one_element_not_a_failed_file(tmp_path: Path) -> None:
+    """An element whose brackets balance but whose JSON is broken is read as one record (for the
+    dead-letter table); the elements around it are read as usual."""
+    path = tmp_path / "a.json"
+    path.write_text('[{"key": "a"},\n {bad: [1, "]"]},\n {"key": "b"}]')
+    assert [(position, raw) for position, raw, _ in read(path)] == [
+        (0, '{"key": "a"}'),
+        (1, '{bad: [1, "]"]}'),
+        (2, '{"key": "b"}'),
+    ]
+
+
+def test_a_trailing_comma_in_a_json_array_names_the_element_not_a_wrong_line(
+    tmp_path: Path,
+) -> None:
+    """Structural errors still fail the file, naming the element without a misleading position."""
+    path = tmp_path / "a.json"
+    path.write_text('[{"key": "a"},\n]')
+    with pytest.raises(InputError, match=r"at element 1: Expecting value; fix"):
+        read(path)
