@@ -45,6 +45,10 @@ def parse_ts(text: str) -> datetime:
     return to_utc_naive(datetime.fromisoformat(text))
 
 
+_LONGEST = timedelta(days=999_999_999)
+"""The longest timedelta Python can hold."""
+
+
 def parse_duration(text: str) -> timedelta:
     """Parse '90s', '15m', '2h', '3d' or combinations such as '1h30m' into a timedelta."""
     cleaned = text.strip().lower()
@@ -61,10 +65,6 @@ def parse_duration(text: str) -> timedelta:
             f"duration {text!r} is longer than {_LONGEST.days:,} days; use a shorter one"
         )
     return timedelta(seconds=seconds)
-
-
-_LONGEST = timedelta(days=999_999_999)
-"""The longest timedelta Python can hold."""
 
 
 def earlier(moment: datetime, span: timedelta) -> datetime:

@@ -1,6 +1,6 @@
 """The storage interface the pipeline talks to; one implementation per database."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -8,7 +8,7 @@ from capstone.classify import Rejected, Screen, Skipped, Staged
 from capstone.schema import PipelineSpec
 from capstone.summary import DeadLetter, LineageEntry, RunSummary, StepCount
 
-__all__ = ["STEPS", "RunTransaction", "Store"]
+__all__ = ["STEPS", "RunTransaction", "Store", "iter_steps", "not_replayed"]
 
 STEPS = ("stage", "load", "stale", "reject", "skip")
 """Lineage steps, in the order a record can pass through them."""
@@ -119,3 +119,14 @@ def iter_steps(summary: RunSummary) -> Iterator[tuple[str, int]]:
     yield "stale", summary.stale
     yield "reject", summary.rejected
     yield "skip", summary.skipped
+
+
+def not_replayed(rows: Sequence[Rejected], update: Callable[[Rejected], int]) -> list[Rejected]:
+    """The rejected rows still to insert as dead letters.
+
+    A replayed record names the letter it came from; `update` refreshes that letter (seen count,
+    last run, today's reasons) and returns how many rows it changed. Its edited text has another
+    fingerprint, so inserting it would add a duplicate. A letter already resolved, or of another
+    pipeline, changes nothing, and the row is inserted as a new letter.
+    """
+    return [r for r in rows if r.replayed is None or not update(r)]

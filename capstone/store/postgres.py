@@ -39,7 +39,7 @@ from capstone.classify import Rejected, Screen, Skipped, Staged
 from capstone.errors import LockError, StoreError
 from capstone.model import Reason
 from capstone.schema import EVENTS, FieldType, PipelineSpec
-from capstone.store.base import iter_steps
+from capstone.store.base import iter_steps, not_replayed
 from capstone.store.tables import TableSync, quote, sync_plan
 from capstone.summary import DeadLetter, LineageEntry, RunStatus, RunSummary, StepCount
 from capstone.timeutil import format_ts, utcnow
@@ -942,35 +942,25 @@ class _PostgresRun:
             for row in rows:
                 copy.write_row(row)
 
-    def _update_replayed(self, rows: Sequence[Rejected]) -> list[Rejected]:
-        """Update the dead letters replayed records came from; returns the rows still to insert."""
-        left = []
-        for r in rows:
-            if (
-                r.replayed is not None
-                and self.conn.execute(
-                    "UPDATE dead_letters SET last_run_id = %s, times_seen = times_seen + 1, "
-                    "reason = %s, message = %s "
-                    "WHERE id = %s AND pipeline = %s AND resolved_run_id IS NULL",
-                    (
-                        self.run.run_id,
-                        _nul_free(r.codes),
-                        _nul_free(r.message),
-                        r.replayed,
-                        self.run.pipeline,
-                    ),
-                ).rowcount
-            ):
-                continue
-            left.append(r)
-        return left
+    def _refresh_letter(self, r: Rejected) -> int:
+        return self.conn.execute(
+            "UPDATE dead_letters SET last_run_id = %s, times_seen = times_seen + 1, "
+            "reason = %s, message = %s WHERE id = %s AND pipeline = %s AND resolved_run_id IS NULL",
+            (
+                self.run.run_id,
+                _nul_free(r.codes),
+                _nul_free(r.message),
+                r.replayed,
+                self.run.pipeline,
+            ),
+        ).rowcount
 
     def reject(self, rows: Sequence[Rejected]) -> int:
         run_id, pipeline = self.run.run_id, self.run.pipeline
         lineage = [
             (run_id, "reject", _maybe_nul_free(r.key), r.position, _nul_free(r.codes)) for r in rows
         ]
-        rows = self._update_replayed(rows)
+        rows = not_replayed(rows, self._refresh_letter)
         with self.conn.cursor() as cursor:
             # NOT EXISTS first, so a letter seen before does not use up an id.
             cursor.executemany(

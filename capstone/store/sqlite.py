@@ -13,7 +13,7 @@ import orjson
 from capstone.classify import Rejected, Screen, Skipped, Staged
 from capstone.errors import LockError, StoreError
 from capstone.schema import FieldType, PipelineSpec
-from capstone.store.base import iter_steps
+from capstone.store.base import iter_steps, not_replayed
 from capstone.store.tables import TableSync, quote, sync_plan
 from capstone.summary import DeadLetter, LineageEntry, RunStatus, RunSummary, StepCount
 from capstone.timeutil import format_ts, utcnow
@@ -610,26 +610,17 @@ class _SQLiteRun:
         self.conn.executemany(self._insert, rows)
         self.staged += len(rows)
 
-    def _update_replayed(self, rows: Sequence[Rejected]) -> list[Rejected]:
-        """Update the dead letters replayed records came from; returns the rows still to insert."""
-        left = []
-        for r in rows:
-            if (
-                r.replayed is not None
-                and self.conn.execute(
-                    "UPDATE dead_letters SET last_run_id = ?, times_seen = times_seen + 1, "
-                    "reason = ?, message = ? WHERE id = ? AND pipeline = ? AND resolved_run_id IS NULL",
-                    (self.run.run_id, r.codes, r.message, r.replayed, self.run.pipeline),
-                ).rowcount
-            ):
-                continue
-            left.append(r)
-        return left
+    def _refresh_letter(self, r: Rejected) -> int:
+        return self.conn.execute(
+            "UPDATE dead_letters SET last_run_id = ?, times_seen = times_seen + 1, "
+            "reason = ?, message = ? WHERE id = ? AND pipeline = ? AND resolved_run_id IS NULL",
+            (self.run.run_id, r.codes, r.message, r.replayed, self.run.pipeline),
+        ).rowcount
 
     def reject(self, rows: Sequence[Rejected]) -> int:
         run_id, pipeline = self.run.run_id, self.run.pipeline
         lineage = [(run_id, r.key, r.position, r.codes) for r in rows]
-        rows = self._update_replayed(rows)
+        rows = not_replayed(rows, self._refresh_letter)
         before = self.conn.total_changes
         self.conn.executemany(
             "INSERT INTO dead_letters (pipeline, run_id, last_run_id, position, key, reason, "
