@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from capstone.jsontext import has_non_finite
+from capstone.jsontext import has_non_finite, loads_exact
 from capstone.model import Reason, reasons_from_error
 from capstone.schema import EVENTS, RecordShape, shape_of
 from capstone.sources import Item, Malformed, parse_object
@@ -110,7 +110,9 @@ class Classifier:
     """Decides fates against one run's watermark threshold and future limit.
 
     With `replay=True` (replays of dead letters, which are late by definition) nothing is skipped
-    and each record's `_dead_letter` field is taken off and remembered for resolution.
+    and each record's `_dead_letter` field is taken off and remembered for resolution. With
+    `cells=True` (CSV, where every value is text) the cells of json fields are parsed as JSON
+    first, so a row means what the same record written as JSON means.
     """
 
     def __init__(
@@ -121,8 +123,10 @@ class Classifier:
         replay: bool = False,
         screen: Screen | None = None,
         shape: RecordShape | None = None,
+        cells: bool = False,
     ) -> None:
         self.shape = shape or shape_of(EVENTS)
+        self.json_cells = self.shape.json_fields if cells else ()
         self.skip_through = None if replay else skip_through
         self.future_limit = future_limit
         self.replay = replay
@@ -134,7 +138,7 @@ class Classifier:
         batch = Batch()
         staged, skipped = batch.staged, batch.skipped
         skip_through, future_limit, replay = self.skip_through, self.future_limit, self.replay
-        shape = self.shape
+        shape, json_cells = self.shape, self.json_cells
         # The model's validator itself: model_validate_json is a Python wrapper around it that
         # costs as much per record as one of the field validators.
         validator = shape.model.__pydantic_validator__
@@ -153,6 +157,9 @@ class Classifier:
                 continue
             dead_letter = record.pop(DEAD_LETTER_FIELD, None) if replay and record else None
             replayed = dead_letter if type(dead_letter) is int else None
+            # A CSV row whose json cell is not JSON has no JSON form to keep for a replay: its
+            # raw text is then the whole record.
+            bad = _decode_cells(record, json_cells) if json_cells and record is not None else []
             try:
                 # Unparsed JSON text goes straight to pydantic's parser: one pass, no dict.
                 event = validate(record) if record is not None else validate_json(raw)
@@ -164,20 +171,11 @@ class Classifier:
                             Rejected(position, None, _text(raw), [(record.code, record.message)])
                         )
                         continue
-                ts = _loose_ts(shape.loose_event_time(record))
-                if skip_through is not None and ts is not None and ts <= skip_through:
-                    skipped.append((position, shape.loose_key(record), ts.isoformat()))
-                else:
-                    batch.rejected.append(
-                        Rejected(
-                            position,
-                            shape.loose_key(record),
-                            _text(raw),
-                            reasons_from_error(error),
-                            record,
-                            replayed,
-                        )
-                    )
+                reasons = bad + reasons_from_error(error)
+                self._refuse(batch, position, raw, reasons, replayed, record, keep=not bad)
+                continue
+            if bad and record is not None:
+                self._refuse(batch, position, raw, bad, replayed, record, keep=False)
                 continue
             ts = event_time(event)
             key = lineage_key(event)
@@ -231,3 +229,44 @@ class Classifier:
             if batch.newest is None or ts > batch.newest:
                 batch.newest = ts
         return batch
+
+    def _refuse(
+        self,
+        batch: Batch,
+        position: int,
+        raw: bytes | str,
+        reasons: list[Reason],
+        replayed: int | None,
+        record: dict[str, Any],
+        *,
+        keep: bool,
+    ) -> None:
+        """An invalid record is still skipped when its event time is at or below the watermark:
+        an earlier run saw it. Otherwise it is rejected, with the record kept for a replay if
+        `keep`."""
+        ts = _loose_ts(self.shape.loose_event_time(record))
+        key = self.shape.loose_key(record)
+        if self.skip_through is not None and ts is not None and ts <= self.skip_through:
+            batch.skipped.append((position, key, ts.isoformat()))
+        else:
+            batch.rejected.append(
+                Rejected(position, key, _text(raw), reasons, record if keep else None, replayed)
+            )
+
+
+def _decode_cells(record: dict[str, Any], names: tuple[str, ...]) -> list[Reason]:
+    """Parse the JSON text in the cells of json fields, in place; a blank cell is a missing value.
+    Returns a reason for each cell that is not JSON."""
+    reasons: list[Reason] = []
+    for name in names:
+        cell = record.get(name)
+        if type(cell) is not str:
+            continue
+        if not cell.strip():
+            del record[name]
+            continue
+        try:
+            record[name] = loads_exact(cell)
+        except orjson.JSONDecodeError as error:
+            reasons.append((f"{name}.json_invalid", f"{name}: the cell is not JSON text: {error}"))
+    return reasons

@@ -14,13 +14,14 @@ __all__ = ["export_line", "replay_items"]
 
 
 def _record(letter: DeadLetter) -> dict[str, Any] | Malformed:
-    """The object a dead letter holds: the parsed record, else its raw text parsed again."""
+    """The object a dead letter holds: the parsed record, else its raw text parsed again. Raw
+    text that is not JSON (a broken line, or a CSV row) cannot have changed: it keeps its reasons."""
     if letter.record is not None:
         return dict(letter.record)
     try:
         parsed = loads_exact(letter.raw)
-    except orjson.JSONDecodeError as error:
-        return Malformed("malformed.json", f"record is not valid JSON: {error}")
+    except orjson.JSONDecodeError:
+        return Malformed(letter.reason, letter.message)
     if type(parsed) is not dict:
         return Malformed("malformed.not_object", "record is not a JSON object")
     return parsed

@@ -363,6 +363,11 @@ class RecordShape:
             parts.append(value)
         return self.spec.lineage_key(tuple(parts))[:256]
 
+    @property
+    def json_fields(self) -> tuple[str, ...]:
+        """Fields of type json, whose CSV cells hold JSON text."""
+        return tuple(name for name, field in self.spec.fields.items() if field.type == "json")
+
     def loose_event_time(self, record: dict[str, Any]) -> str | None:
         value = record.get(self.spec.event_time)
         return value if isinstance(value, str) else None

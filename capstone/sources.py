@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import orjson
 
@@ -56,7 +56,7 @@ class SourceFile:
 
     path: str
     format: Format | None = None
-    _fh: IO[bytes] | None = None
+    _fh: io.BufferedReader | None = None
     _stdin_bytes: int = 0
 
     @property
@@ -78,19 +78,32 @@ class SourceFile:
             return 0
 
     def __enter__(self) -> "SourceFile":
+        """Open the file and settle its format (`format`, if not given, is detected here)."""
         if self.path == "-":
-            self._fh = sys.stdin.buffer
-            return self
+            self._fh = cast(io.BufferedReader, sys.stdin.buffer)
+        else:
+            try:
+                self._fh = open(self.path, "rb")
+            except FileNotFoundError:
+                raise InputError(
+                    f"input file {self.path} does not exist; check the --input path"
+                ) from None
+            except IsADirectoryError:
+                raise InputError(f"input {self.path} is a folder; pass a file to --input") from None
+            except OSError as error:
+                raise InputError(f"cannot open input {self.path}: {error.strerror}") from None
+        if not isinstance(self._fh, io.BufferedReader):  # stdin replaced, as under a test runner
+            self._fh = io.BufferedReader(cast(io.RawIOBase, self._fh))
         try:
-            self._fh = open(self.path, "rb")
-        except FileNotFoundError:
-            raise InputError(
-                f"input file {self.path} does not exist; check the --input path"
-            ) from None
-        except IsADirectoryError:
-            raise InputError(f"input {self.path} is a folder; pass a file to --input") from None
+            if self._fh.peek(3)[:3] == _BOM:
+                self._fh.read(3)
+            self.format = (
+                self.format
+                or _SUFFIX_FORMATS.get(os.path.splitext(self.path)[1].lower())
+                or _detect(self._fh)
+            )
         except OSError as error:
-            raise InputError(f"cannot open input {self.path}: {error.strerror}") from None
+            raise InputError(f"reading {self.name} failed: {error.strerror or error}") from None
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -100,18 +113,8 @@ class SourceFile:
 
     def records(self) -> Iterator[Item]:
         """Yield every record of the file in order; raises InputError if the file cannot be read."""
-        assert self._fh is not None, "use SourceFile as a context manager"
-        fh = cast(
-            io.BufferedReader,
-            self._fh if isinstance(self._fh, io.BufferedReader) else io.BufferedReader(self._fh),
-        )
-        if fh.peek(3)[:3] == _BOM:
-            fh.read(3)
-        fmt = (
-            self.format
-            or _SUFFIX_FORMATS.get(os.path.splitext(self.path)[1].lower())
-            or _detect(fh)
-        )
+        assert isinstance(self._fh, io.BufferedReader), "use SourceFile as a context manager"
+        fh, fmt = self._fh, self.format
         try:
             if fmt == "json":
                 yield from _json_array(fh, self.name)

@@ -253,6 +253,55 @@ def test_optional_fields_may_be_missing_null_or_blank_in_csv(db: str, tmp_path: 
     ]
 
 
+def test_json_cells_in_csv_load_as_the_json_they_hold(
+    db: str, tmp_path: Path, write_jsonl: Any
+) -> None:
+    """A CSV cell of a json field is parsed as JSON text: the row is stored exactly as the same
+    record written in JSON Lines would be, not as a string that contains JSON."""
+    spec = orders(tmp_path)
+    csv = tmp_path / "orders.csv"
+    csv.write_text(
+        "order_id,line,status,amount,updated_at,details\n"
+        'O-1,1,placed,9.5,2025-03-01T10:00:00,"{""gift_wrap"": true, ""n"": [1, 2]}"\n'
+        "O-1,2,placed,9.5,2025-03-01T10:00:00,42\n"
+        'O-1,3,placed,9.5,2025-03-01T10:00:00,"""text"""\n'
+        "O-1,4,placed,9.5,2025-03-01T10:00:00,\n"
+    )
+    assert run(str(csv), db, spec=spec).loaded == 4
+    details = [{"gift_wrap": True, "n": [1, 2]}, 42, "text", None]
+    lines = [order("O-2", n, "11:00", details=d) for n, d in enumerate(details, 1)]
+    assert run(write_jsonl(lines), db, spec=spec).loaded == 4
+    query = "SELECT line, details FROM orders WHERE order_id = '{}' ORDER BY line"
+    from_csv = fetch(db, query.format("O-1"))
+    assert from_csv == fetch(db, query.format("O-2"))
+    as_json = db.startswith("postgresql://")  # jsonb comes back parsed; SQLite keeps JSON text
+    assert [d if as_json or d is None else orjson.loads(d) for _, d in from_csv] == details
+
+
+def test_a_csv_cell_that_is_not_json_is_rejected_with_its_field(db: str, tmp_path: Path) -> None:
+    """A json cell that does not parse is a reason like any other (beside the row's others); the
+    letter keeps the row's raw text and no parsed record, since the row has no JSON form."""
+    spec = orders(tmp_path)
+    csv = tmp_path / "orders.csv"
+    csv.write_text(
+        "order_id,line,status,amount,updated_at,details\n"
+        "O-1,1,placed,9.5,2025-03-01T10:00:00,hello\n"
+        "O-1,x,placed,9.5,2025-03-01T10:00:00,{bad\n"
+    )
+    summary = run(str(csv), db, spec=spec)
+    assert (summary.staged, summary.rejected) == (0, 2)
+    store = open_store(db)
+    letters = store.dead_letters()
+    store.close()
+    assert [letter.reason for letter in letters] == [
+        "details.json_invalid",
+        "details.json_invalid,line.int_parsing",
+    ]
+    assert [letter.record for letter in letters] == [None, None]
+    assert letters[0].raw == "O-1,1,placed,9.5,2025-03-01T10:00:00,hello"
+    assert letters[0].key == '["O-1",1]'
+
+
 @pytest.mark.parametrize(
     ("change", "code"),
     [

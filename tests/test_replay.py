@@ -131,6 +131,21 @@ def test_csv_letters_replay_from_their_parsed_record(db: str, tmp_path: Path) ->
     assert "value.float_parsing" in letter.reason
 
 
+def test_csv_letters_without_a_record_keep_their_reasons_on_replay(db: str, tmp_path: Path) -> None:
+    """A CSV row with the wrong number of columns has no parsed record and its raw text is not
+    JSON; a replay cannot change that, so it keeps its reason instead of becoming malformed.json."""
+    path = tmp_path / "in.csv"
+    path.write_text("key,name,value,ts\na,n,1,2025-01-01T00:00:00,extra\n")
+    run(str(path), db)
+    summary = replay(db)
+    assert (summary.rejected, summary.staged) == (1, 0)
+    store = open_store(db)
+    [letter] = store.dead_letters()
+    store.close()
+    assert (letter.reason, letter.times_seen) == ("malformed.columns", 2)
+    assert letter.message == "row has 5 columns, the header has 4"
+
+
 def test_replaying_an_unfixed_export_updates_the_letters_not_duplicates_them(
     runner: CliRunner, db: str, sample: str, tmp_path: Path
 ) -> None:
