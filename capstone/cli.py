@@ -379,7 +379,7 @@ def runs(
     if as_json:
         _print_json([r.model_dump() for r in history])
         return
-    console.print(runs_table(history))
+    console.print(runs_table(history, console.width))
 
 
 dead_letters_app = typer.Typer(no_args_is_help=False)
@@ -421,7 +421,7 @@ def dead_letters(
     if as_json:
         _print_json([letter.model_dump() for letter in letters])
         return
-    console.print(dead_letters_table(letters))
+    console.print(dead_letters_table(letters, console.width))
 
 
 @dead_letters_app.command("export")
@@ -515,7 +515,7 @@ def lineage(
         return
     if not entries:
         raise CapstoneError(f"no lineage for key {key!r}; check the key (keys are case-sensitive)")
-    console.print(lineage_table(entries, key))
+    console.print(lineage_table(entries, key, console.width))
 
 
 def _lineage_key(parts: list[str], pipeline: str | None, config: Path | None) -> str:
@@ -639,7 +639,7 @@ def pipelines(
     if as_json:
         _print_json(rows)
         return
-    console.print(pipelines_table(rows))
+    console.print(pipelines_table(rows, console.width))
 
 
 def _db_exists(db: str) -> bool:

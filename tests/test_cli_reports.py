@@ -132,3 +132,70 @@ def test_version(runner: CliRunner) -> None:
     """--version prints the package version."""
     result = runner.invoke(app, ["--version"])
     assert result.stdout.strip() == f"capstone {__version__}"
+
+
+def _narrow(monkeypatch: pytest.MonkeyPatch, width: int) -> None:
+    from capstone import cli
+
+    monkeypatch.setattr(cli.console, "width", width)
+
+
+def test_runs_fit_an_80_column_screen_with_every_value_whole(
+    runner: CliRunner, db: str, sample: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On 80 columns `runs` leaves out the columns that follow from the others (staged, stale)
+    and says so, instead of squeezing ids and counts to nothing."""
+    run(sample, db)
+    run(sample, db)
+    _narrow(monkeypatch, 80)
+    result = runner.invoke(app, ["runs", "--db", db])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert any(line.startswith("│  2 │ success │  7 │") for line in lines)
+    assert any(line.startswith("│  1 │ success │  7 │") for line in lines)
+    assert "2025-01-15T12:00:00" in result.stdout
+    assert "not shown on this narrow screen" in result.stdout
+    assert "staged" in result.stdout.split("not shown")[1]
+
+
+def test_runs_show_every_column_on_a_wide_screen(
+    runner: CliRunner, db: str, sample: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With room, `runs` shows every column and no note about hidden ones."""
+    run(sample, db)
+    _narrow(monkeypatch, 160)
+    result = runner.invoke(app, ["runs", "--db", db])
+    header = next(line for line in result.stdout.splitlines() if "status" in line)
+    for column in ("pipeline", "started (UTC)", "staged", "loaded", "stale", "watermark"):
+        assert column in header
+    assert "not shown" not in result.stdout
+
+
+def test_dead_letters_on_80_columns_keep_reason_codes_whole(
+    runner: CliRunner, db: str, sample: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reason codes and ids are never cut; only the raw payload gives way, clipped with …."""
+    run(sample, db)
+    _narrow(monkeypatch, 80)
+    result = runner.invoke(app, ["dead-letters", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    assert "key.string_too_short" in result.stdout
+    assert "value.float_parsing" in result.stdout
+    assert '{"key": "evt-005"' in result.stdout
+    assert "…" in result.stdout
+    assert "resolved" not in result.stdout  # the column appears only once a letter is resolved
+
+
+def test_lineage_on_a_narrow_screen_keeps_the_steps_and_details(
+    runner: CliRunner, db: str, sample: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On 60 columns the lineage drops pipeline and source (named below it), not the story."""
+    run(sample, db)
+    _narrow(monkeypatch, 60)
+    result = runner.invoke(app, ["lineage", "evt-001", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.stdout.splitlines()) <= 60
+    assert "ts 2025-01-15T08:00:00" in result.stdout
+    assert "not shown on this narrow screen: pipeline, source" in " ".join(result.stdout.split())
