@@ -331,11 +331,21 @@ class SQLiteStore:
         with _translate(self.path):
             self.conn.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
             try:
-                cursor = self.conn.execute(
-                    "INSERT INTO run_log (pipeline, status, source, started_at, host, pid) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (pipeline, RunStatus.RUNNING, source, started, _host(), os.getpid()),
-                )
+                # Only a run that holds the write lock logs its start, so two runs started at
+                # once cannot both log one: the loser could not mark its row failed while the
+                # winner writes, and it would read `running` until its process was found dead.
+                # run_transaction takes the lock again at once.
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    cursor = self.conn.execute(
+                        "INSERT INTO run_log (pipeline, status, source, started_at, host, pid) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (pipeline, RunStatus.RUNNING, source, started, _host(), os.getpid()),
+                    )
+                    self.conn.execute("COMMIT")
+                finally:
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
             except sqlite3.OperationalError as error:
                 if "locked" not in str(error) and "busy" not in str(error):
                     raise
