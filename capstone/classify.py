@@ -3,7 +3,8 @@
 1. Not a JSON object: rejected as malformed.
 2. A `ts` that parses and is at or below `watermark - lookback`: skipped (an earlier run had it).
 3. Otherwise validated by the pipeline's record model: staged, or rejected with one reason per
-   field.
+   field. In a CSV row the cells of json fields are parsed as JSON text first; one that does not
+   parse is a reason too (`FIELD.json_invalid`).
 """
 
 import hashlib
@@ -104,6 +105,9 @@ def _loose_ts(value: str | None) -> datetime | None:
 
 DEAD_LETTER_FIELD = "_dead_letter"
 """In a replay, names the dead letter a record came from; it is removed before validation."""
+CELLS_FIELD = "_cells"
+"""In a kept record, lists the json fields whose CSV cell text did not parse as JSON and is kept
+as text; a replay parses them again (a fixed export may hold JSON values there instead)."""
 
 
 class Classifier:
@@ -111,8 +115,8 @@ class Classifier:
 
     With `replay=True` (replays of dead letters, which are late by definition) nothing is skipped
     and each record's `_dead_letter` field is taken off and remembered for resolution. With
-    `cells=True` (CSV, where every value is text) the cells of json fields are parsed as JSON
-    first, so a row means what the same record written as JSON means.
+    `csv=True` (where every value is text) the cells of json fields are parsed as JSON first, so
+    a row means what the same record written as JSON means.
     """
 
     def __init__(
@@ -123,10 +127,10 @@ class Classifier:
         replay: bool = False,
         screen: Screen | None = None,
         shape: RecordShape | None = None,
-        cells: bool = False,
+        csv: bool = False,
     ) -> None:
         self.shape = shape or shape_of(EVENTS)
-        self.json_cells = self.shape.json_fields if cells else ()
+        self.json_cells = self.shape.json_fields if csv else ()
         self.skip_through = None if replay else skip_through
         self.future_limit = future_limit
         self.replay = replay
@@ -157,9 +161,9 @@ class Classifier:
                 continue
             dead_letter = record.pop(DEAD_LETTER_FIELD, None) if replay and record else None
             replayed = dead_letter if type(dead_letter) is int else None
-            # A CSV row whose json cell is not JSON has no JSON form to keep for a replay: its
-            # raw text is then the whole record.
-            bad = _decode_cells(record, json_cells) if json_cells and record is not None else []
+            listed = self._cells_of(record) if replay and record else ()
+            cells = json_cells or listed
+            unparsed = _parse_cells(record, cells) if cells and record is not None else {}
             try:
                 # Unparsed JSON text goes straight to pydantic's parser: one pass, no dict.
                 event = validate(record) if record is not None else validate_json(raw)
@@ -171,11 +175,12 @@ class Classifier:
                             Rejected(position, None, _text(raw), [(record.code, record.message)])
                         )
                         continue
-                reasons = bad + reasons_from_error(error)
-                self._refuse(batch, position, raw, reasons, replayed, record, keep=not bad)
+                reasons = reasons_from_error(error)
+                self._refuse(batch, position, raw, record, unparsed, reasons, replayed)
                 continue
-            if bad and record is not None:
-                self._refuse(batch, position, raw, bad, replayed, record, keep=False)
+            if unparsed:
+                assert record is not None  # only a parsed record has cells
+                self._refuse(batch, position, raw, record, unparsed, [], replayed)
                 continue
             ts = event_time(event)
             key = lineage_key(event)
@@ -230,43 +235,54 @@ class Classifier:
                 batch.newest = ts
         return batch
 
+    def _cells_of(self, record: dict[str, Any]) -> tuple[str, ...]:
+        """The fields a replayed record still holds as CSV cell text: json fields today."""
+        listed = record.pop(CELLS_FIELD, None)
+        if not isinstance(listed, list):
+            return ()
+        return tuple(name for name in self.shape.json_fields if name in listed)
+
     def _refuse(
         self,
         batch: Batch,
         position: int,
         raw: bytes | str,
+        record: dict[str, Any],
+        unparsed: dict[str, str],
         reasons: list[Reason],
         replayed: int | None,
-        record: dict[str, Any],
-        *,
-        keep: bool,
     ) -> None:
         """An invalid record is still skipped when its event time is at or below the watermark:
-        an earlier run saw it. Otherwise it is rejected, with the record kept for a replay if
-        `keep`."""
+        an earlier run saw it. Otherwise it is rejected, its unparsed cells named in the record
+        kept for a replay."""
         ts = _loose_ts(self.shape.loose_event_time(record))
         key = self.shape.loose_key(record)
         if self.skip_through is not None and ts is not None and ts <= self.skip_through:
             batch.skipped.append((position, key, ts.isoformat()))
-        else:
-            batch.rejected.append(
-                Rejected(position, key, _text(raw), reasons, record if keep else None, replayed)
-            )
+            return
+        cell_reasons = [
+            (f"{name}.json_invalid", f"{name}: the cell is not JSON text: {error}")
+            for name, error in unparsed.items()
+        ]
+        kept = record | {CELLS_FIELD: list(unparsed)} if unparsed else record
+        batch.rejected.append(
+            Rejected(position, key, _text(raw), cell_reasons + reasons, kept, replayed)
+        )
 
 
-def _decode_cells(record: dict[str, Any], names: tuple[str, ...]) -> list[Reason]:
-    """Parse the JSON text in the cells of json fields, in place; a blank cell is a missing value.
-    Returns a reason for each cell that is not JSON."""
-    reasons: list[Reason] = []
+def _parse_cells(record: dict[str, Any], names: tuple[str, ...]) -> dict[str, str]:
+    """Parse the JSON text in these fields' cells, in place; a blank cell is null. Returns the
+    fields whose text is not JSON, with the parser's complaint; they keep their text."""
+    unparsed: dict[str, str] = {}
     for name in names:
         cell = record.get(name)
         if type(cell) is not str:
-            continue
+            continue  # absent, or already a JSON value (an edited export)
         if not cell.strip():
-            del record[name]
+            record[name] = None
             continue
         try:
             record[name] = loads_exact(cell)
         except orjson.JSONDecodeError as error:
-            reasons.append((f"{name}.json_invalid", f"{name}: the cell is not JSON text: {error}"))
-    return reasons
+            unparsed[name] = str(error)
+    return unparsed

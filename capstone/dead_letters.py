@@ -15,15 +15,16 @@ __all__ = ["export_line", "replay_items"]
 
 def _record(letter: DeadLetter) -> dict[str, Any] | Malformed:
     """The object a dead letter holds: the parsed record, else its raw text parsed again. Raw
-    text that is not JSON (a broken line, or a CSV row) cannot have changed: it keeps its reasons."""
+    text that is no JSON object (a broken line, a CSV row cut short) cannot have changed, so it
+    keeps its reasons."""
     if letter.record is not None:
         return dict(letter.record)
     try:
         parsed = loads_exact(letter.raw)
     except orjson.JSONDecodeError:
-        return Malformed(letter.reason, letter.message)
+        parsed = None
     if type(parsed) is not dict:
-        return Malformed("malformed.not_object", "record is not a JSON object")
+        return Malformed(letter.reason, letter.message)
     return parsed
 
 

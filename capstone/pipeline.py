@@ -111,7 +111,7 @@ def run_source(
         progress=progress,
         bytes_read=source.bytes_read,
         replay=replay,
-        cells=source.format == "csv",
+        csv=source.format == "csv",
     )
 
 
@@ -148,7 +148,7 @@ def _execute(
     progress: Progress | None = None,
     bytes_read: Callable[[], int] = lambda: 0,
     replay: bool = False,
-    cells: bool = False,
+    csv: bool = False,
 ) -> RunSummary:
     clock = time.perf_counter()
     shape = shape_of(spec)
@@ -169,7 +169,7 @@ def _execute(
                 replay=replay,
                 screen=tx.screen,
                 shape=shape,
-                cells=cells,
+                csv=csv,
             )
             staged = rejected = skipped = dead_letters = 0
             reasons: Counter[str] = Counter()

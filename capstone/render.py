@@ -1,8 +1,15 @@
-"""Rich renderings of capstone's results. Only cli.py imports this module."""
+"""Rich renderings of capstone's results. Only cli.py imports this module.
 
+Stored values (keys, payloads, paths, error messages) reach Rich as `Text`, never as markup: a
+key like `[bold]a` or `k[/]` is data, and an escape character in a CSV cell must not reach the
+terminal as a control sequence.
+"""
+
+import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from rich import box
 from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
@@ -27,64 +34,85 @@ _STATUS_STYLE = {
     "abandoned": "magenta",
     "interrupted": "magenta",
 }
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def _text(value: str, style: str = "") -> Text:
+    """A stored value as plain text, control characters shown as escapes (\\x1b), not obeyed."""
+    return Text(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value), style=style)
+
+
+def _status(status: str) -> Text:
+    return Text(status, style=_STATUS_STYLE.get(status, ""))
+
+
+def _clip(text: str, width: int, *, left: bool = False) -> str:
+    """At most `width` terminal cells, with … where text was cut (at the start if `left`)."""
+    if cell_len(text) <= width:
+        return text
+    kept = ""
+    for char in reversed(text) if left else text:
+        if cell_len(kept + char) > width - 1:
+            break
+        kept = char + kept if left else kept + char
+    return "…" + kept if left else kept + "…"
 
 
 class _Column(NamedTuple):
     header: str
     right: bool = False
     drop: int = 0
-    """0: always shown; otherwise hidden on a narrow screen, highest first."""
+    """0: always shown; otherwise left out on a narrow screen, highest first."""
     flexible: int = 0
-    """Width this column can shrink to (clipping with …), if it can; 0 for one that cannot."""
+    """Width this column can shrink to, clipping its text with …; 0 for one that cannot."""
     clip_left: bool = False
     """Clip at the start instead (the end of a path names the file)."""
 
 
-def _width(column: _Column, cells: list[str]) -> int:
-    lines = (line for cell in cells for line in Text.from_markup(cell).plain.split("\n"))
-    return max([cell_len(column.header), *(cell_len(line) for line in lines)])
+def _fitted(title: str, columns: list[_Column], rows: list[list[Text]], width: int | None) -> Table:
+    """The rows as a table that fits in `width` (any width when None), every value whole.
 
-
-def _fitted(
-    title: str, columns: list[_Column], rows: list[list[str]], width: int | None
-) -> tuple[Table, list[str]]:
-    """A table of the columns that fit in `width` (all when None), and the headers left out.
-
-    Rich would squeeze every column to fit, folding ids and numbers mid-value; leaving out the
-    columns that matter least keeps every value shown whole.
+    Rich would squeeze every column to fit, folding ids and counts mid-value. Instead the
+    columns that matter least are left out (and named under the table), flexible columns are
+    clipped, and when even the essential columns do not fit, each row becomes a list of
+    `column value` lines.
     """
-    shown = list(range(len(columns)))
-    natural = [_width(c, [row[i] for row in rows]) for i, c in enumerate(columns)]
+    natural = [
+        max(
+            [
+                cell_len(c.header),
+                *(cell_len(line) for row in rows for line in row[i].plain.split("\n")),
+            ]
+        )
+        for i, c in enumerate(columns)
+    ]
     widths = [
         min(n, c.flexible) if c.flexible else n for n, c in zip(natural, columns, strict=True)
     ]
+    shown = list(range(len(columns)))
 
-    def spare() -> int:
+    def spare(among: list[int]) -> int:
         # Each column costs its text, one space either side and a rule; the table one more rule.
-        return (width or 0) - 1 - sum(widths[j] + 3 for j in shown)
+        return (width or 1 << 30) - 1 - sum(widths[j] + 3 for j in among)
 
-    by_drop = sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: -columns[i].drop)
-    for i in by_drop:
-        if width is None or spare() >= 0:
+    droppable = sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: columns[i].drop)
+    for i in reversed(droppable):
+        if spare(shown) >= 0:
             break
         shown.remove(i)
+    for i in droppable:  # most wanted first: one left out may fit again beside narrower ones
+        if i not in shown and spare(sorted([*shown, i])) >= 0:
+            shown = sorted([*shown, i])
+    if spare(shown) < 0:
+        return _vertical(title, columns, rows)
     # Flexible columns share what is left, the least needy first, so a short one is shown whole.
     flexible = sorted((i for i in shown if columns[i].flexible), key=lambda i: natural[i])
-    left = spare() if width else 1 << 30
+    left = spare(shown)
     for n, i in enumerate(flexible):
-        grow = max(0, min(natural[i] - widths[i], left // (len(flexible) - n)))
+        grow = min(natural[i] - widths[i], left // (len(flexible) - n))
         widths[i] += grow
         left -= grow
-    rows = [
-        [
-            "…" + cell[-(widths[i] - 1) :]
-            if columns[i].clip_left and cell_len(cell) > widths[i]
-            else cell
-            for i, cell in enumerate(row)
-        ]
-        for row in rows
-    ]
-    table = Table(title=title)
+    table = Table(title=Text(title))
     for i in shown:
         column = columns[i]
         table.add_column(
@@ -95,29 +123,45 @@ def _fitted(
             max_width=widths[i] if column.flexible else None,
         )
     for row in rows:
-        table.add_row(*(row[i] for i in shown))
-    return table, [columns[i].header for i in range(len(columns)) if i not in shown]
-
-
-def _caption(table: Table, hidden: list[str], notes: list[str]) -> None:
-    lines = list(notes)
+        cells = []
+        for i in shown:
+            cell = row[i]
+            if columns[i].clip_left and cell.cell_len > widths[i]:
+                cell = Text(_clip(cell.plain, widths[i], left=True), style=cell.style)
+            cells.append(cell)
+        table.add_row(*cells)
+    hidden = [columns[i].header for i in range(len(columns)) if i not in shown]
     if hidden:
-        lines.append(
-            f"not shown on this narrow screen: {', '.join(hidden)} (--json has every field)"
-        )
-    if lines:
-        table.caption = "\n".join(lines)
-        table.caption_justify = "left"
+        _note(table, f"not shown on this narrow screen: {', '.join(hidden)} (--json has all)")
+    return table
+
+
+def _vertical(title: str, columns: list[_Column], rows: list[list[Text]]) -> Table:
+    table = Table(title=Text(title), show_header=False, box=box.SIMPLE)
+    table.add_column("column", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for row in rows:
+        for n, (column, cell) in enumerate(zip(columns, row, strict=True)):
+            table.add_row(column.header, cell, end_section=n == len(columns) - 1)
+    return table
+
+
+def _note(table: Table, line: str) -> None:
+    """A line under the table, after any already there."""
+    previous = table.caption if isinstance(table.caption, Text) else Text()
+    table.caption = Text("\n").join([previous, _text(line)]) if previous else _text(line)
+    table.caption_justify = "left"
 
 
 def summary_table(summary: RunSummary) -> Table:
     """One run's summary as a two-column table."""
-    table = Table(title=f"run {summary.run_id} · pipeline {summary.pipeline}", show_header=False)
+    table = Table(
+        title=Text(f"run {summary.run_id} · pipeline {summary.pipeline}"), show_header=False
+    )
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
-    style = _STATUS_STYLE.get(summary.status, "")
-    table.add_row("status", f"[{style}]{summary.status}[/]" if style else summary.status)
-    table.add_row("source", summary.source or "")
+    table.add_row("status", _status(summary.status))
+    table.add_row("source", _text(summary.source or ""))
     for field in (
         "input_records",
         "staged",
@@ -132,19 +176,19 @@ def summary_table(summary: RunSummary) -> Table:
     table.add_row("watermark", f"{summary.watermark_before or '-'} → {summary.watermark or '-'}")
     table.add_row("duration", f"{summary.duration_ms:,} ms")
     if summary.error:
-        table.add_row("error", summary.error)
+        table.add_row("error", _text(summary.error))
     return table
 
 
 def steps_table(counts: Sequence[StepCount], title: str) -> Table:
     """Lineage rows per step, in pipeline order, with every step shown."""
     by_step = {count.step: count.count for count in counts}
-    table = Table(title=title, min_width=len(title) + 2)
+    table = Table(title=Text(title), min_width=len(title) + 2)
     table.add_column("step")
     table.add_column("records", justify="right")
     for step in STEPS:
         table.add_row(step, f"{by_step.get(step, 0):,}")
-    table.add_row("[bold]total[/]", f"[bold]{sum(by_step.values()):,}[/]")
+    table.add_row(Text("total", style="bold"), Text(f"{sum(by_step.values()):,}", style="bold"))
     return table
 
 
@@ -155,7 +199,7 @@ def runs_table(runs: Sequence[RunSummary], width: int | None = None) -> Table:
     (in = staged + rejected + skipped, staged = loaded + stale)."""
     columns = [
         _Column("id", right=True),
-        _Column("pipeline", drop=3),
+        _Column("pipeline", drop=3, flexible=16),
         _Column("status"),
         _Column("started (UTC)", drop=4),
         _Column("in", right=True),
@@ -166,101 +210,102 @@ def runs_table(runs: Sequence[RunSummary], width: int | None = None) -> Table:
         _Column("skipped", right=True),
         _Column("watermark", drop=2),
     ]
-    rows = []
-    errors = []
+    rows = [
+        [
+            Text(str(run.run_id)),
+            _text(run.pipeline),
+            _status(run.status),
+            Text((run.started_at or "").replace("T", " ")[:16]),
+            *(
+                Text(f"{count:,}")
+                for count in (
+                    run.input_records,
+                    run.staged,
+                    run.loaded,
+                    run.stale,
+                    run.rejected,
+                    run.skipped,
+                )
+            ),
+            Text(run.watermark or "-"),
+        ]
+        for run in runs
+    ]
+    table = _fitted("runs", columns, rows, width)
     for run in runs:
-        style = _STATUS_STYLE.get(run.status, "")
-        rows.append(
-            [
-                str(run.run_id),
-                run.pipeline,
-                f"[{style}]{run.status}[/]" if style else run.status,
-                (run.started_at or "").replace("T", " ")[:16],
-                f"{run.input_records:,}",
-                f"{run.staged:,}",
-                f"{run.loaded:,}",
-                f"{run.stale:,}",
-                f"{run.rejected:,}",
-                f"{run.skipped:,}",
-                run.watermark or "-",
-            ]
-        )
         if run.error:
-            errors.append(f"run {run.run_id}: {run.error}")
-    table, hidden = _fitted("runs", columns, rows, width)
-    _caption(table, hidden, errors)
+            _note(table, f"run {run.run_id}: {run.error}")
     return table
 
 
 def reasons_table(reasons: dict[str, int], title: str) -> Table:
     """Rejected records per reason code."""
-    table = Table(title=title, min_width=len(title) + 2)
+    table = Table(title=Text(title), min_width=len(title) + 2)
     table.add_column("reason")
     table.add_column("records", justify="right")
     for reason, count in reasons.items():
-        table.add_row(reason, f"{count:,}")
+        table.add_row(_text(reason), f"{count:,}")
     if not reasons:
-        table.add_row("[dim](none)[/]", "0")
+        table.add_row(Text("(none)", style="dim"), "0")
     return table
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def dead_letters_table(letters: Sequence[DeadLetter], width: int | None = None) -> Table:
     """Dead letters with reason codes and raw payloads clipped to fit (--json has them whole)."""
+    resolved = any(letter.resolved_run_id is not None for letter in letters)
     columns = [
         _Column("id", right=True),
         _Column("run", right=True, drop=2),
         _Column("pos", right=True),
-        _Column("key", drop=1),
+        _Column("key", drop=1, flexible=16),
         _Column("reason"),
         _Column("raw", flexible=12),
+        *([_Column("resolved")] if resolved else []),
     ]
-    if any(letter.resolved_run_id is not None for letter in letters):
-        columns.append(_Column("resolved"))
-    rows = [
-        [
-            str(letter.id),
-            str(letter.run_id),
-            str(letter.position),
-            _clip(letter.key or "", 16),
-            letter.reason.replace(",", "\n"),
-            _clip(letter.raw.replace("\n", "⏎"), 60),
-            "" if letter.resolved_run_id is None else f"run {letter.resolved_run_id}",
-        ][: len(columns)]
-        for letter in letters
-    ]
-    table, hidden = _fitted(f"dead letters ({len(letters)} shown)", columns, rows, width)
-    _caption(table, hidden, [])
-    return table
+    rows = []
+    for letter in letters:
+        row = [
+            Text(str(letter.id)),
+            Text(str(letter.run_id)),
+            Text(str(letter.position)),
+            _text(letter.key or ""),
+            _text(letter.reason.replace(",", "\n")),
+            _text(letter.raw.replace("\n", "⏎")),
+        ]
+        if resolved:
+            run = letter.resolved_run_id
+            row.append(Text("" if run is None else f"run {run}"))
+        rows.append(row)
+    return _fitted(f"dead letters ({len(letters)} shown)", columns, rows, width)
 
 
 def lineage_table(entries: Sequence[LineageEntry], key: str, width: int | None = None) -> Table:
     """Every step of every record with one key, across runs."""
     columns = [
         _Column("run", right=True),
-        _Column("pipeline", drop=2),
+        _Column("pipeline", drop=2, flexible=12),
         _Column("source", drop=1, flexible=12, clip_left=True),
         _Column("position", right=True),
         _Column("step"),
-        _Column("detail", flexible=20),
+        _Column("detail"),
     ]
     rows = [
         [
-            str(entry.run_id),
-            entry.pipeline,
-            entry.source or "",
-            str(entry.position),
-            entry.step,
-            entry.detail or "",
+            Text(str(entry.run_id)),
+            _text(entry.pipeline),
+            _text(entry.source or ""),
+            Text(str(entry.position)),
+            Text(entry.step),
+            _text(_detail_lines(entry.detail or "")),
         ]
         for entry in entries
     ]
-    table, hidden = _fitted(f"lineage of key {key!r}", columns, rows, width)
-    _caption(table, hidden, [])
-    return table
+    return _fitted(f"lineage of key {key!r}", columns, rows, width)
+
+
+def _detail_lines(detail: str) -> str:
+    # A reject's codes one per line, as in `dead-letters`; a stale record's two times likewise.
+    return detail.replace(",", "\n").replace(" over ", "\nover ")
 
 
 def pipelines_table(rows: Sequence[dict[str, Any]], width: int | None = None) -> Table:
@@ -280,18 +325,18 @@ def pipelines_table(rows: Sequence[dict[str, Any]], width: int | None = None) ->
         last = row["last_run"]
         cells.append(
             [
-                row["pipeline"],
-                row["target"],
-                ", ".join(row["key"]),
-                row["event_time"],
-                str(len(row["fields"])),
-                "-" if row["schema_version"] is None else f"v{row['schema_version']}",
-                row["watermark"] or "-",
-                "-"
-                if last is None
-                else f"{last['run_id']} {last['status']} {last['started_at'][:19]}",
+                _text(row["pipeline"]),
+                _text(row["target"]),
+                _text(", ".join(row["key"])),
+                _text(row["event_time"]),
+                Text(str(len(row["fields"]))),
+                Text("-" if row["schema_version"] is None else f"v{row['schema_version']}"),
+                Text(row["watermark"] or "-"),
+                Text(
+                    "-"
+                    if last is None
+                    else f"{last['run_id']} {last['status']} {last['started_at'][:19]}"
+                ),
             ]
         )
-    table, hidden = _fitted("pipelines", columns, cells, width)
-    _caption(table, hidden, [])
-    return table
+    return _fitted("pipelines", columns, cells, width)

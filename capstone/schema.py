@@ -265,6 +265,13 @@ def _storable_json(value: Any) -> Any:
     return value
 
 
+def _present(value: Any) -> Any:
+    # null is a JSON value, but stored it is SQL NULL, the same as no value at all.
+    if value is None:
+        raise PydanticCustomError("missing", "required, so it cannot be null or a blank cell")
+    return value
+
+
 def _blank_is_missing(value: Any) -> Any:
     # A CSV cell is always text; an empty one means "no value" for an optional field.
     return None if value == "" else value
@@ -302,6 +309,8 @@ def _annotation(spec: FieldSpec) -> Any:
     else:
         base = Any
         metadata.append(AfterValidator(_storable_json))
+        if spec.required:
+            metadata.append(AfterValidator(_present))
     if spec.allowed is not None:
         metadata.append(AfterValidator(_not_allowed(spec.allowed)))
     annotation: Any = Annotated[base, *metadata] if metadata else base

@@ -103,6 +103,7 @@ class SourceFile:
                 or _detect(self._fh)
             )
         except OSError as error:
+            self.__exit__()
             raise InputError(f"reading {self.name} failed: {error.strerror or error}") from None
         return self
 

@@ -1,6 +1,8 @@
 """Report commands: report --by-step, runs, reset-watermark, help and version."""
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -185,7 +187,8 @@ def test_dead_letters_on_80_columns_keep_reason_codes_whole(
     assert "value.float_parsing" in result.stdout
     assert '{"key": "evt-005"' in result.stdout
     assert "…" in result.stdout
-    assert "resolved" not in result.stdout  # the column appears only once a letter is resolved
+    header = next(line for line in result.stdout.splitlines() if "reason" in line)
+    assert "resolved" not in header  # the column appears only once a letter is resolved
 
 
 def test_lineage_on_a_narrow_screen_keeps_the_steps_and_details(
@@ -199,3 +202,89 @@ def test_lineage_on_a_narrow_screen_keeps_the_steps_and_details(
     assert max(len(line) for line in result.stdout.splitlines()) <= 60
     assert "ts 2025-01-15T08:00:00" in result.stdout
     assert "not shown on this narrow screen: pipeline, source" in " ".join(result.stdout.split())
+
+
+def test_too_narrow_for_any_table_lists_each_row_as_lines(
+    runner: CliRunner, db: str, sample: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When even the essential columns do not fit, each run is printed as `column value` lines,
+    so no id or count is ever cut."""
+    run(sample, db)
+    _narrow(monkeypatch, 40)
+    result = runner.invoke(app, ["runs", "--db", db])
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    assert max(len(line) for line in result.stdout.splitlines()) <= 40
+    for expected in ("id              1", "status          success", "rejected        2"):
+        assert expected in lines
+
+
+def test_a_long_pipeline_name_is_clipped_not_costing_other_columns(
+    runner: CliRunner, db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long pipeline name is clipped to 16 cells rather than pushing other columns out."""
+    name = "a_pipeline_with_a_very_long_name_that_goes_on_and_on"
+    config = tmp_path / "capstone.toml"
+    config.write_text(f"[pipelines.{name}]\n")
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"key": "a", "name": "n", "value": 1, "ts": "2025-01-01T00:00:00"}\n')
+    result = runner.invoke(
+        app, ["run", "-p", name, "--config", str(config), "-i", str(path), "--db", db, "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    _narrow(monkeypatch, 130)
+    result = runner.invoke(app, ["runs", "--db", db])
+    header = next(line for line in result.stdout.splitlines() if "status" in line)
+    for column in ("pipeline", "started (UTC)", "staged", "stale", "watermark"):
+        assert column in header
+    assert "a_pipeline_with" in result.stdout
+    assert name not in result.stdout
+
+
+def test_stored_text_is_shown_as_text_not_obeyed(
+    runner: CliRunner, db: str, write_jsonl: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys and payloads that look like Rich markup are printed as they are, and an escape
+    character from the input reaches the terminal as `\\x1b`, not as a colour change."""
+    bad = {"key": "k2[/]", "name": "[bold red]x", "value": "nope", "ts": "2025-01-01T00:00:00"}
+    path = write_jsonl([bad, '{"key": "\u001b[31mk", "name": "n", "value": "x", "ts": 1}'])
+    run(path, db)
+    _narrow(monkeypatch, 200)
+    result = runner.invoke(app, ["dead-letters", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "k2[/]" in result.stdout
+    assert '"name":"[bold red]x"' in result.stdout
+    assert "\\x1b[31mk" in result.stdout
+    assert "\x1b" not in result.stdout
+    lineage = runner.invoke(app, ["lineage", "k2[/]", "--db", db])
+    assert lineage.exit_code == 0, lineage.output
+    assert "lineage of key 'k2[/]'" in lineage.stdout
+
+
+def test_clipping_counts_screen_cells() -> None:
+    """Wide characters take two cells: clipping keeps within the width and marks the cut."""
+    from rich.cells import cell_len
+
+    from capstone.render import _clip
+
+    assert _clip("データファイル.jsonl", 12, left=True) == "…イル.jsonl"
+    assert cell_len(_clip("データファイル.jsonl", 12, left=True)) <= 12
+    assert _clip("データファイル", 7) == "データ…"
+    assert _clip("short", 10) == "short"
+
+
+def test_a_column_left_out_comes_back_when_a_wider_one_goes() -> None:
+    """Columns go least wanted first; once a wide one has gone too, those dropped before it
+    that fit again come back."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from capstone.render import _Column, _fitted
+
+    columns = [_Column("id"), _Column("small", drop=2), _Column("wide", drop=1)]
+    rows = [[Text("1"), Text("s"), Text("w" * 40)]]
+    console = Console(width=30, record=True)
+    console.print(_fitted("t", columns, rows, 30))
+    text = console.export_text()
+    assert "small" in text
+    assert "wide" in text.split("not shown")[1]

@@ -280,7 +280,7 @@ def test_json_cells_in_csv_load_as_the_json_they_hold(
 
 def test_a_csv_cell_that_is_not_json_is_rejected_with_its_field(db: str, tmp_path: Path) -> None:
     """A json cell that does not parse is a reason like any other (beside the row's others); the
-    letter keeps the row's raw text and no parsed record, since the row has no JSON form."""
+    kept record holds its text and names it in `_cells`, so an export shows what to fix."""
     spec = orders(tmp_path)
     csv = tmp_path / "orders.csv"
     csv.write_text(
@@ -297,9 +297,46 @@ def test_a_csv_cell_that_is_not_json_is_rejected_with_its_field(db: str, tmp_pat
         "details.json_invalid",
         "details.json_invalid,line.int_parsing",
     ]
-    assert [letter.record for letter in letters] == [None, None]
     assert letters[0].raw == "O-1,1,placed,9.5,2025-03-01T10:00:00,hello"
     assert letters[0].key == '["O-1",1]'
+    assert letters[0].record is not None
+    assert (letters[0].record["details"], letters[0].record["_cells"]) == ("hello", ["details"])
+
+
+def test_a_required_json_field_refuses_null_and_blank(db: str, tmp_path: Path) -> None:
+    """null is a JSON value, but stored it would be NULL like no value at all: a required json
+    field refuses it, whether written `null`, left blank in a CSV, or null in JSON Lines."""
+    spec = orders(tmp_path, more='meta = { type = "json" }\n')
+    csv = tmp_path / "orders.csv"
+    csv.write_text(
+        "order_id,line,status,amount,updated_at,meta\n"
+        "O-1,1,placed,9.5,2025-03-01T10:00:00,null\n"
+        "O-1,2,placed,9.5,2025-03-01T10:00:00,\n"
+        'O-1,3,placed,9.5,2025-03-01T10:00:00,"{""ok"": true}"\n'
+    )
+    summary = run(str(csv), db, spec=spec)
+    assert (summary.loaded, summary.rejected) == (1, 2)
+    store = open_store(db)
+    letters = store.dead_letters()
+    store.close()
+    assert [letter.reason for letter in letters] == ["meta.missing", "meta.missing"]
+
+
+def test_a_bad_json_cell_at_or_below_the_watermark_is_skipped(db: str, tmp_path: Path) -> None:
+    """Like any invalid record, a row an earlier run already passed is skipped, not rejected."""
+    spec = orders(tmp_path)
+    good = tmp_path / "good.csv"
+    good.write_text(
+        "order_id,line,status,amount,updated_at\nO-1,1,placed,9.5,2025-03-01T10:00:00\n"
+    )
+    run(str(good), db, spec=spec)
+    late = tmp_path / "late.csv"
+    late.write_text(
+        "order_id,line,status,amount,updated_at,details\n"
+        "O-1,2,placed,9.5,2025-03-01T09:00:00,hello\n"
+    )
+    summary = run(str(late), db, spec=spec)
+    assert (summary.skipped, summary.rejected) == (1, 0)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from capstone import RunOptions, run
 from capstone.cli import app
+from capstone.config import load_config
 from capstone.pipeline import replay_dead_letters
 from capstone.store import open_store
 from tests.conftest import event, fetch
@@ -144,6 +145,44 @@ def test_csv_letters_without_a_record_keep_their_reasons_on_replay(db: str, tmp_
     store.close()
     assert (letter.reason, letter.times_seen) == ("malformed.columns", 2)
     assert letter.message == "row has 5 columns, the header has 4"
+
+
+def test_a_csv_json_cell_fixed_in_the_export_resolves_its_letter(
+    runner: CliRunner, db: str, tmp_path: Path
+) -> None:
+    """A row rejected for a json cell that is not JSON exports as an object naming that cell in
+    `_cells`; a replay left as it is rejects it again (same letter), one with the value fixed
+    loads and resolves the letter."""
+    config = tmp_path / "capstone.toml"
+    config.write_text(
+        '[pipelines.j]\nkey = "id"\nevent_time = "ts"\n'
+        '[pipelines.j.fields]\nid = { type = "string" }\nts = { type = "timestamp" }\n'
+        'meta = { type = "json" }\n'
+    )
+    path = tmp_path / "in.csv"
+    path.write_text("id,ts,meta\na,2025-01-01T00:00:00,hello\n")
+    spec = load_config(config).pipeline("j")
+    assert run(str(path), db, spec=spec).rejected == 1
+    out = tmp_path / "fix.jsonl"
+    result = runner.invoke(app, ["dead-letters", "export", "-p", "j", "-o", str(out), "--db", db])
+    assert result.exit_code == 0, result.output
+    line = orjson.loads(out.read_bytes())
+    assert line == {
+        "id": "a",
+        "ts": "2025-01-01T00:00:00",
+        "meta": "hello",
+        "_cells": ["meta"],
+        "_dead_letter": 1,
+    }
+    unfixed = run(str(out), db, spec=spec, replay=True)
+    assert (unfixed.rejected, unfixed.dead_letters) == (1, 0)
+    out.write_bytes(orjson.dumps(line | {"meta": {"note": "hello"}}) + b"\n")
+    fixed = run(str(out), db, spec=spec, replay=True)
+    assert (fixed.loaded, fixed.rejected) == (1, 0)
+    store = open_store(db)
+    [letter] = store.dead_letters(include_resolved=True)
+    store.close()
+    assert (letter.times_seen, letter.resolved_run_id) == (2, fixed.run_id)
 
 
 def test_replaying_an_unfixed_export_updates_the_letters_not_duplicates_them(
