@@ -41,7 +41,7 @@ from capstone.render import (
 from capstone.schema import PipelineSpec
 from capstone.sources import Format, SourceFile
 from capstone.store import STEPS, Store, open_store
-from capstone.summary import RunStatus, RunSummary
+from capstone.summary import RunSummary
 from capstone.timeutil import parse_duration, utcnow
 from capstone.watermark import parse_requested
 
@@ -342,7 +342,12 @@ def runs(
     pipeline: Annotated[
         str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")
     ] = None,
-    failed: Annotated[bool, typer.Option("--failed", help="Only runs that failed.")] = False,
+    failed: Annotated[
+        bool,
+        typer.Option(
+            "--failed", help="Only runs that did not succeed (failed, interrupted, killed)."
+        ),
+    ] = False,
     db: Db = "capstone.db",
     as_json: Json = False,
 ) -> None:
@@ -360,9 +365,7 @@ def runs(
             steps = store.step_counts(run_id)
             reasons = store.reject_reasons(run_id)
         else:
-            history = store.runs(
-                limit=limit, pipeline=pipeline, status=RunStatus.FAILED if failed else None
-            )
+            history = store.runs(limit=limit, pipeline=pipeline, unsuccessful=failed)
     if run_id is not None:
         assert detail is not None
         if as_json:
@@ -413,6 +416,7 @@ def dead_letters(
     Example: capstone dead-letters --reason value --limit 10
     """
     if ctx.invoked_subcommand is not None:
+        _refuse_options_before(ctx)
         return
     with _existing(db) as store:
         letters = store.dead_letters(
@@ -422,6 +426,23 @@ def dead_letters(
         _print_json([letter.model_dump() for letter in letters])
         return
     console.print(dead_letters_table(letters, console.width))
+
+
+def _refuse_options_before(ctx: typer.Context) -> None:
+    """`dead-letters --db x export` would otherwise export from the default database."""
+    given = [
+        param.opts[0]
+        for param in ctx.command.params
+        if param.name
+        and (source := ctx.get_parameter_source(param.name)) is not None
+        and source.name != "DEFAULT"
+    ]
+    if given:
+        sub = ctx.invoked_subcommand
+        raise ConfigError(
+            f"{', '.join(given)} must come after `{sub}`, or it would be ignored: "
+            f"capstone dead-letters {sub} {' '.join(f'{option} ...' for option in given)}"
+        )
 
 
 @dead_letters_app.command("export")

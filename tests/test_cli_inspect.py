@@ -56,3 +56,16 @@ def test_runs_failed_lists_only_failures(runner: CliRunner, db: str, sample: str
     [failed] = orjson.loads(result.stdout)
     assert failed["status"] == "failed"
     assert "reset-watermark" in failed["error"]
+
+
+def test_runs_failed_includes_interrupted_and_killed_runs(
+    runner: CliRunner, db: str, sample: str
+) -> None:
+    """ "Did anything go wrong?" covers runs stopped by a signal or killed, not only failures."""
+    run(sample, db)
+    store = open_store(db)
+    stopped = store.begin_run("events", "x.jsonl")
+    store.end_run(stopped.model_copy(update={"status": "interrupted", "error": "by signal"}))
+    store.close()
+    result = runner.invoke(app, ["runs", "--failed", "--db", db, "--json"])
+    assert [r["status"] for r in orjson.loads(result.stdout)] == ["interrupted"]

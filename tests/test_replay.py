@@ -185,6 +185,30 @@ def test_a_csv_json_cell_fixed_in_the_export_resolves_its_letter(
     assert (letter.times_seen, letter.resolved_run_id) == (2, fixed.run_id)
 
 
+def test_a_resolved_letter_opens_again_when_its_record_comes_back(
+    runner: CliRunner, db: str, sample: str, tmp_path: Path
+) -> None:
+    """A record that was fixed and replayed, then sent again as it was, is a live problem again:
+    its letter is unresolved and listed, not hidden behind the old resolution."""
+    run(sample, db)
+    out = tmp_path / "fix.jsonl"
+    runner.invoke(app, ["dead-letters", "export", "--output", str(out), "--db", db])
+    fixed = [
+        orjson.dumps(orjson.loads(line) | {"key": "evt-fixed", "value": 1.0})
+        for line in out.read_bytes().splitlines()
+    ]
+    out.write_bytes(b"\n".join(fixed) + b"\n")
+    assert run(str(out), db, replay=True).loaded == 2
+    again = run(sample, db, RunOptions(lookback=timedelta(days=3650)))
+    assert (again.rejected, again.dead_letters) == (2, 0)
+    result = runner.invoke(app, ["dead-letters", "--db", db, "--json"])
+    letters = orjson.loads(result.stdout)
+    assert [(letter["times_seen"], letter["resolved_run_id"]) for letter in letters] == [
+        (2, None),
+        (2, None),
+    ]
+
+
 def test_replaying_an_unfixed_export_updates_the_letters_not_duplicates_them(
     runner: CliRunner, db: str, sample: str, tmp_path: Path
 ) -> None:

@@ -72,9 +72,9 @@ class Store(Protocol):
         """Record a run that did not succeed (failed, interrupted) in its own transaction."""
 
     def runs(
-        self, limit: int | None = None, pipeline: str | None = None, status: str | None = None
+        self, limit: int | None = None, pipeline: str | None = None, unsuccessful: bool = False
     ) -> list[RunSummary]:
-        """Run history, newest first."""
+        """Run history, newest first; `unsuccessful` keeps runs that ended without success."""
 
     def get_run(self, run_id: int) -> RunSummary | None:
         """One run, or None."""

@@ -786,15 +786,15 @@ class PostgresStore:
             self._unlock(self._run_key(run.run_id))
 
     def runs(
-        self, limit: int | None = None, pipeline: str | None = None, status: str | None = None
+        self, limit: int | None = None, pipeline: str | None = None, unsuccessful: bool = False
     ) -> list[RunSummary]:
         with self._translate():
             rows = self.conn.execute(
                 f"SELECT {_RUN_COLUMNS} FROM run_log "
                 "WHERE (%(pipeline)s::text IS NULL OR pipeline = %(pipeline)s) "
-                "AND (%(status)s::text IS NULL OR status = %(status)s) "
+                "AND (NOT %(unsuccessful)s OR status NOT IN ('success', 'running')) "
                 "ORDER BY run_id DESC LIMIT %(limit)s",
-                {"pipeline": pipeline, "status": status, "limit": limit},
+                {"pipeline": pipeline, "unsuccessful": unsuccessful, "limit": limit},
             ).fetchall()
         return [_summary(row) for row in rows]
 
@@ -988,10 +988,11 @@ class _PostgresRun:
             )
             new = max(cursor.rowcount, 0)
             if new < len(rows):
-                # Seen before: keep one dead letter, note the sighting and today's reasons.
+                # Seen before: keep one dead letter, note the sighting and today's reasons. One
+                # a replay had resolved is open again: the bad record came back.
                 cursor.executemany(
                     "UPDATE dead_letters SET last_run_id = %s, times_seen = times_seen + 1, "
-                    "reason = %s, message = %s "
+                    "reason = %s, message = %s, resolved_run_id = NULL "
                     "WHERE pipeline = %s AND fingerprint = %s AND run_id <> %s",
                     [
                         (

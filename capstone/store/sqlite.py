@@ -488,13 +488,18 @@ class SQLiteStore:
             )
 
     def runs(
-        self, limit: int | None = None, pipeline: str | None = None, status: str | None = None
+        self, limit: int | None = None, pipeline: str | None = None, unsuccessful: bool = False
     ) -> list[RunSummary]:
         with _translate(self.path):
             rows = self.conn.execute(
                 "SELECT * FROM run_log WHERE (:pipeline IS NULL OR pipeline = :pipeline) "
-                "AND (:status IS NULL OR status = :status) ORDER BY run_id DESC LIMIT :limit",
-                {"pipeline": pipeline, "status": status, "limit": -1 if limit is None else limit},
+                "AND (NOT :unsuccessful OR status NOT IN ('success', 'running')) "
+                "ORDER BY run_id DESC LIMIT :limit",
+                {
+                    "pipeline": pipeline,
+                    "unsuccessful": unsuccessful,
+                    "limit": -1 if limit is None else limit,
+                },
             ).fetchall()
         return [_row_to_summary(row) for row in rows]
 
@@ -654,10 +659,11 @@ class _SQLiteRun:
         )
         new = self.conn.total_changes - before
         if new < len(rows):
-            # Seen before: keep one dead letter, note the sighting and today's reasons.
+            # Seen before: keep one dead letter, note the sighting and today's reasons. One a
+            # replay had resolved is open again: the bad record came back.
             self.conn.executemany(
                 "UPDATE dead_letters SET last_run_id = ?, times_seen = times_seen + 1, "
-                "reason = ?, message = ? "
+                "reason = ?, message = ?, resolved_run_id = NULL "
                 "WHERE pipeline = ? AND fingerprint = ? AND run_id != ?",
                 [(run_id, r.codes, r.message, pipeline, r.fingerprint, run_id) for r in rows],
             )
