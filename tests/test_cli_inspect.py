@@ -1,5 +1,7 @@
 """Inspection commands: lineage KEY, runs ID, runs --failed."""
 
+from pathlib import Path
+
 import orjson
 from typer.testing import CliRunner
 
@@ -69,3 +71,16 @@ def test_runs_failed_includes_interrupted_and_killed_runs(
     store.close()
     result = runner.invoke(app, ["runs", "--failed", "--db", db, "--json"])
     assert [r["status"] for r in orjson.loads(result.stdout)] == ["interrupted"]
+
+
+def test_dead_letters_options_before_export_are_refused(
+    runner: CliRunner, db: str, sample: str, tmp_path: Path
+) -> None:
+    """`dead-letters --db X export` would export from the default database; it is a usage error
+    naming the options to move."""
+    run(sample, db)
+    out = tmp_path / "fix.jsonl"
+    result = runner.invoke(app, ["dead-letters", "--db", db, "export", "--output", str(out)])
+    assert result.exit_code == 2
+    assert "--db must come after `export`" in result.stderr
+    assert not out.exists()
