@@ -575,6 +575,9 @@ def reset_watermark(
     ] = None,
     db: Db = "capstone.db",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    lock_timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for a run of the pipeline to finish.")
+    ] = 5.0,
 ) -> None:
     """Clear a pipeline's watermark (or set it with --to) so records it skipped load again.
 
@@ -592,7 +595,8 @@ def reset_watermark(
                 f"Watermark of pipeline {pipeline!r} is {current!r}; it will be {action}. Continue?",
                 abort=True,
             )
-        store.set_watermark(pipeline, value)
+        # Under the pipeline's lock, and only if no run changed it while the user read it.
+        store.reset_watermark(pipeline, value, expected=current, lock_timeout=lock_timeout)
     typer.echo(f"watermark of pipeline {pipeline!r}: {current or '-'} → {value or '-'}")
 
 

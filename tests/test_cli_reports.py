@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 
 from capstone import __version__, run
 from capstone.cli import app
+from capstone.config import load_config
+from capstone.errors import StoreError
 from capstone.store import open_store
 
 
@@ -89,6 +91,50 @@ def test_reset_watermark_refuses_bad_values(runner: CliRunner, db: str, sample: 
         result = runner.invoke(app, ["reset-watermark", "--db", db, "--yes", "--to", bad])
         assert result.exit_code == 2
         assert len(result.stderr.splitlines()) == 1
+
+
+def test_reset_watermark_waits_for_a_run_in_progress_then_refuses(
+    runner: CliRunner, db: str, sample: str
+) -> None:
+    """A reset during a run of the pipeline would be overwritten by the run's commit (or undo
+    it): it takes the pipeline's lock, and names the run when it cannot."""
+    from capstone.store.base import Store
+
+    run(sample, db)
+    store: Store = open_store(db)
+    spec = load_config(None).pipeline("events")
+    running = store.begin_run("events", "busy.jsonl")
+    try:
+        with store.run_transaction(running, 0, spec):
+            result = runner.invoke(
+                app, ["reset-watermark", "--db", db, "--yes", "--lock-timeout", "0"]
+            )
+    finally:
+        store.close()
+    assert result.exit_code == 1, result.output
+    assert f"in progress (run {running.run_id})" in result.stderr
+    assert _watermark(db) == "2025-01-15T12:00:00"
+
+
+def test_reset_watermark_refuses_a_value_changed_since_it_was_read(db: str, sample: str) -> None:
+    """The reset replaces the value the user confirmed; if a run stored another meanwhile,
+    nothing changes and the error says to look again."""
+    run(sample, db)
+    store = open_store(db)
+    try:
+        with pytest.raises(StoreError, match="is now 2025-01-15T12:00:00, not -"):
+            store.reset_watermark("events", None, expected=None, lock_timeout=0)
+    finally:
+        store.close()
+    assert _watermark(db) == "2025-01-15T12:00:00"
+
+
+def _watermark(db: str) -> str | None:
+    store = open_store(db)
+    try:
+        return store.get_watermark("events")
+    finally:
+        store.close()
 
 
 def test_reset_watermark_asks_first(runner: CliRunner, db: str, sample: str) -> None:

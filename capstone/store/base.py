@@ -5,6 +5,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from capstone.classify import Rejected, Screen, Skipped, Staged
+from capstone.errors import StoreError
 from capstone.schema import PipelineSpec
 from capstone.summary import DeadLetter, LineageEntry, RunSummary, StepCount
 
@@ -108,6 +109,12 @@ class Store(Protocol):
     def set_watermark(self, pipeline: str, value: str | None) -> None:
         """Replace (or clear, with None) a pipeline's watermark."""
 
+    def reset_watermark(
+        self, pipeline: str, value: str | None, *, expected: str | None, lock_timeout: float
+    ) -> None:
+        """Replace a pipeline's watermark under the pipeline's lock, so not during a run; raises
+        StoreError, changing nothing, if it no longer is `expected` (the value the user saw)."""
+
     def close(self) -> None:
         """Release the connection."""
 
@@ -130,3 +137,13 @@ def not_replayed(rows: Sequence[Rejected], update: Callable[[Rejected], int]) ->
     pipeline, changes nothing, and the row is inserted as a new letter.
     """
     return [r for r in rows if r.replayed is None or not update(r)]
+
+
+def check_watermark(pipeline: str, current: str | None, expected: str | None) -> None:
+    """A reset replaces the value the user confirmed, not one a run stored since."""
+    if current != expected:
+        raise StoreError(
+            f"the watermark of pipeline {pipeline!r} is now {current or '-'}, not "
+            f"{expected or '-'} as shown (a run ended meanwhile); nothing was changed, so run "
+            "reset-watermark again"
+        )

@@ -39,7 +39,7 @@ from capstone.classify import Rejected, Screen, Skipped, Staged
 from capstone.errors import LockError, StoreError
 from capstone.model import Reason
 from capstone.schema import EVENTS, FieldType, PipelineSpec
-from capstone.store.base import iter_steps, not_replayed
+from capstone.store.base import check_watermark, iter_steps, not_replayed
 from capstone.store.tables import TableSync, quote, sync_plan
 from capstone.summary import DeadLetter, LineageEntry, RunStatus, RunSummary, StepCount
 from capstone.timeutil import format_ts, utcnow
@@ -557,9 +557,9 @@ class PostgresStore:
             with contextlib.suppress(psycopg.Error):
                 self.conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
-    def _lock_pipeline(self, run: RunSummary, lock_timeout: float) -> int:
+    def _lock_pipeline(self, pipeline: str, lock_timeout: float, own_run: int = 0) -> int:
         """Take the pipeline's session lock, waiting up to `lock_timeout` seconds."""
-        key = self._pipeline_key(run.pipeline)
+        key = self._pipeline_key(pipeline)
         row = self.conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (key,)).fetchone()
         if row and row["ok"]:
             return key
@@ -573,9 +573,9 @@ class PostgresStore:
                 pass
             finally:
                 self.conn.execute("RESET lock_timeout")
-        raise LockError(self._lock_message(run, key))
+        raise LockError(self._lock_message(pipeline, key, own_run))
 
-    def _lock_message(self, run: RunSummary, key: int) -> str:
+    def _lock_message(self, pipeline: str, key: int, own_run: int) -> str:
         holder = self.conn.execute(
             """
             SELECT r.run_id FROM pg_locks AS l
@@ -587,17 +587,17 @@ class PostgresStore:
               AND r.pipeline = %(pipeline)s AND r.run_id <> %(run)s
             ORDER BY r.run_id DESC LIMIT 1
             """,
-            {"key": key, "pipeline": run.pipeline, "run": run.run_id},
+            {"key": key, "pipeline": pipeline, "run": own_run},
         ).fetchone()
         if holder is None:  # not found through pg_locks (no privilege?): the oldest other run
             holder = self.conn.execute(
                 "SELECT run_id FROM run_log WHERE status = 'running' AND pipeline = %s "
                 "AND run_id <> %s ORDER BY run_id LIMIT 1",
-                (run.pipeline, run.run_id),
+                (pipeline, own_run),
             ).fetchone()
         who = f"run {holder['run_id']}" if holder else "a session that holds its lock"
         return (
-            f"another run of pipeline {run.pipeline!r} is in progress ({who}); "
+            f"another run of pipeline {pipeline!r} is in progress ({who}); "
             "wait for it to finish or raise --lock-timeout"
         )
 
@@ -735,7 +735,7 @@ class PostgresStore:
         self, run: RunSummary, lock_timeout: float, spec: PipelineSpec
     ) -> Iterator["_PostgresRun"]:
         with self._translate():
-            key = self._lock_pipeline(run, lock_timeout)
+            key = self._lock_pipeline(run.pipeline, lock_timeout, run.run_id)
         try:
             try:
                 with self._translate():
@@ -880,6 +880,17 @@ class PostgresStore:
                 "updated_at = excluded.updated_at, run_id = NULL",
                 (pipeline, value, format_ts(utcnow())),
             )
+
+    def reset_watermark(
+        self, pipeline: str, value: str | None, *, expected: str | None, lock_timeout: float
+    ) -> None:
+        with self._translate():
+            key = self._lock_pipeline(pipeline, lock_timeout)
+            try:
+                check_watermark(pipeline, self.get_watermark(pipeline), expected)
+                self.set_watermark(pipeline, value)
+            finally:
+                self._unlock(key)
 
     def close(self) -> None:
         self.conn.close()

@@ -13,7 +13,7 @@ import orjson
 from capstone.classify import Rejected, Screen, Skipped, Staged
 from capstone.errors import LockError, StoreError
 from capstone.schema import FieldType, PipelineSpec
-from capstone.store.base import iter_steps, not_replayed
+from capstone.store.base import check_watermark, iter_steps, not_replayed
 from capstone.store.tables import TableSync, quote, sync_plan
 from capstone.summary import DeadLetter, LineageEntry, RunStatus, RunSummary, StepCount
 from capstone.timeutil import format_ts, utcnow
@@ -329,28 +329,21 @@ class SQLiteStore:
     def begin_run(self, pipeline: str, source: str, lock_timeout: float = 5.0) -> RunSummary:
         started = format_ts(utcnow())
         with _translate(self.path):
-            self.conn.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
+            # Only a run that holds the write lock logs its start, so two runs started at once
+            # cannot both log one: the loser could not mark its row failed while the winner
+            # writes, and it would read `running` until its process was found dead.
+            # run_transaction takes the lock again at once.
+            self._begin_immediate(pipeline, None, lock_timeout)
             try:
-                # Only a run that holds the write lock logs its start, so two runs started at
-                # once cannot both log one: the loser could not mark its row failed while the
-                # winner writes, and it would read `running` until its process was found dead.
-                # run_transaction takes the lock again at once.
-                self.conn.execute("BEGIN IMMEDIATE")
-                try:
-                    cursor = self.conn.execute(
-                        "INSERT INTO run_log (pipeline, status, source, started_at, host, pid) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (pipeline, RunStatus.RUNNING, source, started, _host(), os.getpid()),
-                    )
-                    self.conn.execute("COMMIT")
-                finally:
-                    if self.conn.in_transaction:
-                        self.conn.execute("ROLLBACK")
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) and "busy" not in str(error):
-                    raise
-                # The writer holding the lock may be a run of this pipeline: name it.
-                raise LockError(self._lock_message(pipeline, None)) from None
+                cursor = self.conn.execute(
+                    "INSERT INTO run_log (pipeline, status, source, started_at, host, pid) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (pipeline, RunStatus.RUNNING, source, started, _host(), os.getpid()),
+                )
+                self.conn.execute("COMMIT")
+            finally:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
         assert cursor.lastrowid is not None
         return RunSummary(
             run_id=cursor.lastrowid,
@@ -432,13 +425,7 @@ class SQLiteStore:
         self, run: RunSummary, lock_timeout: float, spec: PipelineSpec
     ) -> Iterator["_SQLiteRun"]:
         with _translate(self.path):
-            self.conn.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) and "busy" not in str(error):
-                    raise
-                raise LockError(self._lock_message(run.pipeline, run.run_id)) from None
+            self._begin_immediate(run.pipeline, run.run_id, lock_timeout)
             try:
                 self._apply(spec, run.run_id)
                 yield _SQLiteRun(self.conn, run, spec)
@@ -447,6 +434,17 @@ class SQLiteStore:
                 # (a full disk, for one) make SQLite roll back on its own already.
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
+
+    def _begin_immediate(self, pipeline: str, own_run: int | None, lock_timeout: float) -> None:
+        """Take the database's write lock (SQLite's one writer), waiting up to `lock_timeout`."""
+        self.conn.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            # The writer holding the lock may be a run of this pipeline: name it.
+            raise LockError(self._lock_message(pipeline, own_run)) from None
 
     def _lock_message(self, pipeline: str, own_run: int | None) -> str:
         other = self.conn.execute(
@@ -581,6 +579,19 @@ class SQLiteStore:
                 "updated_at = excluded.updated_at, run_id = NULL",
                 (pipeline, value, format_ts(utcnow())),
             )
+
+    def reset_watermark(
+        self, pipeline: str, value: str | None, *, expected: str | None, lock_timeout: float
+    ) -> None:
+        with _translate(self.path):
+            self._begin_immediate(pipeline, None, lock_timeout)
+            try:
+                check_watermark(pipeline, self.get_watermark(pipeline), expected)
+                self.set_watermark(pipeline, value)
+                self.conn.execute("COMMIT")
+            finally:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
 
     def close(self) -> None:
         self.conn.close()
