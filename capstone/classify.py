@@ -8,7 +8,7 @@
 """
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from capstone.errors import InputError
 from capstone.jsontext import has_non_finite, loads_exact
 from capstone.model import Reason, reasons_from_error
 from capstone.schema import EVENTS, RecordShape, shape_of
@@ -131,14 +132,17 @@ class Classifier:
     ) -> None:
         self.shape = shape or shape_of(EVENTS)
         self.json_cells = self.shape.json_fields if csv else ()
+        self._header_unchecked = csv
         self.skip_through = None if replay else skip_through
         self.future_limit = future_limit
         self.replay = replay
         self.screen = screen
         self._seq = 0
 
-    def classify(self, items: Iterable[Item]) -> Batch:  # noqa: PLR0915 - one hot loop; helpers cost a call per record
+    def classify(self, items: Sequence[Item]) -> Batch:  # noqa: PLR0915 - one hot loop; helpers cost a call per record
         """Sort one batch of items into staged, rejected and skipped, preserving input order."""
+        if self._header_unchecked:
+            self._check_header(items)
         batch = Batch()
         staged, skipped = batch.staged, batch.skipped
         skip_through, future_limit, replay = self.skip_through, self.future_limit, self.replay
@@ -234,6 +238,25 @@ class Classifier:
             if batch.newest is None or ts > batch.newest:
                 batch.newest = ts
         return batch
+
+    def _check_header(self, items: Sequence[Item]) -> None:
+        """A CSV header without a column for a required field makes every row a reject: most
+        likely another delimiter or a misspelt name. Refuse the file instead."""
+        row = next((parsed for _, _, parsed in items if type(parsed) is dict), None)
+        if row is None:
+            return
+        self._header_unchecked = False
+        spec = self.shape.spec
+        missing = [
+            name for name, field in spec.fields.items() if field.required and name not in row
+        ]
+        if missing:
+            header = ", ".join(list(row)[:8]) + (", ..." if len(row) > 8 else "")
+            raise InputError(
+                f"the CSV header ({header}) has no column for {', '.join(missing)}, which "
+                f"pipeline {spec.name!r} requires, so every row would be rejected; check the "
+                "header's names (case counts) and that the file is comma-separated"
+            )
 
     def _cells_of(self, record: dict[str, Any]) -> tuple[str, ...]:
         """The fields a replayed record still holds as CSV cell text: json fields today."""

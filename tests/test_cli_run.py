@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from capstone.cli import app
+from tests.conftest import fetch
 
 SEED_COUNTS = {
     "input_records": 7,
@@ -193,3 +194,18 @@ def test_usage_errors_from_the_command_line_are_one_line_and_exit_2(
     assert done.stderr.startswith("capstone: error: ")
     assert message in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_a_csv_header_without_the_required_columns_refuses_the_file(
+    runner: CliRunner, db: str, tmp_path: Path
+) -> None:
+    """A header that names none of (or not all) the required fields, from another delimiter or
+    other spelling, would make every row a dead letter: the run fails, naming what is missing."""
+    path = tmp_path / "semicolons.csv"
+    path.write_text("key;name;value;ts\nk1;x;2;2025-01-01T00:00:00\n")
+    result = runner.invoke(app, ["run", "--input", str(path), "--db", db])
+    assert result.exit_code == 1
+    assert "has no column for key, name, value, ts" in result.stderr
+    assert "comma-separated" in result.stderr
+    assert fetch(db, "SELECT COUNT(*) FROM dead_letters") == [(0,)]
+    assert fetch(db, "SELECT status FROM run_log") == [("failed",)]
