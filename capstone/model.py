@@ -20,6 +20,7 @@ __all__ = [
     "Event",
     "Reason",
     "iso_text_only",
+    "no_separators",
     "number_not_bool",
     "reasons_from_error",
 ]
@@ -35,9 +36,20 @@ def number_not_bool(value: Any) -> Any:
     # bool is an int subclass, so pydantic would read true as 1.0; an event value never means that.
     if isinstance(value, bool):
         raise ValueError("booleans are not numbers")
+    if isinstance(value, str) and "_" in value:
+        no_separators(value)
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("NaN and Infinity are not allowed")
     return value
+
+
+def no_separators(text: str) -> None:
+    """Python, and so pydantic, reads "1_000" as 1000; in a data file that is a typo or a code."""
+    try:
+        float(text)
+    except ValueError:
+        return  # not a number with or without them: pydantic says what is wrong
+    raise ValueError("digit separators (_) are not part of a number")
 
 
 def iso_text_only(value: Any) -> Any:

@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from capstone.jsontext import dumps_exact, has_non_finite
-from capstone.model import Event, iso_text_only, number_not_bool
+from capstone.model import Event, iso_text_only, no_separators, number_not_bool
 from capstone.timeutil import parse_duration, to_utc_naive
 
 __all__ = [
@@ -280,6 +280,8 @@ def _blank_is_missing(value: Any) -> Any:
 def _integer_not_bool(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("booleans are not integers")
+    if isinstance(value, str) and "_" in value:
+        no_separators(value)
     return value
 
 

@@ -44,6 +44,15 @@ def parse_object(raw: bytes | str) -> dict[str, Any] | Malformed:
     try:
         parsed = loads_exact(raw)
     except orjson.JSONDecodeError as error:
+        if isinstance(raw, bytes):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return Malformed(
+                    "malformed.encoding",
+                    f"line is not UTF-8 (byte 0x{raw[bad.start]:02x} at column {bad.start + 1}); "
+                    "the raw text keeps it as \\x escapes",
+                )
         return Malformed("malformed.json", f"line is not valid JSON: {error}")
     if type(parsed) is not dict:
         return Malformed("malformed.not_object", "line is not a JSON object")

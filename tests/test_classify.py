@@ -38,6 +38,7 @@ def test_valid_record_is_staged_with_canonical_ts() -> None:
         ({"name": {"nested": 1}}, "name.string_type"),
         ({"value": "not_a_number"}, "value.float_parsing"),
         ({"value": True}, "value.invalid"),
+        ({"value": "1_000"}, "value.invalid"),
         ({"value": float("nan")}, "value.invalid"),
         ({"value": "Infinity"}, "value.finite_number"),
         ({"value": [1]}, "value.float_type"),

@@ -350,6 +350,8 @@ def test_a_bad_json_cell_at_or_below_the_watermark_is_skipped(db: str, tmp_path:
         ({"line": 100}, "line.less_than_equal"),
         ({"line": 1.5}, "line.int_from_float"),
         ({"line": True}, "line.invalid"),
+        ({"line": "1_0"}, "line.invalid"),
+        ({"amount": "1_000.5"}, "amount.invalid"),
         ({"amount": -0.01}, "amount.greater_than_equal"),
         ({"amount": "lots"}, "amount.float_parsing"),
         ({"status": "lost"}, "status.not_allowed"),

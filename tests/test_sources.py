@@ -148,8 +148,12 @@ def test_invalid_utf8_in_csv_is_an_input_error(tmp_path: Path) -> None:
 
 
 def test_invalid_utf8_in_json_lines_is_a_malformed_record() -> None:
-    """A JSON line that is not UTF-8 is one malformed record, not a failed run."""
-    assert isinstance(parse_object(b'{"key": "\xff"}'), Malformed)
+    """A JSON line that is not UTF-8 is one malformed record, not a failed run, and its reason
+    names the byte and where it is."""
+    assert parse_object(b'{"key": "\xff"}') == Malformed(
+        "malformed.encoding",
+        "line is not UTF-8 (byte 0xff at column 10); the raw text keeps it as \\x escapes",
+    )
 
 
 def test_json_text_keeps_integers_beyond_64_bits_exact() -> None:
