@@ -80,7 +80,7 @@ ConfigPath = Annotated[
     typer.Option(
         "--config",
         envvar="CAPSTONE_CONFIG",
-        help=f"Pipeline config file [default: ./{CONFIG_NAME} when present].",
+        help=f"Pipeline config file (default: ./{CONFIG_NAME} when present).",
         show_default=False,
     ),
 ]
@@ -181,7 +181,7 @@ def run(
         str | None,
         typer.Option(
             help="Let records this far behind the watermark through (90s, 15m, 2h, 3d) "
-            "[default: the pipeline's, 0 for events]."
+            "(default: the pipeline's, 0 for events)."
         ),
     ] = None,
     input_format: Annotated[
@@ -192,7 +192,7 @@ def run(
         str | None,
         typer.Option(
             help="Reject records whose event time is later than now plus this "
-            "[default: the pipeline's, 1d for events]."
+            "(default: the pipeline's, 1d for events)."
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Records per staging batch.")] = 10_000,

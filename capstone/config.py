@@ -93,14 +93,21 @@ def load_config(path: Path | None = None) -> Config:
 def _config_error(
     path: Path, text: str, error: ValidationError, prefix: tuple[str, ...]
 ) -> ConfigError:
-    first = error.errors(include_url=False)[0]
-    loc = prefix + tuple(str(part) for part in first["loc"] if not str(part).startswith("function"))
+    first, *others = error.errors(include_url=False)
+
+    def located(problem: Any) -> tuple[str, ...]:
+        return prefix + tuple(
+            str(part) for part in problem["loc"] if not str(part).startswith("function")
+        )
+
+    loc = located(first)
     setting = ".".join(loc) or "config"
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "is not a setting capstone knows (check its spelling)"
-    more = error.error_count() - 1
-    extra = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    # The others are named, so one fix-and-rerun shows every setting to look at.
+    named = ", ".join(".".join(located(problem)) for problem in others[:3])
+    extra = f" (also: {named}{', ...' if len(others) > 3 else ''})" if others else ""
     return ConfigError(
         f"{path}{_at(text, loc)}: {setting}: {message}{extra}; fix it (`capstone init` writes "
         "a commented example)"

@@ -334,3 +334,9 @@ def test_a_column_left_out_comes_back_when_a_wider_one_goes() -> None:
     text = console.export_text()
     assert "small" in text
     assert "wide" in text.split("not shown")[1]
+
+
+def test_help_keeps_text_in_brackets(runner: CliRunner) -> None:
+    """Rich reads [text] in help as markup and drops it; defaults are written in parentheses."""
+    result = runner.invoke(app, ["run", "--help"])
+    assert "./capstone.toml when present" in " ".join(result.stdout.split())

@@ -779,3 +779,18 @@ def test_a_failed_run_takes_its_schema_change_back(db: str, tmp_path: Path) -> N
     assert "coupon" not in before
     assert fetch(db, "SELECT MAX(version) FROM pipeline_schemas") == [(1,)]
     assert fetch(db, "SELECT COUNT(*) FROM orders") == [(1,)]
+
+
+def test_a_config_error_names_the_other_settings_to_fix(tmp_path: Path) -> None:
+    """The one-line error explains the first problem and names the others, so one round of
+    fixes can cover them all."""
+    path = tmp_path / "capstone.toml"
+    path.write_text(
+        '[pipelines.x]\nkey = "id"\nevent_time = "ts"\n[pipelines.x.fields]\n'
+        'id = { type = "strin" }\nts = { type = "timestamp" }\nq = { type = "integer", min = "z" }\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "line 5: pipelines.x.fields.id.type: Input should be 'string'" in message
+    assert "(also: pipelines.x.fields.q.min)" in message
