@@ -94,7 +94,8 @@ def _element_end(buffer: _Buffer, index: int) -> int:
             _, end = _DECODER.raw_decode(text, start)
         except json.JSONDecodeError as error:
             # (The decoder's line and column count from the buffer, not the file: left out.)
-            problem: str | None = error.msg
+            # ("Unterminated string starting at" expects the position after it.)
+            problem: str | None = error.msg.removesuffix(" starting at")
             end = -1
             if text[start] in "[{":
                 # A broken object or array whose brackets balance is one malformed record, for

@@ -4,6 +4,7 @@ Exit codes: 0 success (rejected records are not failures), 1 a run or command fa
 2 a usage error, 130 interrupted.
 """
 
+import contextlib
 import functools
 import os
 import signal
@@ -231,7 +232,11 @@ def run(
     with SourceFile(input_path, fmt) as source:
         store = open_store(db)
         try:
-            summary = _run_with_progress(source, store, options, spec, show_progress, replay)
+            try:
+                summary = _run_with_progress(source, store, options, spec, show_progress, replay)
+            except CapstoneError as error:
+                _show_ended_run(error, store, output, as_json=as_json and not quiet)
+                raise
             if output is not None:
                 _write_output(output, summary, store)
             if not quiet:
@@ -272,14 +277,31 @@ def _run_with_progress(
         return run_source(source, store, options, update, replay=replay, spec=spec)
 
 
+def _show_ended_run(
+    error: CapstoneError, store: Store, output: Path | None, *, as_json: bool
+) -> None:
+    """For scripts: a run that failed or was interrupted is still described on stdout (--json)
+    and in --output, as its run-log row says; the error line goes to stderr as always."""
+    if error.run_id is None or not (as_json or output):
+        return
+    with contextlib.suppress(CapstoneError):  # a broken database: the error line says why
+        ended = store.get_run(error.run_id)
+        if ended is None:
+            return
+        if output is not None:
+            _write_output(output, ended, store)
+        if as_json:
+            _print_json(ended.model_dump())
+
+
 def _write_output(path: Path, summary: RunSummary, store: Store) -> None:
     document = summary.model_dump() | {"run_log": [r.model_dump() for r in store.runs()]}
     try:
         path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
     except OSError as error:
         raise CapstoneError(
-            f"run {summary.run_id} succeeded but --output {path} could not be written "
-            f"({error.strerror}); choose a writable path"
+            f"run {summary.run_id} ended ({summary.status}) but --output {path} could not be "
+            f"written ({error.strerror}); choose a writable path"
         ) from None
 
 

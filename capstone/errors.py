@@ -15,6 +15,8 @@ class CapstoneError(Exception):
     """Base of every error capstone raises on purpose; its message is one line meant for a person."""
 
     exit_code = 1
+    run_id: int | None = None
+    """The run the error ended, when one was logged (its run-log row says how it ended)."""
 
 
 class InputError(CapstoneError):

@@ -216,19 +216,27 @@ def _execute(
         return summary
     except KeyboardInterrupt:
         _record_end(store, run, RunStatus.INTERRUPTED, "interrupted by signal", clock)
-        if _committed(store, run):
-            # The signal arrived as COMMIT returned: the run is whole, and saying otherwise would
-            # contradict the data.
-            raise InterruptedRun(_after_commit(run)) from None
-        raise InterruptedRun(
-            f"run {run.run_id} was interrupted and rolled back; nothing was changed"
-        ) from None
+        raise _interrupted(store, run) from None
     except CapstoneError as error:
         _record_end(store, run, RunStatus.FAILED, str(error), clock)
+        error.run_id = run.run_id
         raise
     except Exception as error:
         _record_end(store, run, RunStatus.FAILED, f"{type(error).__name__}: {error}", clock)
         raise
+
+
+def _interrupted(store: Store, run: RunSummary) -> InterruptedRun:
+    if _committed(store, run):
+        # The signal arrived as COMMIT returned: the run is whole, and saying otherwise would
+        # contradict the data.
+        error = InterruptedRun(_after_commit(run))
+    else:
+        error = InterruptedRun(
+            f"run {run.run_id} was interrupted and rolled back; nothing was changed"
+        )
+    error.run_id = run.run_id
+    return error
 
 
 def _committed(store: Store, run: RunSummary) -> bool:

@@ -209,3 +209,24 @@ def test_a_csv_header_without_the_required_columns_refuses_the_file(
     assert "comma-separated" in result.stderr
     assert fetch(db, "SELECT COUNT(*) FROM dead_letters") == [(0,)]
     assert fetch(db, "SELECT status FROM run_log") == [("failed",)]
+
+
+def test_a_failed_run_is_still_described_in_json_and_output(
+    runner: CliRunner, db: str, tmp_path: Path
+) -> None:
+    """Scripts reading --json or --output get the failed run's row (status and error), beside
+    the one error line on stderr and exit 1."""
+    path = tmp_path / "cut.json"
+    path.write_text('[{"key": "a", "name": "n", "value": 1, "ts": "2025-01-01T00:00:00"}, {"k')
+    output = tmp_path / "summary.json"
+    result = runner.invoke(
+        app, ["run", "--input", str(path), "--db", db, "--json", "--output", str(output)]
+    )
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    shown = json.loads(result.stdout)
+    assert (shown["status"], shown["input_records"]) == ("failed", 0)
+    assert "Unterminated string;" in shown["error"]
+    written = json.loads(output.read_text())
+    assert written["run_id"] == shown["run_id"]
+    assert [run["status"] for run in written["run_log"]] == ["failed"]

@@ -154,8 +154,12 @@ def assert_success(result: Result, db: str, jsonl: bytes | None) -> dict[str, An
 
 
 def assert_failure(result: Result, db: str) -> None:
-    """Exit 1: one error line, and nothing but a failed run row in the database."""
-    assert result.stdout == ""
+    """Exit 1: one error line, and nothing but a failed run row in the database; with --json,
+    stdout describes that row (or nothing, when the run never began)."""
+    if result.stdout:
+        shown = json.loads(result.stdout)
+        assert (shown["status"], shown["input_records"]) == ("failed", 0), shown
+        assert result.stderr == f"capstone: error: {shown['error']}\n"
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("capstone: error: ")
