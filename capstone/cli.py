@@ -442,8 +442,16 @@ def dead_letters(
         return
     with _existing(db) as store:
         letters = store.dead_letters(
-            pipeline=pipeline, reason=reason, run_id=run_id, limit=limit, include_resolved=resolved
+            pipeline=pipeline,
+            reason=reason,
+            run_id=run_id,
+            limit=limit + 1,
+            include_resolved=resolved,
         )
+    more = len(letters) > limit
+    letters = letters[:limit]
+    if more:
+        typer.echo(f"capstone: showing the first {limit}; --limit N shows more", err=True)
     if as_json:
         _print_json([letter.model_dump() for letter in letters])
         return

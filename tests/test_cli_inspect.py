@@ -84,3 +84,17 @@ def test_dead_letters_options_before_export_are_refused(
     assert result.exit_code == 2
     assert "--db must come after `export`" in result.stderr
     assert not out.exists()
+
+
+def test_dead_letters_say_when_the_limit_cut_the_list(
+    runner: CliRunner, db: str, sample: str
+) -> None:
+    """A list cut at --limit says so on stderr (JSON on stdout stays an array); a whole one
+    says nothing."""
+    run(sample, db)
+    cut = runner.invoke(app, ["dead-letters", "--db", db, "--json", "--limit", "1"])
+    assert len(orjson.loads(cut.stdout)) == 1
+    assert cut.stderr == "capstone: showing the first 1; --limit N shows more\n"
+    whole = runner.invoke(app, ["dead-letters", "--db", db, "--json", "--limit", "2"])
+    assert len(orjson.loads(whole.stdout)) == 2
+    assert whole.stderr == ""
