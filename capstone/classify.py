@@ -154,6 +154,7 @@ class Classifier:
         values, event_time, lineage_key = shape.values, shape.event_time, shape.lineage_key
         key_column = not shape.spec.text_key
         dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
+        with_cells = bool(json_cells) or replay  # CSV cells, or a replay's `_cells`
         for position, raw, parsed in items:
             record: dict[str, Any] | Malformed | None = (
                 parse_object(raw) if parsed is None and replay else parsed
@@ -165,9 +166,11 @@ class Classifier:
                 continue
             dead_letter = record.pop(DEAD_LETTER_FIELD, None) if replay and record else None
             replayed = dead_letter if type(dead_letter) is int else None
-            listed = self._cells_of(record) if replay and record else ()
-            cells = json_cells or listed
-            unparsed = _parse_cells(record, cells) if cells and record is not None else {}
+            unparsed = (
+                self._unparsed_cells(record, json_cells)
+                if with_cells and record is not None
+                else None
+            )
             try:
                 # Unparsed JSON text goes straight to pydantic's parser: one pass, no dict.
                 event = validate(record) if record is not None else validate_json(raw)
@@ -180,7 +183,7 @@ class Classifier:
                         )
                         continue
                 reasons = reasons_from_error(error)
-                self._refuse(batch, position, raw, record, unparsed, reasons, replayed)
+                self._refuse(batch, position, raw, record, unparsed or {}, reasons, replayed)
                 continue
             if unparsed:
                 assert record is not None  # only a parsed record has cells
@@ -258,12 +261,15 @@ class Classifier:
                 "header's names (case counts) and that the file is comma-separated"
             )
 
-    def _cells_of(self, record: dict[str, Any]) -> tuple[str, ...]:
-        """The fields a replayed record still holds as CSV cell text: json fields today."""
-        listed = record.pop(CELLS_FIELD, None)
-        if not isinstance(listed, list):
-            return ()
-        return tuple(name for name in self.shape.json_fields if name in listed)
+    def _unparsed_cells(
+        self, record: dict[str, Any], csv_fields: tuple[str, ...]
+    ) -> dict[str, str]:
+        """Parse the cells of json fields: all of them in a CSV row; in a replayed record, those
+        its `_cells` names that are json fields today."""
+        listed = record.pop(CELLS_FIELD, None) if self.replay else None
+        if isinstance(listed, list):
+            csv_fields = csv_fields or tuple(n for n in self.shape.json_fields if n in listed)
+        return _parse_cells(record, csv_fields) if csv_fields else {}
 
     def _refuse(
         self,

@@ -33,13 +33,15 @@ Reason = tuple[str, str]
 
 
 def number_not_bool(value: Any) -> Any:
+    if type(value) is float:  # the common case first: this runs for every record
+        if not math.isfinite(value):
+            raise ValueError("NaN and Infinity are not allowed")
+        return value
     # bool is an int subclass, so pydantic would read true as 1.0; an event value never means that.
     if isinstance(value, bool):
         raise ValueError("booleans are not numbers")
     if isinstance(value, str) and "_" in value:
         no_separators(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("NaN and Infinity are not allowed")
     return value
 
 
