@@ -38,6 +38,7 @@ from capstone.render import (
     runs_table,
     steps_table,
     summary_table,
+    visible,
 )
 from capstone.schema import PipelineSpec
 from capstone.sources import Format, SourceFile
@@ -88,7 +89,8 @@ ConfigPath = Annotated[
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    sys.stderr.write(f"capstone: error: {message}\n")
+    # Messages quote paths and values from the input: one line, and no terminal escapes.
+    sys.stderr.write(f"capstone: error: {visible(message)}\n")
     return typer.Exit(code)
 
 
@@ -488,21 +490,25 @@ def dead_letters_export(
     """Write unresolved dead letters one per line, for fixing and `capstone run --replay`.
 
     Records that parsed as objects are written as JSON with a `_dead_letter` id, so a replay
-    of the fixed file resolves them; unparseable ones are written as their raw text.
+    of the fixed file resolves them; broken JSON lines are written as their raw text. CSV rows
+    with the wrong number of cells are left out (fix them in the CSV).
 
     Example: capstone dead-letters export --output fix.jsonl
     """
     with _existing(db) as store:
         letters = store.dead_letters(pipeline=pipeline, reason=reason)
+    lines = [export_line(letter) for letter in letters]
+    written = [line for line in lines if line is not None]
     try:
         with output.open("wb") as fh:
-            for letter in letters:
-                fh.write(export_line(letter) + b"\n")
+            fh.writelines(line + b"\n" for line in written)
     except OSError as error:
         raise CapstoneError(
             f"cannot write {output} ({error.strerror}); choose a writable path"
         ) from None
-    typer.echo(f"wrote {len(letters)} dead letters to {output}", err=True)
+    left_out = len(lines) - len(written)
+    note = f"; {left_out} CSV rows with the wrong number of cells left out" if left_out else ""
+    typer.echo(f"wrote {len(written)} dead letters to {output}{note}", err=True)
 
 
 @app.command()
@@ -521,6 +527,7 @@ def replay(
         float, typer.Option(min=0, help="Seconds to wait for another run of the pipeline.")
     ] = 5.0,
     as_json: Json = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Re-validate stored dead letters under today's rules; accepted ones load and are resolved.
 
@@ -533,7 +540,8 @@ def replay(
     options = RunOptions(pipeline=pipeline, lock_timeout=lock_timeout)
     with _existing(db) as store:
         summary = replay_dead_letters(store, options, reason=reason, ids=ids, spec=spec)
-        _show_run(summary, store, as_json=as_json, report=False)
+        if not quiet:
+            _show_run(summary, store, as_json=as_json, report=False)
 
 
 @app.command()

@@ -7,7 +7,7 @@ import orjson
 
 from capstone.classify import DEAD_LETTER_FIELD
 from capstone.jsontext import dumps_exact, loads_exact
-from capstone.sources import Item, Malformed
+from capstone.sources import WRONG_COLUMNS, Item, Malformed
 from capstone.summary import DeadLetter
 
 __all__ = ["export_line", "replay_items"]
@@ -37,8 +37,14 @@ def replay_items(letters: Iterable[DeadLetter]) -> Iterator[Item]:
         yield letter.position, letter.raw, record
 
 
-def export_line(letter: DeadLetter) -> bytes:
-    """One line of an export: the record with its `_dead_letter` id, or the raw text as it was."""
+def export_line(letter: DeadLetter) -> bytes | None:
+    """One line of an export: the record with its `_dead_letter` id, or the raw text as it was.
+
+    None for a CSV row that never parsed: as a line of JSON Lines it would mean something else,
+    and replaying it would replace its reason with `malformed.json`. It is fixed in the CSV.
+    """
+    if letter.record is None and letter.reason == WRONG_COLUMNS:
+        return None
     record = _record(letter)
     if type(record) is dict:
         line = dumps_exact(record | {DEAD_LETTER_FIELD: letter.id})

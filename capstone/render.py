@@ -25,6 +25,7 @@ __all__ = [
     "runs_table",
     "steps_table",
     "summary_table",
+    "visible",
 ]
 
 _STATUS_STYLE = {
@@ -34,12 +35,28 @@ _STATUS_STYLE = {
     "abandoned": "magenta",
     "interrupted": "magenta",
 }
-_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+# Control characters, and the bidirectional overrides that reorder what follows them.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(value: str) -> str:
+    """Text with control characters shown as escapes (\\x1b, \\u202e) instead of obeyed."""
+    return _CONTROL.sub(
+        lambda m: (
+            f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"
+        ),
+        value,
+    )
 
 
 def _text(value: str, style: str = "") -> Text:
-    """A stored value as plain text, control characters shown as escapes (\\x1b), not obeyed."""
-    return Text(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value), style=style)
+    """A stored value as plain text: never markup, control characters shown, not obeyed."""
+    return Text(visible(value), style=style)
+
+
+def _lines(parts: list[str]) -> Text:
+    """Values one per line (reason codes, say), each shown like `_text`."""
+    return Text("\n".join(visible(part) for part in parts))
 
 
 def _status(status: str) -> Text:
@@ -253,8 +270,10 @@ def reasons_table(reasons: dict[str, int], title: str) -> Table:
 def dead_letters_table(letters: Sequence[DeadLetter], width: int | None = None) -> Table:
     """Dead letters with reason codes and raw payloads clipped to fit (--json has them whole)."""
     resolved = any(letter.resolved_run_id is not None for letter in letters)
+    pipelines = len({letter.pipeline for letter in letters}) > 1
     columns = [
         _Column("id", right=True),
+        *([_Column("pipeline", drop=3, flexible=12)] if pipelines else []),
         _Column("run", right=True, drop=2),
         _Column("pos", right=True),
         _Column("key", drop=1, flexible=16),
@@ -266,10 +285,11 @@ def dead_letters_table(letters: Sequence[DeadLetter], width: int | None = None) 
     for letter in letters:
         row = [
             Text(str(letter.id)),
+            *([_text(letter.pipeline)] if pipelines else []),
             Text(str(letter.run_id)),
             Text(str(letter.position)),
             _text(letter.key or ""),
-            _text(letter.reason.replace(",", "\n")),
+            _lines(letter.reason.split(",")),
             _text(letter.raw.replace("\n", "⏎")),
         ]
         if resolved:
@@ -296,16 +316,16 @@ def lineage_table(entries: Sequence[LineageEntry], key: str, width: int | None =
             _text(entry.source or ""),
             Text(str(entry.position)),
             Text(entry.step),
-            _text(_detail_lines(entry.detail or "")),
+            _lines(_detail_lines(entry.detail or "")),
         ]
         for entry in entries
     ]
     return _fitted(f"lineage of key {key!r}", columns, rows, width)
 
 
-def _detail_lines(detail: str) -> str:
+def _detail_lines(detail: str) -> list[str]:
     # A reject's codes one per line, as in `dead-letters`; a stale record's two times likewise.
-    return detail.replace(",", "\n").replace(" over ", "\nover ")
+    return detail.replace(" over ", ",over ").split(",")
 
 
 def pipelines_table(rows: Sequence[dict[str, Any]], width: int | None = None) -> Table:

@@ -20,11 +20,23 @@ from capstone._jsonarray import MAX_RECORD_BYTES, array_elements
 from capstone.errors import InputError
 from capstone.jsontext import loads_exact
 
-__all__ = ["FORMATS", "Format", "Item", "Malformed", "SourceFile", "parse_object"]
+__all__ = [
+    "FORMATS",
+    "WRONG_COLUMNS",
+    "Format",
+    "Item",
+    "Malformed",
+    "SourceFile",
+    "parse_object",
+]
 
 Format = Literal["json", "jsonl", "csv"]
 FORMATS: tuple[Format, ...] = ("json", "jsonl", "csv")
 _BOM = b"\xef\xbb\xbf"
+
+
+WRONG_COLUMNS = "malformed.columns"
+"""The reason for a CSV row with more or fewer cells than the header: it has no JSON form."""
 
 
 class Malformed(NamedTuple):
@@ -233,9 +245,7 @@ def _csv_rows(fh: io.BufferedReader, name: str) -> Iterator[Item]:
                 yield (
                     position,
                     raw,
-                    Malformed(
-                        "malformed.columns", f"row has {len(row)} columns, the header has {width}"
-                    ),
+                    Malformed(WRONG_COLUMNS, f"row has {len(row)} columns, the header has {width}"),
                 )
             else:
                 yield position, raw, dict(zip(header, row, strict=True))

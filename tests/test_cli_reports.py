@@ -340,3 +340,33 @@ def test_help_keeps_text_in_brackets(runner: CliRunner) -> None:
     """Rich reads [text] in help as markup and drops it; defaults are written in parentheses."""
     result = runner.invoke(app, ["run", "--help"])
     assert "./capstone.toml when present" in " ".join(result.stdout.split())
+
+
+def test_dead_letters_of_several_pipelines_name_theirs(
+    runner: CliRunner, db: str, sample: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The list covers every pipeline, so it shows whose each letter is once there are two."""
+    run(sample, db)
+    config = tmp_path / "capstone.toml"
+    config.write_text("[pipelines.other]\n")
+    runner.invoke(app, ["run", "-p", "other", "--config", str(config), "-i", sample, "--db", db])
+    _narrow(monkeypatch, 160)
+    result = runner.invoke(app, ["dead-letters", "--db", db])
+    header = next(line for line in result.stdout.splitlines() if "reason" in line)
+    assert "pipeline" in header
+    assert "other" in result.stdout
+
+
+def test_a_newline_in_a_key_is_shown_not_obeyed(
+    runner: CliRunner, db: str, write_jsonl: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key with a newline or a right-to-left override stays on its row, escaped; an error line
+    quoting the input stays one line without terminal escapes."""
+    run(write_jsonl([{"key": "a\nb\u202ec", "name": "n", "value": "x", "ts": "2025-01-01"}]), db)
+    _narrow(monkeypatch, 160)
+    result = runner.invoke(app, ["dead-letters", "--db", db])
+    assert "a\\x0ab\\u202ec" in result.stdout
+    missing = runner.invoke(app, ["run", "--input", "in\x1b[31mred", "--db", db])
+    assert missing.stderr == (
+        "capstone: error: input file in\\x1b[31mred does not exist; check the --input path\n"
+    )

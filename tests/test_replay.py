@@ -228,3 +228,22 @@ def test_replaying_an_unfixed_export_updates_the_letters_not_duplicates_them(
         (2, summary.run_id),
         (2, summary.run_id),
     ]
+
+
+def test_csv_rows_with_the_wrong_cell_count_are_left_out_of_an_export(
+    runner: CliRunner, db: str, tmp_path: Path
+) -> None:
+    """Such a row has no JSON form: written into the JSON Lines export and replayed, it would
+    lose its reason to malformed.json. The export leaves it out and says so."""
+    path = tmp_path / "in.csv"
+    path.write_text(
+        "key,name,value,ts\na,n,1,2025-01-01T00:00:00,extra\nb,n,x,2025-01-01T00:00:00\n"
+    )
+    run(str(path), db)
+    out = tmp_path / "fix.jsonl"
+    result = runner.invoke(app, ["dead-letters", "export", "--output", str(out), "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "wrote 1 dead letters" in result.stderr
+    assert "1 CSV rows with the wrong number of cells left out" in result.stderr
+    [line] = out.read_bytes().splitlines()
+    assert orjson.loads(line)["key"] == "b"

@@ -144,6 +144,6 @@ def check_watermark(pipeline: str, current: str | None, expected: str | None) ->
     if current != expected:
         raise StoreError(
             f"the watermark of pipeline {pipeline!r} is now {current or '-'}, not "
-            f"{expected or '-'} as shown (a run ended meanwhile); nothing was changed, so run "
-            "reset-watermark again"
+            f"{expected or '-'} as read before the reset (a run ended meanwhile); nothing was "
+            "changed, so run reset-watermark again"
         )
