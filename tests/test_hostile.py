@@ -23,6 +23,7 @@ from typer.testing import CliRunner, Result
 
 from capstone.cli import app
 from capstone.model import MAX_TEXT_LENGTH
+from capstone.render import visible
 from capstone.timeutil import format_ts, parse_ts
 from tests.conftest import ROOT, fetch
 
@@ -159,7 +160,7 @@ def assert_failure(result: Result, db: str) -> None:
     if result.stdout:
         shown = json.loads(result.stdout)
         assert (shown["status"], shown["input_records"]) == ("failed", 0), shown
-        assert result.stderr == f"capstone: error: {shown['error']}\n"
+        assert result.stderr == f"capstone: error: {visible(shown['error'])}\n"
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("capstone: error: ")
