@@ -9,6 +9,7 @@ import functools
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -497,6 +498,10 @@ def dead_letters_export(
     """
     with _existing(db) as store:
         letters = store.dead_letters(pipeline=pipeline, reason=reason)
+        # `dead-letters` lists every pipeline's; an export holds one pipeline's, for its replay.
+        others = Counter(letter.pipeline for letter in store.dead_letters(reason=reason)) - Counter(
+            {pipeline: len(letters)}
+        )
     lines = [export_line(letter) for letter in letters]
     written = [line for line in lines if line is not None]
     try:
@@ -509,6 +514,12 @@ def dead_letters_export(
     left_out = len(lines) - len(written)
     note = f"; {left_out} CSV rows with the wrong number of cells left out" if left_out else ""
     typer.echo(f"wrote {len(written)} dead letters to {output}{note}", err=True)
+    if others:
+        listed = ", ".join(f"{name} ({count})" for name, count in sorted(others.items()))
+        typer.echo(
+            f"other pipelines have dead letters too: {listed}; export them with --pipeline NAME",
+            err=True,
+        )
 
 
 @app.command()

@@ -247,3 +247,20 @@ def test_csv_rows_with_the_wrong_cell_count_are_left_out_of_an_export(
     assert "1 CSV rows with the wrong number of cells left out" in result.stderr
     [line] = out.read_bytes().splitlines()
     assert orjson.loads(line)["key"] == "b"
+
+
+def test_an_export_names_the_other_pipelines_with_dead_letters(
+    runner: CliRunner, db: str, sample: str, tmp_path: Path
+) -> None:
+    """`dead-letters` lists every pipeline's letters, an export only one pipeline's (its replay
+    runs through that pipeline's rules): it says which others have letters."""
+    config = tmp_path / "capstone.toml"
+    config.write_text("[pipelines.other]\n")
+    runner.invoke(app, ["run", "-p", "other", "--config", str(config), "-i", sample, "--db", db])
+    out = tmp_path / "fix.jsonl"
+    result = runner.invoke(app, ["dead-letters", "export", "--output", str(out), "--db", db])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        f"wrote 0 dead letters to {out}\n"
+        "other pipelines have dead letters too: other (2); export them with --pipeline NAME\n"
+    )
