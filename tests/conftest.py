@@ -10,6 +10,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from capstone.summary import DeadLetter
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample_input.txt"
 PG_URL = os.environ.get("CAPSTONE_TEST_PG_URL")
@@ -128,3 +130,14 @@ def fetch(db: str, sql: str) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in lite.execute(sql).fetchall()]
     finally:
         lite.close()
+
+
+def stored_letters(db: str, include_resolved: bool = False) -> list[DeadLetter]:
+    """The dead letters in the database, in id order (unresolved only, unless asked)."""
+    from capstone.store import open_store
+
+    store = open_store(db)
+    try:
+        return store.dead_letters(include_resolved=include_resolved)
+    finally:
+        store.close()

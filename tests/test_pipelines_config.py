@@ -16,7 +16,7 @@ from capstone.config import load_config, starter_config
 from capstone.errors import ConfigError, InputError
 from capstone.schema import PipelineSpec
 from capstone.store import open_store
-from tests.conftest import fetch
+from tests.conftest import fetch, stored_letters
 
 ORDERS = """\
 [pipelines.orders]
@@ -290,9 +290,7 @@ def test_a_csv_cell_that_is_not_json_is_rejected_with_its_field(db: str, tmp_pat
     )
     summary = run(str(csv), db, spec=spec)
     assert (summary.staged, summary.rejected) == (0, 2)
-    store = open_store(db)
-    letters = store.dead_letters()
-    store.close()
+    letters = stored_letters(db)
     assert [letter.reason for letter in letters] == [
         "details.json_invalid",
         "details.json_invalid,line.int_parsing",
@@ -316,9 +314,7 @@ def test_a_required_json_field_refuses_null_and_blank(db: str, tmp_path: Path) -
     )
     summary = run(str(csv), db, spec=spec)
     assert (summary.loaded, summary.rejected) == (1, 2)
-    store = open_store(db)
-    letters = store.dead_letters()
-    store.close()
+    letters = stored_letters(db)
     assert [letter.reason for letter in letters] == ["meta.missing", "meta.missing"]
 
 

@@ -12,7 +12,7 @@ from capstone.cli import app
 from capstone.config import load_config
 from capstone.pipeline import replay_dead_letters
 from capstone.store import open_store
-from tests.conftest import event, fetch
+from tests.conftest import event, fetch, stored_letters
 
 
 def replay(db: str, **filters: Any) -> Any:
@@ -29,9 +29,7 @@ def test_replay_keeps_still_invalid_letters_with_todays_reason(db: str, sample: 
     summary = replay(db)
     assert (summary.input_records, summary.rejected, summary.staged) == (2, 2, 0)
     assert summary.dead_letters == 0
-    store = open_store(db)
-    letters = store.dead_letters()
-    store.close()
+    letters = stored_letters(db)
     assert [letter.resolved_run_id for letter in letters] == [None, None]
     assert all(letter.times_seen == 2 for letter in letters)
 
@@ -57,9 +55,7 @@ def test_replay_bypasses_the_watermark_but_keeps_the_guard(
     bad = {"key": "a", "name": "n", "value": "one", "ts": "2025-01-01T00:00:00"}
     run(write_jsonl([bad, event("a", "2025-01-02T00:00:00", 2.0)]), db)
     export = tmp_path / "fix.jsonl"
-    store = open_store(db)
-    [letter] = store.dead_letters()
-    store.close()
+    [letter] = stored_letters(db)
     fixed = letter.record | {"value": 1, "_dead_letter": letter.id}  # type: ignore[operator]
     export.write_bytes(orjson.dumps(fixed) + b"\n")
     summary = run(str(export), db, replay=True)
@@ -120,9 +116,7 @@ def test_csv_letters_replay_from_their_parsed_record(db: str, tmp_path: Path) ->
     run(str(path), db)
     summary = replay(db)
     assert summary.rejected == 1
-    store = open_store(db)
-    [letter] = store.dead_letters()
-    store.close()
+    [letter] = stored_letters(db)
     assert letter.record == {
         "key": "a",
         "name": "n",
@@ -140,9 +134,7 @@ def test_csv_letters_without_a_record_keep_their_reasons_on_replay(db: str, tmp_
     run(str(path), db)
     summary = replay(db)
     assert (summary.rejected, summary.staged) == (1, 0)
-    store = open_store(db)
-    [letter] = store.dead_letters()
-    store.close()
+    [letter] = stored_letters(db)
     assert (letter.reason, letter.times_seen) == ("malformed.columns", 2)
     assert letter.message == "row has 5 columns, the header has 4"
 
@@ -179,9 +171,7 @@ def test_a_csv_json_cell_fixed_in_the_export_resolves_its_letter(
     out.write_bytes(orjson.dumps(line | {"meta": {"note": "hello"}}) + b"\n")
     fixed = run(str(out), db, spec=spec, replay=True)
     assert (fixed.loaded, fixed.rejected) == (1, 0)
-    store = open_store(db)
-    [letter] = store.dead_letters(include_resolved=True)
-    store.close()
+    [letter] = stored_letters(db, include_resolved=True)
     assert (letter.times_seen, letter.resolved_run_id) == (2, fixed.run_id)
 
 
@@ -220,9 +210,7 @@ def test_replaying_an_unfixed_export_updates_the_letters_not_duplicates_them(
     assert result.exit_code == 0, result.output
     summary = run(str(out), db, replay=True)
     assert (summary.rejected, summary.dead_letters) == (2, 0)
-    store = open_store(db)
-    letters = store.dead_letters()
-    store.close()
+    letters = stored_letters(db)
     assert len(letters) == 2
     assert [(letter.times_seen, letter.last_run_id) for letter in letters] == [
         (2, summary.run_id),
