@@ -9,7 +9,6 @@ import functools
 import os
 import signal
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -499,9 +498,8 @@ def dead_letters_export(
     with _existing(db) as store:
         letters = store.dead_letters(pipeline=pipeline, reason=reason)
         # `dead-letters` lists every pipeline's; an export holds one pipeline's, for its replay.
-        others = Counter(letter.pipeline for letter in store.dead_letters(reason=reason)) - Counter(
-            {pipeline: len(letters)}
-        )
+        others = store.dead_letter_counts(reason)
+    others.pop(pipeline, None)
     lines = [export_line(letter) for letter in letters]
     written = [line for line in lines if line is not None]
     try:

@@ -100,6 +100,9 @@ class Store(Protocol):
         """Dead letters, oldest first; `reason` matches a substring of the reason codes and
         `run_id` the run that first wrote them."""
 
+    def dead_letter_counts(self, reason: str | None = None) -> dict[str, int]:
+        """Unresolved dead letters per pipeline (`reason` as in `dead_letters`)."""
+
     def lineage(self, key: str, pipeline: str | None = None) -> list[LineageEntry]:
         """Every lineage row for a key across runs, in run and position order."""
 

@@ -853,6 +853,16 @@ class PostgresStore:
             ).fetchall()
         return [_dead_letter(row) for row in rows]
 
+    def dead_letter_counts(self, reason: str | None = None) -> dict[str, int]:
+        with self._translate():
+            rows = self.conn.execute(
+                "SELECT pipeline, COUNT(*) AS n FROM dead_letters WHERE resolved_run_id IS NULL "
+                "AND (%(reason)s::text IS NULL OR strpos(reason, %(reason)s) > 0) "
+                "GROUP BY pipeline",
+                {"reason": reason},
+            ).fetchall()
+        return {row["pipeline"]: row["n"] for row in rows}
+
     def lineage(self, key: str, pipeline: str | None = None) -> list[LineageEntry]:
         with self._translate():
             rows = self.conn.execute(

@@ -552,6 +552,15 @@ class SQLiteStore:
             ).fetchall()
         return [_dead_letter(row) for row in rows]
 
+    def dead_letter_counts(self, reason: str | None = None) -> dict[str, int]:
+        with _translate(self.path):
+            rows = self.conn.execute(
+                "SELECT pipeline, COUNT(*) AS n FROM dead_letters WHERE resolved_run_id IS NULL "
+                "AND (:reason IS NULL OR instr(reason, :reason) > 0) GROUP BY pipeline",
+                {"reason": reason},
+            ).fetchall()
+        return {row["pipeline"]: row["n"] for row in rows}
+
     def lineage(self, key: str, pipeline: str | None = None) -> list[LineageEntry]:
         with _translate(self.path):
             # One index seek per run: CROSS JOIN keeps SQLite from scanning lineage instead.
