@@ -6,6 +6,7 @@ Exit codes: 0 success (rejected records are not failures), 1 a run or command fa
 
 import contextlib
 import functools
+import inspect
 import os
 import signal
 import sys
@@ -551,6 +552,27 @@ def replay(
         summary = replay_dead_letters(store, options, reason=reason, ids=ids, spec=spec)
         if not quiet:
             _show_run(summary, store, as_json=as_json, report=False)
+    note = _unmatched_replay(summary.input_records, pipeline, reason, ids)
+    if note and not quiet:
+        typer.echo(f"capstone: {note}", err=True)
+
+
+def _unmatched_replay(found: int, pipeline: str, reason: str | None, ids: list[int] | None) -> str:
+    """What a replay's filters asked for that no open dead letter matched, or ''."""
+    listing = f"`capstone dead-letters --pipeline {pipeline}` lists them"
+    wanted = len(set(ids or []))
+    if wanted and found < wanted:
+        return (
+            f"{wanted - found} of the {wanted} dead letters asked for with --id are not open "
+            f"dead letters of pipeline {pipeline} (resolved, another pipeline's, or unknown); "
+            + listing
+        )
+    if found == 0 and reason is not None:
+        return (
+            f"no open dead letters of pipeline {pipeline} have a reason containing {reason!r}; "
+            + listing
+        )
+    return ""
 
 
 @app.command()
@@ -558,7 +580,7 @@ def replay(
 def lineage(
     key_parts: Annotated[
         list[str],
-        typer.Argument(metavar="KEY...", help="The record key to trace; one value per key field."),
+        typer.Argument(metavar="KEY", help="The record key to trace; one value per key field."),
     ],
     pipeline: Annotated[
         str | None,
@@ -716,3 +738,16 @@ def pipelines(
 
 def _db_exists(db: str) -> bool:
     return db.startswith(("postgresql://", "postgres://")) or Path(db).exists()
+
+
+def _reflow_help(*apps: typer.Typer) -> None:
+    """Join each docstring paragraph into one line, so help wraps to the terminal, not to 100."""
+    for typer_app in apps:
+        infos: list[Any] = [*typer_app.registered_commands, typer_app.registered_callback]
+        for info in infos:
+            if info is not None and info.help is None and info.callback.__doc__:
+                paragraphs = inspect.cleandoc(info.callback.__doc__).split("\n\n")
+                info.help = "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+_reflow_help(app, dead_letters_app)

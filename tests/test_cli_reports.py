@@ -176,6 +176,15 @@ def test_every_command_has_help_with_an_example(runner: CliRunner, command: list
     assert "Example" in result.stdout
 
 
+def test_help_paragraphs_wrap_to_the_terminal(runner: CliRunner) -> None:
+    """A docstring's line breaks (at 100 columns) do not show: a paragraph fills the screen."""
+    result = runner.invoke(app, ["replay", "-h"], env={"COLUMNS": "200"})
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    assert any(
+        line.startswith("A replay is a run") and line.endswith("timestamp guard.") for line in lines
+    )
+
+
 def test_version(runner: CliRunner) -> None:
     """--version prints the package version."""
     result = runner.invoke(app, ["--version"])

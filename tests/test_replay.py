@@ -109,6 +109,31 @@ def test_replay_command_by_id(runner: CliRunner, db: str, sample: str) -> None:
     assert orjson.loads(result.stdout)["input_records"] == 1
 
 
+def test_a_replay_names_the_ids_that_are_not_open_dead_letters(
+    runner: CliRunner, db: str, sample: str
+) -> None:
+    """--id of a letter that does not exist replays the rest and says so on stderr."""
+    run(sample, db)
+    result = runner.invoke(app, ["replay", "--id", "2", "--id", "99", "--db", db, "--json"])
+    assert result.exit_code == 0, result.output
+    assert orjson.loads(result.stdout)["input_records"] == 1
+    assert "1 of the 2 dead letters asked for with --id are not open" in result.stderr
+
+
+def test_a_replay_whose_reason_matches_nothing_says_so(
+    runner: CliRunner, db: str, sample: str
+) -> None:
+    """A --reason no open letter has (a typo, say) is named on stderr, not silently empty."""
+    run(sample, db)
+    result = runner.invoke(app, ["replay", "--reason", "nosuch", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "no open dead letters of pipeline events have a reason containing 'nosuch'" in (
+        result.stderr
+    )
+    quiet = runner.invoke(app, ["replay", "--reason", "nosuch", "--db", db, "--quiet"])
+    assert quiet.stderr == ""
+
+
 def test_csv_letters_replay_from_their_parsed_record(db: str, tmp_path: Path) -> None:
     """A CSV reject keeps its parsed row, so a replay re-validates it without the header."""
     path = tmp_path / "in.csv"
