@@ -21,6 +21,8 @@ MAX_RECORD_BYTES = 64 * 1024 * 1024
 _CHUNK = 1 << 20
 _BLANK = re.compile(r"[ \t\r\n]*")
 _DECODER = json.JSONDecoder()
+# The decoder's messages end in " at" or " starting at", before a buffer position left out here.
+_POSITION_WORDS = re.compile(r"( starting)? at$")
 
 
 class _Buffer:
@@ -58,10 +60,21 @@ class _Buffer:
                 return ""
 
 
+class _RunTogether(Exception):
+    """A broken object's brackets only balance by taking in the elements after it."""
+
+
 def _scan_end(text: str, start: int) -> int | None:
-    """End of the JSON value at `start` without recursion (for values nested too deep to decode)."""
+    """End of the JSON value at `start` by counting brackets, or None if `text` ends first.
+
+    For values nested too deep to decode, and for broken objects, whose end decides where the
+    next element starts. Inside an object, `, {` or `, [` at its top level cannot occur (a key
+    must follow a comma): there the count has run into the next element, and guessing would
+    swallow valid records into one dead letter, so `_RunTogether` is raised instead.
+    """
     depth = 0
-    in_string = escaped = False
+    in_string = escaped = after_comma = False
+    is_object = text[start] == "{"
     for index in range(start, len(text)):
         char = text[index]
         if in_string:
@@ -71,7 +84,12 @@ def _scan_end(text: str, start: int) -> int | None:
                 escaped = True
             elif char == '"':
                 in_string = False
-        elif char == '"':
+            continue
+        if after_comma and char not in " \t\r\n":
+            if char in "[{":
+                raise _RunTogether
+            after_comma = False
+        if char == '"':
             in_string = True
         elif char in "[{":
             depth += 1
@@ -79,6 +97,8 @@ def _scan_end(text: str, start: int) -> int | None:
             depth -= 1
             if depth == 0:
                 return index + 1
+        elif char == "," and depth == 1 and is_object:
+            after_comma = True
     return None
 
 
@@ -94,17 +114,16 @@ def _element_end(buffer: _Buffer, index: int) -> int:
             _, end = _DECODER.raw_decode(text, start)
         except json.JSONDecodeError as error:
             # (The decoder's line and column count from the buffer, not the file: left out.)
-            # ("Unterminated string starting at" expects the position after it.)
-            problem: str | None = error.msg.removesuffix(" starting at")
+            problem: str | None = _POSITION_WORDS.sub("", error.msg)
             end = -1
             if text[start] in "[{":
                 # A broken object or array whose brackets balance is one malformed record, for
                 # the dead-letter table, not a reason to refuse the whole file.
-                found = _scan_end(text, start)
+                found = _scan_end_or_fail(buffer, start, index, problem)
                 if found is not None:
                     return found
         except RecursionError:
-            found = _scan_end(text, start)
+            found = _scan_end_or_fail(buffer, start, index, "nested too deep")
             problem, end = (None, found) if found is not None else ("unterminated value", -1)
         # A bare number is only whole when a delimiter follows it: "1." at the end of a chunk
         # decodes as 1. Objects, arrays and strings carry their own closing character.
@@ -120,6 +139,16 @@ def _element_end(buffer: _Buffer, index: int) -> int:
                 f"{buffer.name} is not valid JSON at element {index}: {problem}; "
                 "fix or re-export the file (is it truncated?)"
             )
+
+
+def _scan_end_or_fail(buffer: _Buffer, start: int, index: int, problem: str | None) -> int | None:
+    try:
+        return _scan_end(buffer.text, start)
+    except _RunTogether:
+        raise InputError(
+            f"{buffer.name} is not valid JSON at element {index} ({problem}), and where that "
+            "element ends cannot be told from where the next one starts; fix the file"
+        ) from None
 
 
 def array_elements(fh: IO[bytes], name: str) -> Iterator[tuple[int, str]]:

@@ -30,7 +30,13 @@ from capstone import __version__
 from capstone.config import CONFIG_NAME, Config, load_config, starter_config
 from capstone.dead_letters import export_line
 from capstone.errors import CapstoneError, ConfigError
-from capstone.pipeline import RunOptions, replay_dead_letters, run_source
+from capstone.pipeline import (
+    MAX_BATCH_SIZE,
+    MAX_LOCK_TIMEOUT,
+    RunOptions,
+    replay_dead_letters,
+    run_source,
+)
 from capstone.render import (
     dead_letters_table,
     lineage_table,
@@ -49,6 +55,9 @@ from capstone.timeutil import parse_duration, utcnow
 from capstone.watermark import parse_requested
 
 __all__ = ["app"]
+
+MAX_ID = 2**63 - 1
+"""The largest id or count the databases store (a signed 64-bit integer)."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -199,9 +208,14 @@ def run(
             "(default: the pipeline's, 1d for events)."
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Records per staging batch.")] = 10_000,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=MAX_BATCH_SIZE, help="Records per staging batch.")
+    ] = 10_000,
     lock_timeout: Annotated[
-        float, typer.Option(min=0, help="Seconds to wait for another run of the pipeline.")
+        float,
+        typer.Option(
+            min=0, max=MAX_LOCK_TIMEOUT, help="Seconds to wait for another run of the pipeline."
+        ),
     ] = 5.0,
     report: Annotated[
         bool, typer.Option("--report", help="Also print lineage grouped by step.")
@@ -327,7 +341,7 @@ def report(
     by_step: Annotated[
         bool, typer.Option("--by-step", help="Group lineage by step (the default).")
     ] = True,
-    run_id: Annotated[int | None, typer.Option("--run", help="Only this run.")] = None,
+    run_id: Annotated[int | None, typer.Option("--run", max=MAX_ID, help="Only this run.")] = None,
     pipeline: Annotated[
         str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")
     ] = None,
@@ -362,8 +376,12 @@ def report(
 @app.command()
 @handle_errors
 def runs(
-    run_id: Annotated[int | None, typer.Argument(help="Show this run in detail.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="Show at most this many runs.")] = 20,
+    run_id: Annotated[
+        int | None, typer.Argument(max=MAX_ID, help="Show this run in detail.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_ID, help="Show at most this many runs.")
+    ] = 20,
     pipeline: Annotated[
         str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")
     ] = None,
@@ -422,12 +440,12 @@ def dead_letters(
         str | None, typer.Option("--reason", "-r", help="Only reasons containing this code.")
     ] = None,
     run_id: Annotated[
-        int | None, typer.Option("--run", help="Only those first seen in this run.")
+        int | None, typer.Option("--run", max=MAX_ID, help="Only those first seen in this run.")
     ] = None,
     pipeline: Annotated[
         str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_ID, help="Show at most this many.")] = 50,
     resolved: Annotated[
         bool, typer.Option("--resolved", help="Include dead letters a replay resolved.")
     ] = False,
@@ -528,13 +546,17 @@ def replay(
         str | None, typer.Option("--reason", "-r", help="Only dead letters with this reason code.")
     ] = None,
     ids: Annotated[
-        list[int] | None, typer.Option("--id", help="Only this dead letter (repeatable).")
+        list[int] | None,
+        typer.Option("--id", max=MAX_ID, help="Only this dead letter (repeatable)."),
     ] = None,
     pipeline: Pipeline = "events",
     config: ConfigPath = None,
     db: Db = "capstone.db",
     lock_timeout: Annotated[
-        float, typer.Option(min=0, help="Seconds to wait for another run of the pipeline.")
+        float,
+        typer.Option(
+            min=0, max=MAX_LOCK_TIMEOUT, help="Seconds to wait for another run of the pipeline."
+        ),
     ] = 5.0,
     as_json: Json = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
@@ -645,7 +667,10 @@ def reset_watermark(
     db: Db = "capstone.db",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     lock_timeout: Annotated[
-        float, typer.Option(min=0, help="Seconds to wait for a run of the pipeline to finish.")
+        float,
+        typer.Option(
+            min=0, max=MAX_LOCK_TIMEOUT, help="Seconds to wait for a run of the pipeline to finish."
+        ),
     ] = 5.0,
 ) -> None:
     """Clear a pipeline's watermark (or set it with --to) so records it skipped load again.

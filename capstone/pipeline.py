@@ -4,7 +4,6 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import timedelta
 from itertools import islice
 from typing import TypeVar
 
@@ -14,19 +13,33 @@ from capstone.classify import Classifier
 from capstone.config import load_config
 from capstone.dead_letters import replay_items
 from capstone.errors import CapstoneError, InterruptedRun, StoreError
-from capstone.schema import PipelineSpec, shape_of
+from capstone.schema import Duration, PipelineSpec, shape_of
 from capstone.sources import Format, Item, SourceFile
 from capstone.store import RunTransaction, Store, open_store
 from capstone.summary import RunStatus, RunSummary
 from capstone.timeutil import earlier, format_ts, later, utcnow
 from capstone.watermark import advance, check_stored
 
-__all__ = ["Progress", "RunOptions", "replay_dead_letters", "run", "run_source"]
+__all__ = [
+    "MAX_BATCH_SIZE",
+    "MAX_LOCK_TIMEOUT",
+    "Progress",
+    "RunOptions",
+    "replay_dead_letters",
+    "run",
+    "run_source",
+]
 
 Progress = Callable[[int, int], None]
 """Called after each batch with (records read so far, bytes read so far)."""
 
 T = TypeVar("T")
+
+MAX_BATCH_SIZE = 1_000_000
+"""A batch is held in memory while it is validated; beyond this, memory would follow the input."""
+
+MAX_LOCK_TIMEOUT = 86_400.0
+"""A day: long enough for any run to finish, and within what SQLite's busy timeout can hold."""
 
 
 class RunOptions(BaseModel):
@@ -38,11 +51,11 @@ class RunOptions(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     pipeline: str = Field("events", min_length=1, max_length=128)
-    lookback: timedelta | None = None
-    future_tolerance: timedelta | None = None
+    lookback: Duration | None = None
+    future_tolerance: Duration | None = None
     format: Format | None = None
-    batch_size: int = Field(10_000, ge=1)
-    lock_timeout: float = Field(5.0, ge=0)
+    batch_size: int = Field(10_000, ge=1, le=MAX_BATCH_SIZE)
+    lock_timeout: float = Field(5.0, ge=0, le=MAX_LOCK_TIMEOUT)
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -73,7 +73,15 @@ def _duration(value: Any) -> Any:
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
+def _not_negative(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("a duration cannot be negative; use 0 or a span such as 2h")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_not_negative)]
+"""A span of time from "90s", "2h", "1h30m" or a number of seconds; never negative, since a
+negative lookback would skip records newer than the watermark."""
 
 
 class FieldSpec(BaseModel):
@@ -166,7 +174,7 @@ class PipelineSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "PipelineSpec":
-        if not IDENTIFIER.match(self.target):
+        if not IDENTIFIER.fullmatch(self.target):
             raise ValueError(
                 f"target {self.target!r} is not a table name: use letters, digits and _"
             )
@@ -177,7 +185,7 @@ class PipelineSpec(BaseModel):
         if not self.fields:
             raise ValueError("declare at least the key and event_time fields")
         for name in self.fields:
-            if not IDENTIFIER.match(name):
+            if not IDENTIFIER.fullmatch(name):
                 raise ValueError(f"field {name!r} is not a column name: use letters, digits and _")
             if name.lower() in RESERVED_COLUMNS:
                 raise ValueError(f"field {name!r} is a column capstone adds; rename it")

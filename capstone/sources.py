@@ -78,7 +78,7 @@ class SourceFile:
     path: str
     format: Format | None = None
     _fh: io.BufferedReader | None = None
-    _stdin_bytes: int = 0
+    _file: io.BufferedReader | None = None  # what to close: the file opened, never stdin
 
     @property
     def name(self) -> str:
@@ -104,7 +104,7 @@ class SourceFile:
             self._fh = cast(io.BufferedReader, sys.stdin.buffer)
         else:
             try:
-                self._fh = open(self.path, "rb")
+                self._fh = self._file = open(self.path, "rb")
             except FileNotFoundError:
                 raise InputError(
                     f"input file {self.path} does not exist; check the --input path"
@@ -118,20 +118,19 @@ class SourceFile:
         try:
             if self._fh.peek(3)[:3] == _BOM:
                 self._fh.read(3)
-            self.format = (
-                self.format
-                or _SUFFIX_FORMATS.get(os.path.splitext(self.path)[1].lower())
-                or _detect(self._fh)
-            )
+            self.format = self.format or _SUFFIX_FORMATS.get(os.path.splitext(self.path)[1].lower())
+            if self.format is None:
+                self._fh, head = _look_ahead(self._fh)
+                self.format = _detect(head)
         except OSError as error:
             self.__exit__()
             raise InputError(f"reading {self.name} failed: {error.strerror or error}") from None
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._fh is not None and self.path != "-":
-            self._fh.close()
-        self._fh = None
+        if self._file is not None:
+            self._file.close()
+        self._fh = self._file = None
 
     def records(self) -> Iterator[Item]:
         """Yield every record of the file in order; raises InputError if the file cannot be read."""
@@ -152,8 +151,42 @@ _SUFFIX_FORMATS: dict[str, Format] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".c
 """Extensions that say the format outright; anything else (.json, .txt, stdin) is sniffed."""
 
 
-def _detect(fh: io.BufferedReader) -> Format:
-    head = fh.peek(4096).lstrip()
+class _Prefixed(io.RawIOBase):
+    """Bytes already read from a stream, then the rest of the stream."""
+
+    def __init__(self, prefix: bytes, rest: io.BufferedReader) -> None:
+        self._prefix = prefix
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._prefix:
+            return self._rest.readinto1(buffer)
+        taken = self._prefix[: len(buffer)]
+        buffer[: len(taken)] = taken
+        self._prefix = self._prefix[len(taken) :]
+        return len(taken)
+
+
+def _look_ahead(fh: io.BufferedReader) -> tuple[io.BufferedReader, bytes]:
+    """The file's first bytes up to its first non-blank one (and a little more), and a reader that
+    still starts at the beginning. A pipe may deliver a lone newline first, and a format guessed
+    from that would be a coin toss."""
+    head = fh.peek(4096)
+    if head.strip() or not head:
+        return fh, head
+    taken = b""
+    while chunk := fh.read1(4096):
+        taken += chunk
+        if chunk.strip():
+            break
+    return io.BufferedReader(_Prefixed(taken, fh)), taken
+
+
+def _detect(head: bytes) -> Format:
+    head = head.lstrip()
     if head.startswith(b"["):
         return "json"
     if head.startswith(b"{") or not head:

@@ -5,6 +5,7 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from capstone import RunOptions, run
 from capstone.errors import ConfigError, WatermarkError
@@ -191,6 +192,14 @@ def test_a_duration_beyond_what_python_can_hold_is_a_config_error() -> None:
     """1,000,000,000 days is refused with a readable message, not an OverflowError."""
     with pytest.raises(ConfigError, match="longer than 999,999,999 days"):
         parse_duration("1000000000d")
+
+
+def test_a_negative_lookback_is_refused_before_it_can_skip_newer_records() -> None:
+    """Run options refuse a negative span: it would skip records newer than the watermark."""
+    with pytest.raises(ValidationError, match="a duration cannot be negative"):
+        RunOptions(lookback=timedelta(hours=-2))
+    with pytest.raises(ValidationError, match="a duration cannot be negative"):
+        RunOptions(future_tolerance=timedelta(seconds=-1))
 
 
 def test_nan_in_an_extra_field_is_dead_lettered(db_path: str, write_jsonl: Any) -> None:

@@ -169,6 +169,14 @@ def test_field_mistakes_name_file_line_setting_and_fix(
         ('[pipelines.orders]\ntarget = "lineage"\n', "'lineage' is a capstone table"),
         ('[pipelines.orders]\ntarget = "drop table"\n', "is not a table name"),
         ('[pipelines.orders]\nlookback = "soon"\n', "lookback"),
+        ("[pipelines.orders]\nlookback = -7200\n", "lookback: a duration cannot be negative"),
+        ("[pipelines.orders]\nfuture_tolerance = -5\n", "a duration cannot be negative"),
+        ('[pipelines.orders]\ntarget = "t1\\n"\n', "is not a table name"),
+        (
+            '[pipelines.orders]\nkey = "id"\nevent_time = "ts"\n[pipelines.orders.fields]\n'
+            '"id\\n" = { type = "string" }\nts = { type = "timestamp" }\n',
+            "is not a column name",
+        ),
         ('[pipelines.a]\ntarget = "t1"\n[pipelines.b]\ntarget = "t1"\n', "share target table 't1'"),
         ("[pipelines.events]\n", "'events' is the built-in pipeline"),
         ("[pipelines.orders\n", "is not valid TOML"),

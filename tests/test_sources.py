@@ -1,6 +1,9 @@
 """Reading sources: formats, positions, raw text, and unreadable files."""
 
+import io
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -54,6 +57,34 @@ def test_text_after_the_array_is_refused(tmp_path: Path) -> None:
         read(path)
 
 
+class _Pipe(io.RawIOBase):
+    """Standard input from a pipe that delivers its bytes in the pieces given."""
+
+    def __init__(self, *pieces: bytes) -> None:
+        self.pieces = list(pieces)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        piece = self.pieces.pop(0) if self.pieces else b""
+        buffer[: len(piece)] = piece
+        return len(piece)
+
+
+def test_a_pipe_that_sends_a_blank_line_first_is_still_detected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Format detection reads past a first piece of white space instead of guessing from it; the
+    blank line still counts for JSON Lines positions."""
+    array = b'[{"key": "a"}, {"key": "b"}]'
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=_Pipe(b"\n", array)))
+    assert [raw for _, raw, _ in read(Path("-"))] == ['{"key": "a"}', '{"key": "b"}']
+    lines = (b"\n", b"\n", b'{"key": "a"}\n{"key": "b"}\n')
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=_Pipe(*lines)))
+    assert [position for position, _, _ in read(Path("-"))] == [3, 4]
+
+
 def test_json_lines_positions_are_line_numbers_and_blank_lines_are_ignored(tmp_path: Path) -> None:
     """JSON Lines records carry their 1-based line number and raw text; blank lines are skipped."""
     path = tmp_path / "a.jsonl"
@@ -101,12 +132,10 @@ def test_utf8_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
 )
 def test_format_is_detected_from_content(tmp_path: Path, content: bytes, expected: str) -> None:
     """The first non-blank byte decides the format: [ array, { lines, else CSV."""
-    from capstone.sources import _detect
-
     path = tmp_path / "x"
     path.write_bytes(content)
-    with path.open("rb") as fh:
-        assert _detect(fh) == expected
+    with SourceFile(str(path)) as source:
+        assert source.format == expected
 
 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
@@ -186,6 +215,28 @@ def test_a_broken_object_in_a_json_array_is_one_element_not_a_failed_file(tmp_pa
         (1, '{bad: [1, "]"]}'),
         (2, '{"key": "b"}'),
     ]
+
+
+def test_broken_elements_whose_brackets_only_balance_together_fail_the_file(
+    tmp_path: Path,
+) -> None:
+    """An extra `{` in one element and an extra `}` two elements later would balance into one
+    dead letter holding valid records; where the first element ends is unknowable, so the run
+    fails instead of hiding the records between."""
+    path = tmp_path / "a.json"
+    path.write_text(
+        '[{"key": "a", "value": {, "ts": "x"}, {"key": "b"}, {"key": "c"}}, {"key": "d"}]'
+    )
+    with pytest.raises(InputError, match=r"at element 0 .*cannot be told from where the next"):
+        read(path)
+
+
+def test_a_control_character_in_an_array_string_is_named_cleanly(tmp_path: Path) -> None:
+    """The decoder's message loses its trailing "at" along with the position it introduced."""
+    path = tmp_path / "a.json"
+    path.write_text('[{"key": "a", "value": "\x01')
+    with pytest.raises(InputError, match=r"at element 0: Invalid control character; fix"):
+        read(path)
 
 
 def test_a_trailing_comma_in_a_json_array_names_the_element_not_a_wrong_line(
