@@ -29,7 +29,7 @@ from rich.progress import (
 from capstone import __version__
 from capstone.config import CONFIG_NAME, Config, load_config, starter_config
 from capstone.dead_letters import export_line
-from capstone.errors import CapstoneError, ConfigError
+from capstone.errors import CapstoneError, ConfigError, MissingDatabase
 from capstone.pipeline import (
     MAX_BATCH_SIZE,
     MAX_LOCK_TIMEOUT,
@@ -125,6 +125,11 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise _fail("interrupted; `capstone runs` shows the state of every run", 130) from None
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
+        except BrokenPipeError:
+            # The reader left (`| head`): what it read is all it wanted, and the command's own work
+            # is done. Point stdout at nowhere so the exit flush cannot complain either.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except Exception as error:
             if os.environ.get("CAPSTONE_DEBUG"):
                 raise
@@ -734,7 +739,10 @@ def pipelines(
     """
     specs = load_config(config).pipelines
     rows: list[dict[str, Any]] = []
-    store = open_store(db, create=False) if _db_exists(db) else None
+    try:
+        store: Store | None = open_store(db, create=False)
+    except MissingDatabase:
+        store = None  # the configured pipelines are listed all the same, without state
     try:
         for spec in specs.values():
             last = store.runs(limit=1, pipeline=spec.name) if store else []
@@ -759,10 +767,6 @@ def pipelines(
         _print_json(rows)
         return
     console.print(pipelines_table(rows, console.width))
-
-
-def _db_exists(db: str) -> bool:
-    return db.startswith(("postgresql://", "postgres://")) or Path(db).exists()
 
 
 def _reflow_help(*apps: typer.Typer) -> None:

@@ -6,6 +6,7 @@ __all__ = [
     "InputError",
     "InterruptedRun",
     "LockError",
+    "MissingDatabase",
     "StoreError",
     "WatermarkError",
 ]
@@ -29,6 +30,10 @@ class WatermarkError(CapstoneError):
 
 class StoreError(CapstoneError):
     """The database cannot be opened, read or written."""
+
+
+class MissingDatabase(StoreError):
+    """A command that only reads found no capstone database there (no file, or no tables)."""
 
 
 class LockError(StoreError):

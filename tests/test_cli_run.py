@@ -177,6 +177,8 @@ def test_importing_capstone_loads_nothing_heavy() -> None:
         (["runs", "--limit", "0"], "Invalid value for '--limit'"),
         (["run", "--bogus"], "No such option: --bogus; see `capstone run --help`"),
         (["nosuchcmd"], "No such command 'nosuchcmd'; see `capstone --help`"),
+        (["runs", "--db", "mysql://u@h/d"], "--db mysql:// is not a database capstone can use"),
+        (["runs", "--limit", str(2**63)], "Invalid value for '--limit'"),
     ],
 )
 def test_usage_errors_from_the_command_line_are_one_line_and_exit_2(
@@ -194,6 +196,28 @@ def test_usage_errors_from_the_command_line_are_one_line_and_exit_2(
     assert done.stderr.startswith("capstone: error: ")
     assert message in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`capstone ... --json | head` is not a bug: no message and exit 0 when the pipe closes."""
+    db = str(tmp_path / "c.db")
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(f'{{"key": "k{i}"}}\n' for i in range(20_000)))  # 20,000 dead letters
+    capstone = [sys.executable, "-m", "capstone"]
+    subprocess.run([*capstone, "run", "-i", str(big), "--db", db, "-q"], check=True)
+    # The listing is far larger than a pipe's buffer; the reader takes one byte and leaves.
+    reader = subprocess.Popen(
+        [*capstone, "dead-letters", "--limit", "20000", "--db", db, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None
+    assert reader.stderr is not None
+    reader.stdout.read(1)
+    reader.stdout.close()
+    with reader.stderr:
+        assert reader.stderr.read() == b""
+    assert reader.wait(timeout=60) == 0
 
 
 def test_a_csv_header_without_the_required_columns_refuses_the_file(

@@ -644,6 +644,17 @@ def test_pipelines_lists_config_and_state(
     assert "order_id, line" in table.stdout
 
 
+def test_pipelines_on_a_database_without_capstone_tables_lists_the_config(
+    db: str, runner: CliRunner
+) -> None:
+    """No database yet (no SQLite file, an empty PostgreSQL schema): the pipelines, no state."""
+    result = runner.invoke(app, ["pipelines", "--db", db, "--json"])
+    assert result.exit_code == 0, result.output
+    listed = {p["pipeline"]: p for p in orjson.loads(result.stdout)}
+    assert "events" in listed
+    assert all(p["last_run"] is None and p["watermark"] is None for p in listed.values())
+
+
 def test_unknown_pipeline_exits_2(runner: CliRunner, tmp_path: Path, sample: str) -> None:
     """run --pipeline with an undefined name is a usage error naming the known ones."""
     result = runner.invoke(

@@ -14,16 +14,17 @@ import psycopg
 import pytest
 
 from capstone import RunOptions, run
+from capstone.config import load_config
 from capstone.errors import LockError, StoreError
 from capstone.pipeline import replay_dead_letters
 from capstone.schema import EVENTS, FieldSpec, PipelineSpec
 from capstone.store import open_store
 from capstone.store.postgres import (
+    MAX_KEY_BYTES,
     SCHEMA_VERSION,
     PostgresStore,
     redact_url,
     screen_for,
-    unstorable,
 )
 from tests.conftest import event, fetch
 from tests.pg import execute, with_password
@@ -33,6 +34,9 @@ NUL_KEY = event("a\x00b", "2025-01-01T00:00:00")
 
 def password_of(url: str) -> str:
     return urlsplit(url).password or ""
+
+
+unstorable = screen_for(EVENTS)
 
 
 class TestUnstorable:
@@ -48,6 +52,27 @@ class TestUnstorable:
             "name.nul_character",
             "tag.nul_character",
         ]
+
+    def test_a_key_too_long_for_an_index_gets_a_reason(self) -> None:
+        """A key of more UTF-8 bytes than an index entry holds is refused; characters count by
+        their bytes, and all string parts of a composite key count together."""
+        spec = PipelineSpec.model_validate(
+            {
+                "name": "orders",
+                "key": ["region", "id"],
+                "event_time": "ts",
+                "fields": {
+                    "region": {"type": "string"},
+                    "id": {"type": "string"},
+                    "ts": {"type": "timestamp"},
+                },
+            }
+        )
+        screen = screen_for(spec)
+        half = MAX_KEY_BYTES // 2
+        assert screen((1, 1, "r" * half, "i" * half, "2025-01-01T00:00:00", None)) == []
+        row = (1, 1, "r" * half, "é" * (half // 2 + 1), "2025-01-01T00:00:00", None)
+        assert [code for code, _ in screen(row)] == ["id.key_too_long"]
 
 
 class TestRedaction:
@@ -208,17 +233,29 @@ class TestWithServer:
 class TestNulCharacters:
     def test_valid_record_with_a_nul_is_dead_lettered(self, pg_db: str, write_jsonl: Any) -> None:
         """A NUL in a valid record's key rejects that record with key.nul_character; the run goes on."""
-        try:
-            summary = run(write_jsonl([NUL_KEY, event("ok", "2025-01-01T00:00:00")]), pg_db)
-        except StoreError as error:
-            if "cannot be stored in PostgreSQL" not in str(error):
-                raise
-            pytest.xfail(f"the classifier does not screen records for the backend yet: {error}")
+        summary = run(write_jsonl([NUL_KEY, event("ok", "2025-01-01T00:00:00")]), pg_db)
         assert (summary.staged, summary.rejected, summary.dead_letters) == (1, 1, 1)
         [(key, reason, message)] = fetch(pg_db, "SELECT key, reason, message FROM dead_letters")
         assert (key, reason) == ("a\\x00b", "key.nul_character")
         assert "PostgreSQL cannot store" in message
         assert fetch(pg_db, "SELECT key FROM target") == [("ok",)]
+
+    def test_a_key_too_long_to_index_is_dead_lettered(
+        self, pg_db: str, tmp_path: Path, write_jsonl: Any
+    ) -> None:
+        """A config pipeline's string key has no length limit; one beyond what a PostgreSQL index
+        holds rejects its record (key_too_long) instead of failing the whole run."""
+        config = tmp_path / "capstone.toml"
+        config.write_text(
+            '[pipelines.long]\nkey = "id"\nevent_time = "at"\n[pipelines.long.fields]\n'
+            'id = { type = "string" }\nat = { type = "timestamp" }\n'
+        )
+        spec = load_config(config).pipeline("long")
+        records = [{"id": "x" * 3000, "at": "2025-01-01T00:00:00"}, {"id": "a", "at": "2025-01-01"}]
+        summary = run(write_jsonl(records), pg_db, spec=spec)
+        assert (summary.staged, summary.rejected) == (1, 1)
+        [(reason,)] = fetch(pg_db, "SELECT reason FROM dead_letters")
+        assert reason == "id.key_too_long"
 
     def test_nul_bytes_in_raw_text_are_escaped_and_kept(self, pg_db: str, tmp_path: Path) -> None:
         """A malformed line with NUL bytes is dead-lettered with each NUL written as \\x00."""

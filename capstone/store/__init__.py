@@ -1,6 +1,6 @@
 """Storage backends. `open_store` picks one from a path or URL."""
 
-from capstone.errors import StoreError
+from capstone.errors import ConfigError, StoreError
 from capstone.store.base import STEPS, RunTransaction, Store
 
 __all__ = ["STEPS", "RunTransaction", "Store", "open_store"]
@@ -16,6 +16,12 @@ def open_store(url: str, *, create: bool = True) -> Store:
                 "the PostgreSQL backend needs psycopg; install it with: pip install 'capstone[postgres]'"
             ) from None
         return PostgresStore(url, create=create)
+    scheme, separator, _ = url.partition("://")
+    if separator and scheme.isidentifier():
+        raise ConfigError(
+            f"--db {scheme}:// is not a database capstone can use; give a SQLite file path or a "
+            "postgresql:// URL"
+        )
     from capstone.store.sqlite import SQLiteStore
 
     return SQLiteStore(url, create=create)

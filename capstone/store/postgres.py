@@ -13,10 +13,10 @@ Same semantics as the SQLite backend, with PostgreSQL's own tools:
   pipelines in parallel; a second advisory lock per run tells live runs from abandoned ones;
 - numbered migrations in `schema_migrations`, applied under an advisory lock.
 
-PostgreSQL text cannot hold NUL characters. `unstorable`
-names the fields of a valid record that have such a value, so the record can be rejected with a
-reason instead of failing the run; NULs in the text of dead letters and lineage are written as the
-four characters `\\x00`.
+PostgreSQL text cannot hold NUL characters, and its indexes cannot hold a key of more than about
+2.7 KB. `screen_for` names the fields of a valid record that PostgreSQL cannot store, so the
+record can be rejected with a reason instead of failing the run; NULs in the text of dead letters
+and lineage are written as the four characters `\\x00`.
 """
 
 import contextlib
@@ -36,15 +36,15 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from capstone.classify import Rejected, Screen, Skipped, Staged
-from capstone.errors import LockError, StoreError
+from capstone.errors import LockError, MissingDatabase, StoreError
 from capstone.model import Reason
-from capstone.schema import EVENTS, FieldType, PipelineSpec
+from capstone.schema import FieldType, PipelineSpec
 from capstone.store.base import check_watermark, iter_steps, not_replayed
 from capstone.store.tables import TableSync, quote, sync_plan
 from capstone.summary import DeadLetter, LineageEntry, RunStatus, RunSummary, StepCount
 from capstone.timeutil import format_ts, utcnow
 
-__all__ = ["PostgresStore", "redact_url", "screen_for", "unstorable"]
+__all__ = ["MAX_KEY_BYTES", "PostgresStore", "redact_url", "screen_for"]
 
 SQL_TYPES: dict[FieldType, str] = {
     "string": "text",
@@ -138,7 +138,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX lineage_key ON lineage (key);
         CREATE INDEX lineage_run ON lineage USING brin (run_id);
         -- The canonical text form of a timestamp, as Python's isoformat() writes it.
-        CREATE FUNCTION capstone_ts_text(value timestamp) RETURNS text
+        CREATE OR REPLACE FUNCTION capstone_ts_text(value timestamp) RETURNS text
             LANGUAGE sql STABLE PARALLEL SAFE
             AS $$
                 SELECT to_char(value, 'YYYY-MM-DD"T"HH24:MI:SS')
@@ -270,9 +270,23 @@ def screen_for(spec: PipelineSpec) -> Screen:
         elif field.type == "json":
             documents.append((index, name))
     documents.append((2 + len(spec.fields), None))  # attributes: named by each extra field
+    names = list(spec.fields)
+    key_texts = [(names.index(k) + 2, k) for k in spec.key if spec.fields[k].type == "string"]
 
     def unstorable(row: Staged) -> list[Reason]:
         reasons: list[Reason] = []
+        # Four bytes a character at most: only a long key needs counting.
+        if 4 * sum(len(row[index]) for index, _ in key_texts) > MAX_KEY_BYTES:
+            size = sum(len(row[index].encode()) for index, _ in key_texts)
+            if size > MAX_KEY_BYTES:
+                name = max(key_texts, key=lambda pair: len(row[pair[0]].encode()))[1]
+                reasons.append(
+                    (
+                        f"{name}.key_too_long",
+                        f"{name}: the key is {size:,} bytes of UTF-8; PostgreSQL indexes keys of "
+                        f"up to {MAX_KEY_BYTES:,}",
+                    )
+                )
         for index, name in texts:
             text = row[index]
             if text is not None and "\x00" in text:
@@ -295,14 +309,9 @@ def screen_for(spec: PipelineSpec) -> Screen:
     return unstorable
 
 
-_EVENTS_SCREEN = screen_for(EVENTS)
-
-
-def unstorable(row: Staged) -> list[Reason]:
-    """Why PostgreSQL cannot store this valid record of the built-in pipeline: one reason per field
-    with a NUL character."""
-    return _EVENTS_SCREEN(row)
-
+MAX_KEY_BYTES = 2_000
+"""A key PostgreSQL can index: a B-tree entry holds at most 2,704 bytes, and the target's primary
+key and the lineage index hold the key with a few bytes around it."""
 
 _NUL_MESSAGE = "contains a NUL character (\\x00), which PostgreSQL cannot store"
 
@@ -450,7 +459,16 @@ class PostgresStore:
                 f"PostgreSQL at {where} cancelled a statement ({text}); raise statement_timeout "
                 "for this user or run again"
             )
-        if isinstance(error, psycopg.OperationalError) or self.conn.closed:
+        if isinstance(error, errors.ProgramLimitExceeded):
+            return StoreError(
+                f"PostgreSQL at {where} refused a value as too large ({text}); nothing was "
+                "changed. Report it: capstone should have dead-lettered that record"
+            )
+        if (
+            self.conn.closed
+            or isinstance(error, errors.ConnectionException)
+            or (isinstance(error, psycopg.OperationalError) and error.sqlstate is None)
+        ):
             return StoreError(
                 f"lost the connection to PostgreSQL at {where} ({text}); check that the server is "
                 "running and run again, nothing was changed"
@@ -489,7 +507,7 @@ class PostgresStore:
         if version == SCHEMA_VERSION:
             return
         if version == 0 and not create:
-            raise StoreError(
+            raise MissingDatabase(
                 f"{self.display_url} holds no capstone tables (schema {self.schema!r}); run "
                 "`capstone run` first or check --db"
             )

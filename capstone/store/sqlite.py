@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from capstone.classify import Rejected, Screen, Skipped, Staged
-from capstone.errors import LockError, StoreError
+from capstone.errors import LockError, MissingDatabase, StoreError
 from capstone.schema import FieldType, PipelineSpec
 from capstone.store.base import check_watermark, iter_steps, not_replayed
 from capstone.store.tables import TableSync, quote, sync_plan
@@ -233,7 +233,7 @@ class SQLiteStore:
         self.path = path
         self.display_url = path
         if not create and not Path(path).exists():
-            raise StoreError(
+            raise MissingDatabase(
                 f"database {path} does not exist; run `capstone run` first or check --db"
             )
         with _translate(path):
