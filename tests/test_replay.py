@@ -134,6 +134,22 @@ def test_a_replay_whose_reason_matches_nothing_says_so(
     assert quiet.stderr == ""
 
 
+def test_a_letter_holding_a_large_float_lists_and_replays(
+    runner: CliRunner, db: str, write_jsonl: Any
+) -> None:
+    """1e20 stays a float through the stored record (PostgreSQL's jsonb writes it as a 21-digit
+    integer): the list and a replay work with it."""
+    line = '{"key": "", "name": "n", "value": 1e20, "ts": "2025-01-01T00:00:00"}'
+    run(write_jsonl([line]), db)
+    listing = runner.invoke(app, ["dead-letters", "--db", db, "--json"])
+    assert listing.exit_code == 0, listing.output
+    assert orjson.loads(listing.stdout)[0]["record"]["value"] == 1e20
+    replayed = replay(db)
+    assert (replayed.rejected, replayed.dead_letters) == (1, 0)
+    [letter] = stored_letters(db)
+    assert letter.reason == "key.string_too_short"
+
+
 def test_csv_letters_replay_from_their_parsed_record(db: str, tmp_path: Path) -> None:
     """A CSV reject keeps its parsed row, so a replay re-validates it without the header."""
     path = tmp_path / "in.csv"

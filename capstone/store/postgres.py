@@ -176,8 +176,8 @@ _RUN_COLUMNS = (
     "watermark_after, error"
 )
 _DEAD_LETTER_COLUMNS = (
-    "id, pipeline, run_id, last_run_id, times_seen, position, key, reason, message, raw, record, "
-    "resolved_run_id"
+    "id, pipeline, run_id, last_run_id, times_seen, position, key, reason, message, raw, "
+    "record::text AS record, resolved_run_id"
 )
 _START_SERVER = (
     "start the server (for example `pg_ctlcluster 15 main start`, or "
@@ -329,7 +329,12 @@ def _summary(row: dict[str, Any]) -> RunSummary:
 
 
 def _dead_letter(row: dict[str, Any]) -> DeadLetter:
-    return DeadLetter.model_validate(row)
+    # Read as text and parsed as SQLite's copy is: jsonb writes 1e20 as 100000000000000000000,
+    # which the driver's parser would turn into an integer no JSON writer here can take.
+    record = row["record"]
+    return DeadLetter.model_validate(
+        row | {"record": None if record is None else orjson.loads(record)}
+    )
 
 
 def _jsonb_text(text: str | None) -> str | None:
