@@ -5,6 +5,7 @@ What happens around them is handled here: Ctrl-C during the imports, and usage e
 unknown option, a bad value), which Click would print as a multi-line box.
 """
 
+import signal
 import sys
 
 
@@ -25,8 +26,14 @@ def main() -> None:
         context = getattr(error, "ctx", None)
         hint = f"; see `{context.command_path} --help`" if context is not None else ""
         _exit(f"{message}{hint}", error.exit_code)
-    except typer.Abort:  # "no" or end of input at a confirmation prompt
-        _exit("aborted; nothing was changed", 1)
+    except typer.Abort as abort:
+        if isinstance(abort.__context__, KeyboardInterrupt):  # Click turns Ctrl-C into Abort
+            sys.stderr.write("\n")
+            _exit("interrupted; `capstone runs` shows the state of every run", 130)
+        _exit("aborted; nothing was changed", 1)  # "no" or end of input at a confirmation prompt
+    # The command is done and its exit code decided: a signal now would only blur it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(code if isinstance(code, int) else 0)
 
 

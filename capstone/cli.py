@@ -10,7 +10,7 @@ import inspect
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -34,6 +34,7 @@ from capstone.pipeline import (
     MAX_BATCH_SIZE,
     MAX_LOCK_TIMEOUT,
     RunOptions,
+    interrupted_after_commit,
     replay_dead_letters,
     run_source,
 )
@@ -50,7 +51,7 @@ from capstone.render import (
 from capstone.schema import PipelineSpec
 from capstone.sources import Format, SourceFile
 from capstone.store import STEPS, Store, open_store
-from capstone.summary import RunSummary
+from capstone.summary import RunSummary, StepCount
 from capstone.timeutil import parse_duration, utcnow
 from capstone.watermark import parse_requested
 
@@ -193,7 +194,12 @@ def run(
     config: ConfigPath = None,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Also write the summary and the run log here as JSON."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Also write the summary and the run log here as JSON (- for stdout, instead "
+            "of the table).",
+        ),
     ] = None,
     lookback: Annotated[
         str | None,
@@ -250,21 +256,28 @@ def run(
         batch_size=batch_size,
         lock_timeout=lock_timeout,
     )
+    if output is not None:
+        _check_writable(output)
     show_progress = not (quiet or as_json) and sys.stderr.isatty()
     with SourceFile(input_path, fmt) as source:
         store = open_store(db)
         try:
-            try:
-                summary = _run_with_progress(source, store, options, spec, show_progress, replay)
-            except CapstoneError as error:
+            summary = _run_with_progress(source, store, options, spec, show_progress, replay)
+        except CapstoneError as error:
+            with contextlib.closing(store):
                 _show_ended_run(error, store, output, as_json=as_json and not quiet)
-                raise
-            if output is not None:
-                _write_output(output, summary, store)
-            if not quiet:
-                _show_run(summary, store, as_json=as_json, report=report)
-        finally:
+            raise
+        except BaseException:
             store.close()
+            raise
+        try:
+            with contextlib.closing(store):  # closing checkpoints the WAL: it may take a while
+                if output is not None:
+                    _write_output(output, summary, store)
+                if not quiet and not _is_stdout(output):
+                    _show_run(summary, store, as_json=as_json, report=report)
+        except KeyboardInterrupt:
+            raise interrupted_after_commit(summary) from None
 
 
 def _run_with_progress(
@@ -316,10 +329,30 @@ def _show_ended_run(
             _print_json(ended.model_dump())
 
 
+def _is_stdout(path: Path | None) -> bool:
+    return path is not None and str(path) == "-"
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse an --output the run could not write, before the run rather than after its COMMIT."""
+    if _is_stdout(path):
+        return
+    folder = path.parent
+    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        problem = (
+            "is a folder" if path.is_dir() else f"is in {folder}, which is not a writable folder"
+        )
+        raise ConfigError(f"--output {path} {problem}; choose a file in a writable folder")
+
+
 def _write_output(path: Path, summary: RunSummary, store: Store) -> None:
     document = summary.model_dump() | {"run_log": [r.model_dump() for r in store.runs()]}
+    text = orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+    if _is_stdout(path):
+        sys.stdout.write(text.decode())
+        return
     try:
-        path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+        path.write_bytes(text)
     except OSError as error:
         raise CapstoneError(
             f"run {summary.run_id} ended ({summary.status}) but --output {path} could not be "
@@ -332,12 +365,27 @@ def _show_run(summary: RunSummary, store: Store, *, as_json: bool, report: bool)
     if as_json:
         data = summary.model_dump()
         if report:
-            data["by_step"] = {s.step: s.count for s in steps}
+            data["by_step"] = _by_step(steps)
         _print_json(data)
         return
     console.print(summary_table(summary))
     if report:
         console.print(steps_table(steps, f"lineage of run {summary.run_id} by step"))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def _check_run_exists(store: Store, run_id: int | None) -> None:
+    if run_id is not None and store.get_run(run_id) is None:
+        raise CapstoneError(f"there is no run {run_id}; `capstone runs` lists them")
+
+
+def _by_step(counts: Sequence[StepCount]) -> dict[str, int]:
+    """Every step, in pipeline order, with 0 for those no record took: a stable shape for JSON."""
+    found = {c.step: c.count for c in counts}
+    return {step: found.get(step, 0) for step in STEPS}
 
 
 @app.command()
@@ -358,18 +406,10 @@ def report(
     Example: capstone report --by-step --run 1; capstone report --pipeline orders
     """
     with _existing(db) as store:
-        if run_id is not None and store.get_run(run_id) is None:
-            raise CapstoneError(f"there is no run {run_id}; `capstone runs` lists them")
+        _check_run_exists(store, run_id)
         counts = store.step_counts(run_id, pipeline)
     if as_json:
-        by_step_counts = {c.step: c.count for c in counts}
-        _print_json(
-            {
-                "run_id": run_id,
-                "pipeline": pipeline,
-                "by_step": {s: by_step_counts.get(s, 0) for s in STEPS},
-            }
-        )
+        _print_json({"run_id": run_id, "pipeline": pipeline, "by_step": _by_step(counts)})
         return
     scope = [f"run {run_id}"] if run_id else []
     scope += [f"pipeline {pipeline}"] if pipeline else []
@@ -393,7 +433,7 @@ def runs(
     failed: Annotated[
         bool,
         typer.Option(
-            "--failed", help="Only runs that did not succeed (failed, interrupted, killed)."
+            "--failed", help="Only runs that did not succeed (failed, interrupted, abandoned)."
         ),
     ] = False,
     db: Db = "capstone.db",
@@ -417,11 +457,7 @@ def runs(
     if run_id is not None:
         assert detail is not None
         if as_json:
-            by_step = {c.step: c.count for c in steps}
-            _print_json(
-                detail.model_dump()
-                | {"by_step": {s: by_step.get(s, 0) for s in STEPS}, "by_reason": reasons}
-            )
+            _print_json(detail.model_dump() | {"by_step": _by_step(steps), "by_reason": reasons})
             return
         console.print(summary_table(detail))
         console.print(steps_table(steps, f"lineage of run {run_id} by step"))
@@ -467,6 +503,7 @@ def dead_letters(
         _refuse_options_before(ctx)
         return
     with _existing(db) as store:
+        _check_run_exists(store, run_id)
         letters = store.dead_letters(
             pipeline=pipeline,
             reason=reason,
@@ -534,8 +571,11 @@ def dead_letters_export(
             f"cannot write {output} ({error.strerror}); choose a writable path"
         ) from None
     left_out = len(lines) - len(written)
-    note = f"; {left_out} CSV rows with the wrong number of cells left out" if left_out else ""
-    typer.echo(f"wrote {len(written)} dead letters to {output}{note}", err=True)
+    note = f"; {_count(left_out, 'CSV row')} with the wrong number of cells left out"
+    typer.echo(
+        f"wrote {_count(len(written), 'dead letter')} to {output}{note if left_out else ''}",
+        err=True,
+    )
     if others:
         listed = ", ".join(f"{name} ({count})" for name, count in sorted(others.items()))
         typer.echo(
@@ -548,7 +588,12 @@ def dead_letters_export(
 @handle_errors
 def replay(
     reason: Annotated[
-        str | None, typer.Option("--reason", "-r", help="Only dead letters with this reason code.")
+        str | None,
+        typer.Option(
+            "--reason",
+            "-r",
+            help="Only dead letters whose reason contains this (value, value.float_parsing).",
+        ),
     ] = None,
     ids: Annotated[
         list[int] | None,
@@ -627,11 +672,11 @@ def lineage(
     key = _lineage_key(key_parts, pipeline, config)
     with _existing(db) as store:
         entries = store.lineage(key, pipeline)
+    if not entries:  # the same exit code with --json: a script tells "no such key" by it
+        raise CapstoneError(f"no lineage for key {key!r}; check the key (keys are case-sensitive)")
     if as_json:
         _print_json([entry.model_dump() for entry in entries])
         return
-    if not entries:
-        raise CapstoneError(f"no lineage for key {key!r}; check the key (keys are case-sensitive)")
     console.print(lineage_table(entries, key, console.width))
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_LOCK_TIMEOUT",
     "Progress",
     "RunOptions",
+    "interrupted_after_commit",
     "replay_dead_letters",
     "run",
     "run_source",
@@ -97,7 +98,7 @@ def run(
             # Closing checkpoints the WAL, which can take a while after a large run.
             store.close()
         except KeyboardInterrupt:
-            raise InterruptedRun(_after_commit(summary)) from None
+            raise interrupted_after_commit(summary) from None
         return summary
 
 
@@ -243,7 +244,7 @@ def _interrupted(store: Store, run: RunSummary) -> InterruptedRun:
     if _committed(store, run):
         # The signal arrived as COMMIT returned: the run is whole, and saying otherwise would
         # contradict the data.
-        error = InterruptedRun(_after_commit(run))
+        error = interrupted_after_commit(run)
     else:
         error = InterruptedRun(
             f"run {run.run_id} was interrupted and rolled back; nothing was changed"
@@ -259,11 +260,14 @@ def _committed(store: Store, run: RunSummary) -> bool:
     return False
 
 
-def _after_commit(run: RunSummary) -> str:
-    return (
+def interrupted_after_commit(run: RunSummary) -> InterruptedRun:
+    """The error for a signal that came once `run` had committed: its results are kept."""
+    error = InterruptedRun(
         f"interrupted after run {run.run_id} committed; its results are kept "
         f"(capstone runs {run.run_id} shows them)"
     )
+    error.run_id = run.run_id
+    return error
 
 
 def _record_end(store: Store, run: RunSummary, status: str, error: str, clock: float) -> None:

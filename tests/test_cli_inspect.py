@@ -31,9 +31,11 @@ def test_lineage_traces_every_step_of_a_key(runner: CliRunner, db: str, sample: 
 def test_lineage_of_unknown_key_fails_clearly(runner: CliRunner, db: str, sample: str) -> None:
     """An unknown key exits 1 with one line."""
     run(sample, db)
-    result = runner.invoke(app, ["lineage", "nope", "--db", db])
-    assert result.exit_code == 1
-    assert "no lineage for key 'nope'" in result.stderr
+    for extra in ([], ["--json"]):
+        result = runner.invoke(app, ["lineage", "nope", "--db", db, *extra])
+        assert result.exit_code == 1
+        assert "no lineage for key 'nope'" in result.stderr
+        assert result.stdout == ""
 
 
 def test_run_detail_has_steps_and_reasons(runner: CliRunner, db: str, sample: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from capstone import cli
 from capstone.cli import app
 from tests.conftest import fetch
 
@@ -52,7 +53,41 @@ def test_default_output_is_a_table(runner: CliRunner, db: str, sample: str) -> N
 def test_report_flag_adds_lineage_by_step(runner: CliRunner, db: str, sample: str) -> None:
     """--report --json adds the run's lineage counts per step."""
     result = invoke(runner, "run", "--input", sample, "--db", db, "--report", "--json")
-    assert json.loads(result.stdout)["by_step"] == {"stage": 5, "load": 5, "reject": 2}
+    steps = {"stage": 5, "load": 5, "stale": 0, "reject": 2, "skip": 0}
+    assert json.loads(result.stdout)["by_step"] == steps
+
+
+def test_output_is_checked_before_the_run(runner: CliRunner, tmp_path: Path, sample: str) -> None:
+    """An --output the run could not write is a usage error before anything is loaded."""
+    db = tmp_path / "c.db"
+    missing = tmp_path / "nope" / "summary.json"
+    result = invoke(runner, "run", "--input", sample, "--db", str(db), "--output", str(missing))
+    assert result.exit_code == 2
+    assert "which is not a writable folder" in result.stderr
+    assert not db.exists()
+
+
+def test_output_dash_writes_the_document_to_stdout(runner: CliRunner, db: str, sample: str) -> None:
+    """--output - puts the summary and run log on stdout, in place of the table."""
+    result = invoke(runner, "run", "--input", sample, "--db", db, "--output", "-")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert (document["staged"], len(document["run_log"])) == (5, 1)
+
+
+def test_a_signal_after_the_commit_says_the_run_is_kept(
+    runner: CliRunner, db: str, sample: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the summary is printed: exit 130, and the message says run 1 committed."""
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_show_run", interrupted)
+    result = invoke(runner, "run", "--input", sample, "--db", db)
+    assert result.exit_code == 130
+    assert "interrupted after run 1 committed; its results are kept" in result.stderr
+    assert fetch(db, "SELECT status FROM run_log") == [("success",)]
 
 
 def test_quiet_prints_nothing(runner: CliRunner, db: str, sample: str) -> None:
@@ -160,6 +195,29 @@ def test_ctrl_c_while_the_cli_starts_is_one_line_and_exit_130(
     )
 
 
+def test_ctrl_c_at_a_prompt_is_an_interruption_not_a_no(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Click turns Ctrl-C at a prompt into Abort; it still exits 130, on a line of its own."""
+    import typer
+
+    from capstone.__main__ import main
+
+    def ctrl_c_at_the_prompt(**kwargs: Any) -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise typer.Abort from None
+
+    monkeypatch.setattr(cli, "app", ctrl_c_at_the_prompt)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == (
+        "\ncapstone: error: interrupted; `capstone runs` shows the state of every run\n"
+    )
+
+
 def test_importing_capstone_loads_nothing_heavy() -> None:
     """`import capstone` stays light (the CLI entry catches Ctrl-C only after it); names load lazily."""
     code = (
@@ -178,6 +236,8 @@ def test_importing_capstone_loads_nothing_heavy() -> None:
         (["run", "--bogus"], "No such option: --bogus; see `capstone run --help`"),
         (["nosuchcmd"], "No such command 'nosuchcmd'; see `capstone --help`"),
         (["runs", "--db", "mysql://u@h/d"], "--db mysql:// is not a database capstone can use"),
+        (["runs", "--db", ""], "--db '' names no file"),
+        (["runs", "--db", ":memory:"], "--db ':memory:' names no file"),
         (["runs", "--limit", str(2**63)], "Invalid value for '--limit'"),
     ],
 )

@@ -97,8 +97,12 @@ def test_dead_letters_filter_by_reason_and_run(runner: CliRunner, db: str, sampl
     assert letter["raw"] == (
         '{"key": "evt-005", "name": "api_call", "value": "not_a_number", "ts": "2025-01-15T10:30:00"}'
     )
+    run(sample, db)  # run 2: every record skipped, no new letters
     none = runner.invoke(app, ["dead-letters", "--run", "2", "--db", db, "--json"])
     assert orjson.loads(none.stdout) == []
+    unknown = runner.invoke(app, ["dead-letters", "--run", "9", "--db", db, "--json"])
+    assert unknown.exit_code == 1
+    assert "there is no run 9" in unknown.stderr
 
 
 def test_replay_command_by_id(runner: CliRunner, db: str, sample: str) -> None:
@@ -272,8 +276,8 @@ def test_csv_rows_with_the_wrong_cell_count_are_left_out_of_an_export(
     out = tmp_path / "fix.jsonl"
     result = runner.invoke(app, ["dead-letters", "export", "--output", str(out), "--db", db])
     assert result.exit_code == 0, result.output
-    assert "wrote 1 dead letters" in result.stderr
-    assert "1 CSV rows with the wrong number of cells left out" in result.stderr
+    assert "wrote 1 dead letter to" in result.stderr
+    assert "1 CSV row with the wrong number of cells left out" in result.stderr
     [line] = out.read_bytes().splitlines()
     assert orjson.loads(line)["key"] == "b"
 

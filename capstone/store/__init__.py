@@ -16,6 +16,13 @@ def open_store(url: str, *, create: bool = True) -> Store:
                 "the PostgreSQL backend needs psycopg; install it with: pip install 'capstone[postgres]'"
             ) from None
         return PostgresStore(url, create=create)
+    if not url.strip() or url == ":memory:":
+        # SQLite would open a private database that vanishes with the process: a run would
+        # report success and keep nothing. An unset variable in `--db "$DB"` ends up here.
+        raise ConfigError(
+            f"--db {url!r} names no file (SQLite would keep nothing); give a file path or a "
+            "postgresql:// URL"
+        )
     scheme, separator, _ = url.partition("://")
     if separator and scheme.isidentifier():
         raise ConfigError(
