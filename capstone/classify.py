@@ -106,6 +106,9 @@ def _loose_ts(value: str | None) -> datetime | None:
 
 DEAD_LETTER_FIELD = "_dead_letter"
 """In a replay, names the dead letter a record came from; it is removed before validation."""
+RAW_FIELD = "_raw"
+"""In an export, the text of a dead letter that never parsed as a JSON object; a replay parses it
+as the record's text."""
 CELLS_FIELD = "_cells"
 """In a kept record, lists the json fields whose CSV cell text did not parse as JSON and is kept
 as text; a replay parses them again (a fixed export may hold JSON values there instead)."""
@@ -138,6 +141,7 @@ class Classifier:
         self.replay = replay
         self.screen = screen
         self._seq = 0
+        self._claimed: set[int] = set()  # dead letters a record of this replay has spoken for
 
     def classify(self, items: Sequence[Item]) -> Batch:  # noqa: PLR0915 - one hot loop; helpers cost a call per record
         """Sort one batch of items into staged, rejected and skipped, preserving input order."""
@@ -160,12 +164,34 @@ class Classifier:
                 parse_object(raw) if parsed is None and replay else parsed
             )
             if isinstance(record, Malformed):
+                replayed = self._claim(record.letter)
                 batch.rejected.append(
-                    Rejected(position, None, _text(raw), [(record.code, record.message)])
+                    Rejected(
+                        position, None, _text(raw), [(record.code, record.message)], None, replayed
+                    )
                 )
                 continue
-            dead_letter = record.pop(DEAD_LETTER_FIELD, None) if replay and record else None
-            replayed = dead_letter if type(dead_letter) is int else None
+            replayed = None
+            if replay and record:
+                dead_letter = record.pop(DEAD_LETTER_FIELD, None)
+                if dead_letter is not None and type(dead_letter) is not int:
+                    reason = (
+                        f"{DEAD_LETTER_FIELD}.not_an_id",
+                        f"{DEAD_LETTER_FIELD}: {dead_letter!r} is not a dead letter's id; keep "
+                        "the number the export wrote",
+                    )
+                    batch.rejected.append(Rejected(position, None, _text(raw), [reason], record))
+                    continue
+                replayed = self._claim(dead_letter)
+                if RAW_FIELD in record and len(record) == 1 and type(record[RAW_FIELD]) is str:
+                    raw = record[RAW_FIELD]  # noqa: PLW2901 - the text the export carried stands for the line
+                    record = parse_object(raw)
+                    if isinstance(record, Malformed):
+                        reasons = [(record.code, record.message)]
+                        batch.rejected.append(
+                            Rejected(position, None, raw, reasons, None, replayed)
+                        )
+                        continue
             unparsed = (
                 self._unparsed_cells(record, json_cells)
                 if with_cells and record is not None
@@ -241,6 +267,15 @@ class Classifier:
             if batch.newest is None or ts > batch.newest:
                 batch.newest = ts
         return batch
+
+    def _claim(self, letter: int | None) -> int | None:
+        """The dead letter a replayed record stands for, unless an earlier record of this run
+        spoke for it already: then it is a record of its own, so that one letter is never both
+        refreshed (still bad) and resolved (fixed) by one run."""
+        if letter is None or letter in self._claimed:
+            return None
+        self._claimed.add(letter)
+        return letter
 
     def _check_header(self, items: Sequence[Item]) -> None:
         """A CSV header without a column for a required field makes every row a reject: most

@@ -551,8 +551,9 @@ def dead_letters_export(
     """Write unresolved dead letters one per line, for fixing and `capstone run --replay`.
 
     Records that parsed as objects are written as JSON with a `_dead_letter` id, so a replay
-    of the fixed file resolves them; broken JSON lines are written as their raw text. CSV rows
-    with the wrong number of cells are left out (fix them in the CSV).
+    of the fixed file resolves them; broken JSON lines are written as {"_dead_letter": ID, "_raw":
+    TEXT}, to fix inside or replace with the record. CSV rows that never became a record (the
+    wrong number of cells) are left out: fix them in the CSV.
 
     Example: capstone dead-letters export --output fix.jsonl
     """
@@ -571,7 +572,7 @@ def dead_letters_export(
             f"cannot write {output} ({error.strerror}); choose a writable path"
         ) from None
     left_out = len(lines) - len(written)
-    note = f"; {_count(left_out, 'CSV row')} with the wrong number of cells left out"
+    note = f"; left out {_count(left_out, 'CSV row')} with no JSON form (fix those in the CSV)"
     typer.echo(
         f"wrote {_count(len(written), 'dead letter')} to {output}{note if left_out else ''}",
         err=True,

@@ -5,9 +5,9 @@ from typing import Any
 
 import orjson
 
-from capstone.classify import DEAD_LETTER_FIELD
+from capstone.classify import DEAD_LETTER_FIELD, RAW_FIELD
 from capstone.jsontext import dumps_exact, loads_exact
-from capstone.sources import WRONG_COLUMNS, Item, Malformed
+from capstone.sources import JSON_FAILURES, Item, Malformed
 from capstone.summary import DeadLetter
 
 __all__ = ["export_line", "replay_items"]
@@ -24,7 +24,7 @@ def _record(letter: DeadLetter) -> dict[str, Any] | Malformed:
     except orjson.JSONDecodeError:
         parsed = None
     if type(parsed) is not dict:
-        return Malformed(letter.reason, letter.message)
+        return Malformed(letter.reason, letter.message, letter.id)
     return parsed
 
 
@@ -38,15 +38,19 @@ def replay_items(letters: Iterable[DeadLetter]) -> Iterator[Item]:
 
 
 def export_line(letter: DeadLetter) -> bytes | None:
-    """One line of an export: the record with its `_dead_letter` id, or the raw text as it was.
+    """One line of an export, tagged with the letter's `_dead_letter` id: the record, or for a
+    line that never parsed, `{"_dead_letter": ID, "_raw": "the text"}` (fix the text inside, or
+    replace `_raw` with the fixed record's fields).
 
-    None for a CSV row that never parsed: as a line of JSON Lines it would mean something else,
-    and replaying it would replace its reason with `malformed.json`. It is fixed in the CSV.
+    None for a letter with neither (a CSV row): as a line of JSON Lines it would mean something
+    else, and replaying it would replace its reason with `malformed.json`. It is fixed where it
+    came from.
     """
-    if letter.record is None and letter.reason == WRONG_COLUMNS:
-        return None
     record = _record(letter)
     if type(record) is dict:
-        line = dumps_exact(record | {DEAD_LETTER_FIELD: letter.id})
-        return line.encode("utf-8", "surrogatepass")
-    return letter.raw.replace("\r", " ").replace("\n", " ").encode("utf-8", "backslashreplace")
+        fields = record | {DEAD_LETTER_FIELD: letter.id}
+    elif letter.reason in JSON_FAILURES:
+        fields = {DEAD_LETTER_FIELD: letter.id, RAW_FIELD: letter.raw}
+    else:
+        return None
+    return dumps_exact(fields).encode("utf-8", "surrogatepass")

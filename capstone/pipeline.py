@@ -192,13 +192,15 @@ def _execute(
                 batch = classifier.classify(chunk)
                 if batch.staged:
                     tx.stage(batch.staged)
+                # Resolve before rejecting: a bad record that comes back in the same batch as
+                # the fix of its letter opens the letter again, and the two never cancel out.
+                if batch.resolved:
+                    tx.resolve(batch.resolved)
                 if batch.rejected:
                     dead_letters += tx.reject(batch.rejected)
                     reasons.update(code for r in batch.rejected for code, _ in r.reasons)
                 if batch.skipped:
                     tx.skip(batch.skipped)
-                if batch.resolved:
-                    tx.resolve(batch.resolved)
                 staged += len(batch.staged)
                 rejected += len(batch.rejected)
                 skipped += len(batch.skipped)

@@ -22,6 +22,7 @@ from capstone.jsontext import loads_exact
 
 __all__ = [
     "FORMATS",
+    "JSON_FAILURES",
     "WRONG_COLUMNS",
     "Format",
     "Item",
@@ -44,7 +45,12 @@ class Malformed(NamedTuple):
 
     code: str
     message: str
+    letter: int | None = None
+    """In a replay of stored dead letters, the letter it is: refreshed by id, not by its text."""
 
+
+JSON_FAILURES = frozenset({"malformed.json", "malformed.encoding", "malformed.not_object"})
+"""Reasons of text that is no JSON object; its dead letter exports as `_raw` text to fix."""
 
 Item = tuple[int, bytes | str, Any]
 """(position, raw text, parsed): parsed is a dict, a Malformed, or None when raw is JSON text

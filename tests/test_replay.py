@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from typer.testing import CliRunner
 
 from capstone import RunOptions, run
@@ -86,6 +87,69 @@ def test_export_then_replay_of_fixed_file_resolves(
     assert orjson.loads(listing.stdout) == []
     attributes = fetch(db, "SELECT attributes FROM target WHERE key = 'evt-004'")
     assert attributes == [(None,)]
+
+
+def export(db: str, path: Path) -> list[dict[str, Any]]:
+    """Export the events pipeline's open letters to `path` and return its lines, parsed."""
+    result = CliRunner().invoke(app, ["dead-letters", "export", "--output", str(path), "--db", db])
+    assert result.exit_code == 0, result.output
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def write_lines(path: Path, lines: list[dict[str, Any]]) -> str:
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    return str(path)
+
+
+GOOD = '{"key": "a", "name": "n", "value": 1, "ts": "2025-01-01T00:00:00"}'
+
+
+def test_a_line_that_never_parsed_exports_as_raw_text_that_a_replay_resolves(
+    db: str, tmp_path: Path, write_jsonl: Any
+) -> None:
+    """Broken JSON exports as {"_dead_letter": ID, "_raw": text}: replayed unchanged it updates
+    its letter (no second one); with the text fixed, it loads and resolves the letter."""
+    run(write_jsonl([GOOD.replace('"value": 1', '"value": 1e309')]), db)
+    [line] = export(db, tmp_path / "fix.jsonl")
+    assert line == {"_dead_letter": 1, "_raw": GOOD.replace('"value": 1', '"value": 1e309')}
+    again = run(write_lines(tmp_path / "same.jsonl", [line]), db, replay=True)
+    assert (again.rejected, again.dead_letters) == (1, 0)
+    assert [(d.id, d.times_seen) for d in stored_letters(db)] == [(1, 2)]
+    line["_raw"] = GOOD
+    fixed = run(write_lines(tmp_path / "fixed.jsonl", [line]), db, replay=True)
+    assert (fixed.staged, fixed.rejected) == (1, 0)
+    assert stored_letters(db) == []
+
+
+@pytest.mark.parametrize("batch_size", [1, 10_000])
+@pytest.mark.parametrize("fixed_first", [True, False], ids=["fixed first", "bad first"])
+def test_one_letter_named_twice_in_a_replay_is_never_lost(
+    db: str, tmp_path: Path, write_jsonl: Any, batch_size: int, fixed_first: bool
+) -> None:
+    """A fixed copy and a still-bad copy of one exported letter: the bad one always keeps an
+    open letter, in whichever order and batch size they come."""
+    run(write_jsonl([GOOD.replace('"value": 1', '"value": "bad"')]), db)
+    [line] = export(db, tmp_path / "fix.jsonl")
+    fixed, bad = line | {"value": 1}, line | {"value": "worse"}
+    path = write_lines(tmp_path / "both.jsonl", [fixed, bad] if fixed_first else [bad, fixed])
+    summary = run(path, db, RunOptions(batch_size=batch_size), replay=True)
+    assert (summary.staged, summary.rejected) == (1, 1)
+    [letter] = stored_letters(db)  # the open ones: exactly one, seen by this replay
+    assert letter.last_run_id == summary.run_id
+    # Fixed first: letter 1 is resolved and the bad copy is a letter of its own. Bad first: the
+    # bad copy spoke for letter 1, and the fixed copy loads without resolving it.
+    assert letter.id == (2 if fixed_first else 1)
+
+
+def test_a_dead_letter_id_that_is_not_a_number_is_rejected(
+    db: str, tmp_path: Path, write_jsonl: Any
+) -> None:
+    """ "_dead_letter": "1" in a replay is named as the problem, not silently ignored."""
+    record = orjson.loads(GOOD) | {"_dead_letter": "1"}
+    summary = run(write_jsonl([record]), db, replay=True)
+    assert summary.rejected == 1
+    [letter] = stored_letters(db)
+    assert letter.reason == "_dead_letter.not_an_id"
 
 
 def test_dead_letters_filter_by_reason_and_run(runner: CliRunner, db: str, sample: str) -> None:
@@ -277,7 +341,7 @@ def test_csv_rows_with_the_wrong_cell_count_are_left_out_of_an_export(
     result = runner.invoke(app, ["dead-letters", "export", "--output", str(out), "--db", db])
     assert result.exit_code == 0, result.output
     assert "wrote 1 dead letter to" in result.stderr
-    assert "1 CSV row with the wrong number of cells left out" in result.stderr
+    assert "left out 1 CSV row with no JSON form (fix those in the CSV)" in result.stderr
     [line] = out.read_bytes().splitlines()
     assert orjson.loads(line)["key"] == "b"
 

@@ -257,6 +257,24 @@ class TestNulCharacters:
         [(reason,)] = fetch(pg_db, "SELECT reason FROM dead_letters")
         assert reason == "id.key_too_long"
 
+    def test_a_letter_whose_record_held_a_nul_replays_onto_itself(
+        self, pg_db: str, tmp_path: Path
+    ) -> None:
+        """Its stored text has the NUL escaped, so it no longer matches its fingerprint: the
+        replay refreshes the letter by id instead of adding a second one each time."""
+        path = tmp_path / "nul.csv"
+        path.write_text("key,name,value,ts\nab\x00c,n,1,2025-01-01T00:00:00\n")
+        run(str(path), pg_db)
+        for _ in range(2):
+            store = open_store(pg_db)
+            try:
+                summary = replay_dead_letters(store, RunOptions())
+            finally:
+                store.close()
+            assert (summary.rejected, summary.dead_letters) == (1, 0)
+        [(times_seen, reason)] = fetch(pg_db, "SELECT times_seen, reason FROM dead_letters")
+        assert (times_seen, reason) == (3, "key.nul_character")
+
     def test_nul_bytes_in_raw_text_are_escaped_and_kept(self, pg_db: str, tmp_path: Path) -> None:
         """A malformed line with NUL bytes is dead-lettered with each NUL written as \\x00."""
         path = tmp_path / "nul.jsonl"
