@@ -27,7 +27,7 @@ from rich.progress import (
 )
 
 from capstone import __version__
-from capstone.config import CONFIG_NAME, Config, load_config, starter_config
+from capstone.config import CONFIG_NAME, load_config, starter_config
 from capstone.dead_letters import export_line
 from capstone.errors import CapstoneError, ConfigError, MissingDatabase
 from capstone.pipeline import (
@@ -730,7 +730,7 @@ def reset_watermark(
 
     Example: capstone reset-watermark --pipeline events --to 2025-01-15T09:00:00 --yes
     """
-    tolerance = _known(load_config(config), pipeline).future_tolerance
+    tolerance = load_config(config).pipeline(pipeline).future_tolerance
     value = None if to is None else parse_requested(to, utcnow(), tolerance)
     with _existing(db) as store:
         current = store.get_watermark(pipeline)
@@ -743,10 +743,6 @@ def reset_watermark(
         # Under the pipeline's lock, and only if no run changed it while the user read it.
         store.reset_watermark(pipeline, value, expected=current, lock_timeout=lock_timeout)
     typer.echo(f"watermark of pipeline {pipeline!r}: {current or '-'} → {value or '-'}")
-
-
-def _known(config: Config, pipeline: str) -> PipelineSpec:
-    return config.pipeline(pipeline)
 
 
 @app.command()

@@ -27,7 +27,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from capstone.jsontext import dumps_exact, has_non_finite
-from capstone.model import Event, iso_text_only, no_separators, number_not_bool
+from capstone.model import (
+    MAX_TEXT_LENGTH,
+    Event,
+    iso_text_only,
+    no_separators,
+    number_not_bool,
+)
 from capstone.timeutil import parse_duration, to_utc_naive
 
 __all__ = [
@@ -126,15 +132,10 @@ class FieldSpec(BaseModel):
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         return self
 
-    @property
-    def storage(self) -> tuple[str, ...]:
-        """What a column's stored values mean; a change here reinterprets stored data."""
-        return (self.type,)
-
 
 EVENT_FIELDS: dict[str, FieldSpec] = {
-    "key": FieldSpec(type="string", min_length=1, max_length=256),
-    "name": FieldSpec(type="string", min_length=1, max_length=256),
+    "key": FieldSpec(type="string", min_length=1, max_length=MAX_TEXT_LENGTH),
+    "name": FieldSpec(type="string", min_length=1, max_length=MAX_TEXT_LENGTH),
     "value": FieldSpec(type="float"),
     "ts": FieldSpec(type="timestamp"),
 }
@@ -368,19 +369,24 @@ class RecordShape:
     """The record's column values in staging order (timestamps as ISO text, JSON as text)."""
     event_time: Callable[[Any], datetime]
     lineage_key: Callable[[Any], str]
+    strips_text: bool = False
+    """Whether the model stores strings without surrounding whitespace (the seed's shape)."""
 
     def loose_key(self, record: dict[str, Any]) -> str | None:
-        """A best-effort key for a record that failed validation (None when it has none)."""
+        """A best-effort key for a record that failed validation (None when it has none), written
+        as the model would have written it, so `capstone lineage KEY` finds the reject too."""
         parts: list[Any] = []
         for name in self.spec.key:
             value = record.get(name)
             if isinstance(value, str) and self.spec.fields[name].type == "integer":
                 with contextlib.suppress(ValueError):
                     value = int(value)
+            elif isinstance(value, str) and self.strips_text:
+                value = value.strip()
             if not isinstance(value, (str, int)) or isinstance(value, bool):
                 return None
             parts.append(value)
-        return self.spec.lineage_key(tuple(parts))[:256]
+        return self.spec.lineage_key(tuple(parts))[:MAX_TEXT_LENGTH]
 
     @property
     def json_fields(self) -> tuple[str, ...]:
@@ -396,15 +402,32 @@ def _event_values(event: Any) -> tuple[Any, ...]:
     return (event.key, event.name, event.value, event.ts.isoformat())
 
 
+class _EventRejectingUnknown(Event):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class _EventDroppingUnknown(Event):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, frozen=True)
+
+
+_EVENT_MODELS: dict[str, type[BaseModel]] = {
+    "keep": Event,
+    "reject": _EventRejectingUnknown,
+    "drop": _EventDroppingUnknown,
+}
+
+
 def shape_of(spec: PipelineSpec) -> RecordShape:
-    """The record shape of a pipeline; the seed's shape uses the hand-written `Event` model."""
-    if spec.fields == EVENT_FIELDS and spec.unknown == "keep":
+    """The record shape of a pipeline; the seed's fields use the hand-written `Event` model (with
+    the pipeline's policy for unknown fields), so they are read alike whatever that policy."""
+    if spec.fields == EVENT_FIELDS:
         return RecordShape(
             spec,
-            Event,
+            _EVENT_MODELS[spec.unknown],
             _event_values,
             lambda e: e.ts,
             lambda e: e.key,
+            strips_text=True,
         )
     model = build_model(spec)
     names = [f"f{i}" for i in range(len(spec.fields))]

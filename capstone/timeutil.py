@@ -36,7 +36,8 @@ def to_utc_naive(value: datetime) -> datetime:
 
 
 def format_ts(value: datetime) -> str:
-    """ISO-8601 without offset; fixed-width fields make text order equal time order."""
+    """ISO-8601 without offset. Text order is time order: the fields are fixed-width, and the
+    fraction (left out when zero) only ever extends the text of the same second."""
     return value.isoformat()
 
 

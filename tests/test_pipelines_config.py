@@ -450,6 +450,34 @@ def test_unknown_field_policies(
     assert reasons(db) == ([reason] if reason else [])
 
 
+@pytest.mark.parametrize("unknown", ["keep", "drop", "reject"])
+def test_the_event_fields_read_alike_whatever_the_unknown_policy(
+    db: str, tmp_path: Path, write_jsonl: Any, unknown: str
+) -> None:
+    """A pipeline with the seed's fields strips key whitespace under every `unknown` policy, so
+    changing the policy never splits " a " from "a"."""
+    path = tmp_path / "capstone.toml"
+    path.write_text(f'[pipelines.ev]\ntarget = "ev"\nunknown = "{unknown}"\n')
+    spec = load_config(path).pipeline("ev")
+    records = [
+        {"key": " a ", "name": "n", "value": 1, "ts": "2025-01-01T00:00:00"},
+        {"key": "a", "name": "n", "value": 2, "ts": "2025-01-02T00:00:00"},
+    ]
+    summary = run(write_jsonl(records), db, spec=spec)
+    assert (summary.loaded, summary.stale) == (2, 0)
+    assert fetch(db, "SELECT key, value FROM ev") == [("a", 2.0)]
+
+
+def test_a_rejected_record_is_traced_under_its_stripped_key(
+    db: str, runner: CliRunner, write_jsonl: Any
+) -> None:
+    """`lineage a` finds the reject of a record whose key was " a ", as the model reads keys."""
+    run(write_jsonl([{"key": " a ", "name": "n", "value": "x", "ts": "2025-01-01T00:00:00"}]), db)
+    result = runner.invoke(app, ["lineage", "a", "--db", db, "--json"])
+    assert result.exit_code == 0, result.output
+    assert [entry["step"] for entry in orjson.loads(result.stdout)] == ["reject"]
+
+
 def test_pipeline_settings_give_lookback_and_tolerance(
     db: str, tmp_path: Path, write_jsonl: Any
 ) -> None:

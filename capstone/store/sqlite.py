@@ -708,8 +708,8 @@ class _SQLiteRun:
         # 1. Lineage, before the target changes. A staged record is applied when its event time
         #    is strictly newer than everything before it for its key: the stored row and every
         #    earlier staged record (`newest_before`, one window pass). Each record gets its
-        #    `stage` row and its `load` or `stale` row; rows go in key order, so they append to
-        #    the lineage (run_id, key) index.
+        #    `stage` row and its `load` or `stale` row. The window's sort hands rows on in key
+        #    order, so they append to the lineage (run_id, key) index (only speed relies on it).
         self.conn.execute(
             f"""
             INSERT INTO lineage (run_id, step, key, position, detail)
