@@ -152,6 +152,23 @@ def test_a_dead_letter_id_that_is_not_a_number_is_rejected(
     assert letter.reason == "_dead_letter.not_an_id"
 
 
+@pytest.mark.parametrize("batch_size", [1, 10_000])
+def test_a_bad_record_repeated_in_one_run_counts_every_sighting(
+    db: str, write_jsonl: Any, batch_size: int
+) -> None:
+    """times_seen counts repeats within the run that creates the letter, in one batch or across
+    batches, as it counts repeats in later runs."""
+    bad = GOOD.replace('"value": 1', '"value": "x"')
+    path = write_jsonl([bad, bad, GOOD.replace('"key": "a"', '"key": ""')])
+    options = RunOptions(batch_size=batch_size, lookback=timedelta(days=1))
+    first = run(path, db, options)
+    assert (first.rejected, first.dead_letters) == (3, 2)
+    assert [d.times_seen for d in stored_letters(db)] == [2, 1]
+    again = run(path, db, options)
+    assert (again.rejected, again.dead_letters) == (3, 0)
+    assert [d.times_seen for d in stored_letters(db)] == [4, 2]
+
+
 def test_dead_letters_filter_by_reason_and_run(runner: CliRunner, db: str, sample: str) -> None:
     """--reason matches reason codes; --run the run that first wrote the letter."""
     run(sample, db)

@@ -1,5 +1,6 @@
 """The storage interface the pipeline talks to; one implementation per database."""
 
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
@@ -9,7 +10,7 @@ from capstone.errors import StoreError
 from capstone.schema import PipelineSpec
 from capstone.summary import DeadLetter, LineageEntry, RunSummary, StepCount
 
-__all__ = ["STEPS", "RunTransaction", "Store", "iter_steps", "not_replayed"]
+__all__ = ["STEPS", "RunTransaction", "Store", "iter_steps", "not_replayed", "sightings"]
 
 STEPS = ("stage", "load", "stale", "reject", "skip")
 """Lineage steps, in the order a record can pass through them."""
@@ -140,6 +141,16 @@ def not_replayed(rows: Sequence[Rejected], update: Callable[[Rejected], int]) ->
     pipeline, changes nothing, and the row is inserted as a new letter.
     """
     return [r for r in rows if r.replayed is None or not update(r)]
+
+
+def sightings(rows: Sequence[Rejected]) -> list[tuple[Rejected, int]]:
+    """Each distinct bad record (by fingerprint) once, its first row with how often it came."""
+    first: dict[str, Rejected] = {}
+    counts: Counter[str] = Counter()
+    for r in rows:
+        first.setdefault(r.fingerprint, r)
+        counts[r.fingerprint] += 1
+    return [(r, counts[fingerprint]) for fingerprint, r in first.items()]
 
 
 def check_watermark(pipeline: str, current: str | None, expected: str | None) -> None:

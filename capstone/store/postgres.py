@@ -39,7 +39,7 @@ from capstone.classify import Rejected, Screen, Skipped, Staged
 from capstone.errors import LockError, MissingDatabase, StoreError
 from capstone.model import Reason
 from capstone.schema import FieldType, PipelineSpec
-from capstone.store.base import check_watermark, iter_steps, not_replayed
+from capstone.store.base import check_watermark, iter_steps, not_replayed, sightings
 from capstone.store.tables import TableSync, quote, sync_plan
 from capstone.summary import DeadLetter, LineageEntry, RunStatus, RunSummary, StepCount
 from capstone.timeutil import format_ts, utcnow
@@ -1004,13 +1004,24 @@ class _PostgresRun:
         lineage = [
             (run_id, "reject", _maybe_nul_free(r.key), r.position, _nul_free(r.codes)) for r in rows
         ]
-        rows = not_replayed(rows, self._refresh_letter)
+        seen = sightings(not_replayed(rows, self._refresh_letter))
         with self.conn.cursor() as cursor:
+            # Seen before (in an earlier run or batch): keep one dead letter, count the
+            # sightings, take today's reasons. One a replay had resolved is open again.
+            cursor.executemany(
+                "UPDATE dead_letters SET last_run_id = %s, times_seen = times_seen + %s, "
+                "reason = %s, message = %s, resolved_run_id = NULL "
+                "WHERE pipeline = %s AND fingerprint = %s",
+                [
+                    (run_id, n, _nul_free(r.codes), _nul_free(r.message), pipeline, r.fingerprint)
+                    for r, n in seen
+                ],
+            )
             # NOT EXISTS first, so a letter seen before does not use up an id.
             cursor.executemany(
-                "INSERT INTO dead_letters (pipeline, run_id, last_run_id, position, key, reason, "
-                "message, raw, fingerprint, record) "
-                "SELECT %(pipeline)s, %(run)s, %(run)s, %(position)s, %(key)s, %(reason)s, "
+                "INSERT INTO dead_letters (pipeline, run_id, last_run_id, times_seen, position, "
+                "key, reason, message, raw, fingerprint, record) "
+                "SELECT %(pipeline)s, %(run)s, %(run)s, %(seen)s, %(position)s, %(key)s, %(reason)s, "
                 "%(message)s, %(raw)s, %(fingerprint)s, %(record)s::jsonb "
                 "WHERE NOT EXISTS (SELECT 1 FROM dead_letters "
                 "WHERE pipeline = %(pipeline)s AND fingerprint = %(fingerprint)s) "
@@ -1019,6 +1030,7 @@ class _PostgresRun:
                     {
                         "pipeline": pipeline,
                         "run": run_id,
+                        "seen": n,
                         "position": r.position,
                         "key": _maybe_nul_free(r.key),
                         "reason": _nul_free(r.codes),
@@ -1027,29 +1039,10 @@ class _PostgresRun:
                         "fingerprint": r.fingerprint,
                         "record": _jsonb_text(r.record_json),
                     }
-                    for r in rows
+                    for r, n in seen
                 ],
             )
             new = max(cursor.rowcount, 0)
-            if new < len(rows):
-                # Seen before: keep one dead letter, note the sighting and today's reasons. One
-                # a replay had resolved is open again: the bad record came back.
-                cursor.executemany(
-                    "UPDATE dead_letters SET last_run_id = %s, times_seen = times_seen + 1, "
-                    "reason = %s, message = %s, resolved_run_id = NULL "
-                    "WHERE pipeline = %s AND fingerprint = %s AND run_id <> %s",
-                    [
-                        (
-                            run_id,
-                            _nul_free(r.codes),
-                            _nul_free(r.message),
-                            pipeline,
-                            r.fingerprint,
-                            run_id,
-                        )
-                        for r in rows
-                    ],
-                )
         self._copy_lineage(iter(lineage))
         return new
 

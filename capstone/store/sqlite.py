@@ -13,7 +13,7 @@ import orjson
 from capstone.classify import Rejected, Screen, Skipped, Staged
 from capstone.errors import LockError, MissingDatabase, StoreError
 from capstone.schema import FieldType, PipelineSpec
-from capstone.store.base import check_watermark, iter_steps, not_replayed
+from capstone.store.base import check_watermark, iter_steps, not_replayed, sightings
 from capstone.store.tables import TableSync, quote, sync_plan
 from capstone.summary import DeadLetter, LineageEntry, RunStatus, RunSummary, StepCount
 from capstone.timeutil import format_ts, utcnow
@@ -655,17 +655,25 @@ class _SQLiteRun:
     def reject(self, rows: Sequence[Rejected]) -> int:
         run_id, pipeline = self.run.run_id, self.run.pipeline
         lineage = [(run_id, r.key, r.position, r.codes) for r in rows]
-        rows = not_replayed(rows, self._refresh_letter)
+        seen = sightings(not_replayed(rows, self._refresh_letter))
+        # Seen before (in an earlier run or batch): keep one dead letter, count the sightings,
+        # take today's reasons. One a replay had resolved is open again: the record came back.
+        self.conn.executemany(
+            "UPDATE dead_letters SET last_run_id = ?, times_seen = times_seen + ?, "
+            "reason = ?, message = ?, resolved_run_id = NULL WHERE pipeline = ? AND fingerprint = ?",
+            [(run_id, n, r.codes, r.message, pipeline, r.fingerprint) for r, n in seen],
+        )
         before = self.conn.total_changes
         self.conn.executemany(
-            "INSERT INTO dead_letters (pipeline, run_id, last_run_id, position, key, reason, "
-            "message, raw, fingerprint, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "INSERT INTO dead_letters (pipeline, run_id, last_run_id, times_seen, position, key, "
+            "reason, message, raw, fingerprint, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (pipeline, fingerprint) DO NOTHING",
             [
                 (
                     pipeline,
                     run_id,
                     run_id,
+                    n,
                     r.position,
                     r.key,
                     r.codes,
@@ -674,19 +682,10 @@ class _SQLiteRun:
                     r.fingerprint,
                     r.record_json,
                 )
-                for r in rows
+                for r, n in seen
             ],
         )
         new = self.conn.total_changes - before
-        if new < len(rows):
-            # Seen before: keep one dead letter, note the sighting and today's reasons. One a
-            # replay had resolved is open again: the bad record came back.
-            self.conn.executemany(
-                "UPDATE dead_letters SET last_run_id = ?, times_seen = times_seen + 1, "
-                "reason = ?, message = ?, resolved_run_id = NULL "
-                "WHERE pipeline = ? AND fingerprint = ? AND run_id != ?",
-                [(run_id, r.codes, r.message, pipeline, r.fingerprint, run_id) for r in rows],
-            )
         self.conn.executemany(
             "INSERT INTO lineage (run_id, step, key, position, detail) VALUES (?, 'reject', ?, ?, ?)",
             lineage,
