@@ -175,8 +175,9 @@ def summary_table(summary: RunSummary) -> Table:
     table = Table(
         title=Text(f"run {summary.run_id} · pipeline {summary.pipeline}"), show_header=False
     )
-    table.add_column("what", style="bold")
-    table.add_column("value", justify="right")
+    # On a narrow screen values fold onto more lines rather than lose their end to "…".
+    table.add_column("what", style="bold", no_wrap=True)
+    table.add_column("value", justify="right", overflow="fold")
     table.add_row("status", _status(summary.status))
     table.add_row("source", _text(summary.source or ""))
     for field in (

@@ -197,6 +197,22 @@ def _narrow(monkeypatch: pytest.MonkeyPatch, width: int) -> None:
     monkeypatch.setattr(cli.console, "width", width)
 
 
+def test_a_run_card_on_a_narrow_screen_folds_values_instead_of_cutting_them(
+    runner: CliRunner, db: str, sample: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 40 columns the watermark and the source fold onto more lines but stay whole."""
+    run(sample, db)
+    _narrow(monkeypatch, 40)
+    result = runner.invoke(app, ["runs", "1", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    values = "".join(
+        line.split("│")[2].strip() for line in result.stdout.splitlines() if line.count("│") == 3
+    )
+    assert "-→2025-01-15T12:00:00" in values.replace(" ", "")
+    assert "data/sample_input.txt" in values
+
+
 def test_runs_fit_an_80_column_screen_with_every_value_whole(
     runner: CliRunner, db: str, sample: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
