@@ -620,8 +620,23 @@ def test_a_table_capstone_does_not_own_is_never_taken(
 
         with sqlite3.connect(db) as conn:
             conn.execute("CREATE TABLE orders (id integer)")
-    with pytest.raises(ConfigError, match="already exists and no capstone pipeline owns it"):
+    with pytest.raises(ConfigError, match="already exists and is no pipeline's current target"):
         run(write_jsonl([order()]), db, spec=orders(tmp_path))
+
+
+def test_moving_back_to_a_former_target_or_changing_its_case_is_refused_clearly(
+    db: str, tmp_path: Path, write_jsonl: Any
+) -> None:
+    """The table a pipeline moved away from is kept as it was and not written again; a target
+    that differs from the current one only in case is named as such."""
+    spec = orders(tmp_path)
+    run(write_jsonl([order()]), db, spec=spec)
+    run(write_jsonl([order()]), db, spec=spec.model_copy(update={"target": "orders_v2"}))
+    with pytest.raises(ConfigError, match="it may be one a pipeline moved away from"):
+        run(write_jsonl([order()]), db, spec=spec)
+    upper = spec.model_copy(update={"target": "ORDERS_V2"})
+    with pytest.raises(ConfigError, match="differs from its table 'orders_v2' only in case"):
+        run(write_jsonl([order()]), db, spec=upper)
 
 
 # -- the command line ----------------------------------------------------------------------------

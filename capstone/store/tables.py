@@ -57,8 +57,10 @@ def sync_plan(
             f"{spec.name!r} another target"
         )
     fresh_table_taken = ConfigError(
-        f"table {spec.target!r} already exists and no capstone pipeline owns it; choose another "
-        f"target for pipeline {spec.name!r} or drop that table"
+        f"table {spec.target!r} already exists and is no pipeline's current target (it may be "
+        "one a pipeline moved away from, kept as it was); capstone writes only into tables it "
+        f"creates, so choose another target for pipeline {spec.name!r}, or rename or drop that "
+        "table"
     )
     if stored is None:
         if target_exists and not spec.is_builtin:
@@ -67,6 +69,12 @@ def sync_plan(
             return TableSync(changes=[f"adopted table {spec.target}"])
         return TableSync(create=True, changes=[f"created table {spec.target}"])
     old = stored_spec(spec, stored)
+    if old.target != spec.target and old.target.lower() == spec.target.lower():
+        raise ConfigError(
+            f"target {spec.target!r} of pipeline {spec.name!r} differs from its table "
+            f"{old.target!r} only in case, and table names are compared without case; write "
+            f"{old.target!r}"
+        )
     if old.target != spec.target:
         # A new target starts empty and the old table is left as it is. The watermark goes with
         # the old table: kept, it would make the next run skip everything the new table lacks.
