@@ -20,6 +20,7 @@ newest of a base file's, about 30% of them updating keys the base file already w
 import argparse
 import csv
 import io
+import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -207,7 +208,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.generate", description=main.__doc__)
     parser.add_argument("n", type=int, help="records to write (for --incremental: the base's n)")
     parser.add_argument("path")
-    parser.add_argument("--format", choices=FORMATS, default="jsonl")
+    parser.add_argument(
+        "--format", choices=FORMATS, help="default: from the file's extension, else jsonl"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--incremental",
@@ -219,7 +222,10 @@ def main(argv: list[str] | None = None) -> None:
     spec = base_spec(args.n, args.seed)
     if args.incremental is not None:
         spec = incremental_spec(spec, args.incremental)
-    summary = write(spec, args.path, args.format)
+    suffix = os.path.splitext(args.path)[1].lower().lstrip(".")
+    by_suffix: GenFormat = next((f for f in FORMATS if f == suffix), "jsonl")
+    fmt: GenFormat = args.format or by_suffix
+    summary = write(spec, args.path, fmt)
     print(
         f"{summary.path}: {summary.records:,} records ({summary.invalid:,} invalid), "
         f"{summary.bytes / 1e6:,.1f} MB of {summary.format}"
