@@ -60,8 +60,18 @@ __all__ = ["app"]
 MAX_ID = 2**63 - 1
 """The largest id or count the databases store (a signed 64-bit integer)."""
 
+
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def _fits_64_bits(value: Any) -> Any:
+    """An option callback: ids and counts beyond what the databases store are usage errors."""
+    values = value if isinstance(value, list) else [value]
+    if any(v is not None and v > MAX_ID for v in values):
+        raise typer.BadParameter("larger than any id or count capstone stores")
+    return value
+
 
 app = typer.Typer(
     name="capstone",
@@ -79,13 +89,17 @@ Db = Annotated[
         envvar="CAPSTONE_DB",
         help="SQLite file path or postgresql:// URL.",
         show_default=True,
+        metavar="PATH|URL",
     ),
 ]
-Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.", metavar="")]
 Pipeline = Annotated[
     str,
     typer.Option(
-        "--pipeline", "-p", help="Pipeline name: events (built in) or one from capstone.toml."
+        "--pipeline",
+        "-p",
+        help="Pipeline name: events (built in) or one from capstone.toml.",
+        metavar="NAME",
     ),
 ]
 ConfigPath = Annotated[
@@ -95,6 +109,7 @@ ConfigPath = Annotated[
         envvar="CAPSTONE_CONFIG",
         help=f"Pipeline config file (default: ./{CONFIG_NAME} when present).",
         show_default=False,
+        metavar="FILE",
     ),
 ]
 
@@ -170,7 +185,11 @@ def main(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Show the version and exit.",
+            metavar="",
         ),
     ] = False,
 ) -> None:
@@ -186,7 +205,10 @@ def run(
     input_path: Annotated[
         str,
         typer.Option(
-            "--input", "-i", help="File to load: JSON array, JSON Lines or CSV; - for stdin."
+            "--input",
+            "-i",
+            help="File to load: JSON array, JSON Lines or CSV; - for stdin.",
+            metavar="FILE|-",
         ),
     ],
     db: Db = "capstone.db",
@@ -199,46 +221,60 @@ def run(
             "-o",
             help="Also write the summary and the run log here as JSON (- for stdout, instead "
             "of the table).",
+            metavar="FILE|-",
         ),
     ] = None,
     lookback: Annotated[
         str | None,
         typer.Option(
             help="Let records this far behind the watermark through (90s, 15m, 2h, 3d) "
-            "(default: the pipeline's, 0 for events)."
+            "(default: the pipeline's, 0 for events).",
+            metavar="DURATION",
         ),
     ] = None,
     input_format: Annotated[
         str | None,
-        typer.Option("--format", help="json, jsonl or csv; detected from content when omitted."),
+        typer.Option(
+            "--format",
+            help="json, jsonl or csv; detected from content when omitted.",
+            metavar="json|jsonl|csv",
+        ),
     ] = None,
     future_tolerance: Annotated[
         str | None,
         typer.Option(
             help="Reject records whose event time is later than now plus this "
-            "(default: the pipeline's, 1d for events)."
+            "(default: the pipeline's, 1d for events).",
+            metavar="DURATION",
         ),
     ] = None,
     batch_size: Annotated[
-        int, typer.Option(min=1, max=MAX_BATCH_SIZE, help="Records per staging batch.")
+        int, typer.Option(min=1, max=MAX_BATCH_SIZE, help="Records per staging batch.", metavar="N")
     ] = 10_000,
     lock_timeout: Annotated[
         float,
         typer.Option(
-            min=0, max=MAX_LOCK_TIMEOUT, help="Seconds to wait for another run of the pipeline."
+            min=0,
+            max=MAX_LOCK_TIMEOUT,
+            help="Seconds to wait for another run of the pipeline.",
+            metavar="SECONDS",
         ),
     ] = 5.0,
     report: Annotated[
-        bool, typer.Option("--report", help="Also print lineage grouped by step.")
+        bool, typer.Option("--report", help="Also print lineage grouped by step.", metavar="")
     ] = False,
     replay: Annotated[
         bool,
         typer.Option(
-            "--replay", help="Load an edited dead-letter export: ignore the watermark, resolve."
+            "--replay",
+            help="Load an edited dead-letter export: ignore the watermark, resolve.",
+            metavar="",
         ),
     ] = False,
     as_json: Json = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing but errors.", metavar="")
+    ] = False,
 ) -> None:
     """Load a file: validate, dead-letter rejects, stage, merge newest-wins, advance the watermark.
 
@@ -392,11 +428,14 @@ def _by_step(counts: Sequence[StepCount]) -> dict[str, int]:
 @handle_errors
 def report(
     by_step: Annotated[
-        bool, typer.Option("--by-step", help="Group lineage by step (the default).")
+        bool, typer.Option("--by-step", help="Group lineage by step (the default).", metavar="")
     ] = True,
-    run_id: Annotated[int | None, typer.Option("--run", max=MAX_ID, help="Only this run.")] = None,
+    run_id: Annotated[
+        int | None,
+        typer.Option("--run", callback=_fits_64_bits, help="Only this run.", metavar="ID"),
+    ] = None,
     pipeline: Annotated[
-        str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")
+        str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.", metavar="NAME")
     ] = None,
     db: Db = "capstone.db",
     as_json: Json = False,
@@ -422,18 +461,24 @@ def report(
 @handle_errors
 def runs(
     run_id: Annotated[
-        int | None, typer.Argument(max=MAX_ID, help="Show this run in detail.")
+        int | None,
+        typer.Argument(callback=_fits_64_bits, help="Show this run in detail.", metavar="RUN_ID"),
     ] = None,
     limit: Annotated[
-        int, typer.Option(min=1, max=MAX_ID, help="Show at most this many runs.")
+        int,
+        typer.Option(
+            min=1, callback=_fits_64_bits, help="Show at most this many runs.", metavar="N"
+        ),
     ] = 20,
     pipeline: Annotated[
-        str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")
+        str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.", metavar="NAME")
     ] = None,
     failed: Annotated[
         bool,
         typer.Option(
-            "--failed", help="Only runs that did not succeed (failed, interrupted, abandoned)."
+            "--failed",
+            help="Only runs that did not succeed (failed, interrupted, abandoned).",
+            metavar="",
         ),
     ] = False,
     db: Db = "capstone.db",
@@ -478,17 +523,24 @@ app.add_typer(dead_letters_app, name="dead-letters")
 def dead_letters(
     ctx: typer.Context,
     reason: Annotated[
-        str | None, typer.Option("--reason", "-r", help="Only reasons containing this code.")
+        str | None,
+        typer.Option("--reason", "-r", help="Only reasons containing this code.", metavar="CODE"),
     ] = None,
     run_id: Annotated[
-        int | None, typer.Option("--run", max=MAX_ID, help="Only those first seen in this run.")
+        int | None,
+        typer.Option(
+            "--run", callback=_fits_64_bits, help="Only those first seen in this run.", metavar="ID"
+        ),
     ] = None,
     pipeline: Annotated[
-        str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")
+        str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.", metavar="NAME")
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, max=MAX_ID, help="Show at most this many.")] = 50,
+    limit: Annotated[
+        int,
+        typer.Option(min=1, callback=_fits_64_bits, help="Show at most this many.", metavar="N"),
+    ] = 50,
     resolved: Annotated[
-        bool, typer.Option("--resolved", help="Include dead letters a replay resolved.")
+        bool, typer.Option("--resolved", help="Include dead letters a replay resolved.", metavar="")
     ] = False,
     db: Db = "capstone.db",
     as_json: Json = False,
@@ -541,9 +593,12 @@ def _refuse_options_before(ctx: typer.Context) -> None:
 @dead_letters_app.command("export")
 @handle_errors
 def dead_letters_export(
-    output: Annotated[Path, typer.Option("--output", "-o", help="JSON Lines file to write.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="JSON Lines file to write.", metavar="FILE")
+    ],
     reason: Annotated[
-        str | None, typer.Option("--reason", "-r", help="Only reasons containing this code.")
+        str | None,
+        typer.Option("--reason", "-r", help="Only reasons containing this code.", metavar="CODE"),
     ] = None,
     pipeline: Pipeline = "events",
     db: Db = "capstone.db",
@@ -594,11 +649,14 @@ def replay(
             "--reason",
             "-r",
             help="Only dead letters whose reason contains this (value, value.float_parsing).",
+            metavar="CODE",
         ),
     ] = None,
     ids: Annotated[
         list[int] | None,
-        typer.Option("--id", max=MAX_ID, help="Only this dead letter (repeatable)."),
+        typer.Option(
+            "--id", callback=_fits_64_bits, help="Only this dead letter (repeatable).", metavar="ID"
+        ),
     ] = None,
     pipeline: Pipeline = "events",
     config: ConfigPath = None,
@@ -606,11 +664,16 @@ def replay(
     lock_timeout: Annotated[
         float,
         typer.Option(
-            min=0, max=MAX_LOCK_TIMEOUT, help="Seconds to wait for another run of the pipeline."
+            min=0,
+            max=MAX_LOCK_TIMEOUT,
+            help="Seconds to wait for another run of the pipeline.",
+            metavar="SECONDS",
         ),
     ] = 5.0,
     as_json: Json = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing but errors.", metavar="")
+    ] = False,
 ) -> None:
     """Re-validate stored dead letters under today's rules; accepted ones load and are resolved.
 
@@ -657,7 +720,12 @@ def lineage(
     ],
     pipeline: Annotated[
         str | None,
-        typer.Option("--pipeline", "-p", help="Only this pipeline (needed for composite keys)."),
+        typer.Option(
+            "--pipeline",
+            "-p",
+            help="Only this pipeline (needed for composite keys).",
+            metavar="NAME",
+        ),
     ] = None,
     config: ConfigPath = None,
     db: Db = "capstone.db",
@@ -713,14 +781,21 @@ def reset_watermark(
     config: ConfigPath = None,
     to: Annotated[
         str | None,
-        typer.Option("--to", help="Set it to this ISO-8601 time instead of clearing it."),
+        typer.Option(
+            "--to", help="Set it to this ISO-8601 time instead of clearing it.", metavar="TIMESTAMP"
+        ),
     ] = None,
     db: Db = "capstone.db",
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.", metavar="")
+    ] = False,
     lock_timeout: Annotated[
         float,
         typer.Option(
-            min=0, max=MAX_LOCK_TIMEOUT, help="Seconds to wait for a run of the pipeline to finish."
+            min=0,
+            max=MAX_LOCK_TIMEOUT,
+            help="Seconds to wait for a run of the pipeline to finish.",
+            metavar="SECONDS",
         ),
     ] = 5.0,
 ) -> None:
@@ -748,10 +823,12 @@ def reset_watermark(
 @app.command()
 @handle_errors
 def init(
-    path: Annotated[Path, typer.Option("--path", help="Where to write the config.")] = Path(
-        CONFIG_NAME
-    ),
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    path: Annotated[
+        Path, typer.Option("--path", help="Where to write the config.", metavar="FILE")
+    ] = Path(CONFIG_NAME),
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing file.", metavar="")
+    ] = False,
 ) -> None:
     """Write a commented starter capstone.toml with an example `orders` pipeline.
 
