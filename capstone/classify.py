@@ -208,6 +208,8 @@ class Classifier:
                             Rejected(position, None, _text(raw), [(record.code, record.message)])
                         )
                         continue
+                if not replay and DEAD_LETTER_FIELD in record:
+                    _refuse_export(position)
                 reasons = reasons_from_error(error)
                 self._refuse(batch, position, raw, record, unparsed or {}, reasons, replayed)
                 continue
@@ -215,6 +217,9 @@ class Classifier:
                 assert record is not None  # only a parsed record has cells
                 self._refuse(batch, position, raw, record, unparsed, [], replayed)
                 continue
+            extra = event.model_extra
+            if extra and not replay and DEAD_LETTER_FIELD in extra:
+                _refuse_export(position)
             ts = event_time(event)
             key = lineage_key(event)
             if skip_through is not None and ts <= skip_through:
@@ -230,7 +235,6 @@ class Classifier:
                     Rejected(position, key, _text(raw), [reason], record, replayed)
                 )
                 continue
-            extra = event.model_extra
             if extra and has_non_finite(extra):
                 # As for a declared field: the line is not JSON, whichever field holds them.
                 reason = (
@@ -332,6 +336,15 @@ class Classifier:
         batch.rejected.append(
             Rejected(position, key, _text(raw), cell_reasons + reasons, kept, replayed)
         )
+
+
+def _refuse_export(position: int) -> None:
+    # Loaded as plain records, an export's letters would stay open for good, the fixed records
+    # would carry their ids into the target's attributes, and unfixed ones would be new letters.
+    raise InputError(
+        f"the record at position {position} carries a {DEAD_LETTER_FIELD} id, so this is a "
+        "dead-letter export; load it with `capstone run --replay`"
+    )
 
 
 def _parse_cells(record: dict[str, Any], names: tuple[str, ...]) -> dict[str, str]:

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from capstone import RunOptions, run
 from capstone.cli import app
 from capstone.config import load_config
+from capstone.errors import InputError
 from capstone.pipeline import replay_dead_letters
 from capstone.store import open_store
 from tests.conftest import event, fetch, stored_letters
@@ -167,6 +168,19 @@ def test_a_bad_record_repeated_in_one_run_counts_every_sighting(
     again = run(path, db, options)
     assert (again.rejected, again.dead_letters) == (3, 0)
     assert [d.times_seen for d in stored_letters(db)] == [4, 2]
+
+
+def test_an_export_loaded_without_replay_is_refused(db: str, sample: str, tmp_path: Path) -> None:
+    """Without --replay, an export's ids would be stored as attributes and its letters stay open:
+    the run fails, naming --replay, and changes nothing but its failed row."""
+    run(sample, db)
+    lines = export(db, tmp_path / "fix.jsonl")
+    lines[1]["value"] = 7
+    refusal = "so this is a dead-letter export; load it with `capstone run --replay`"
+    for chosen in (lines, lines[1:]):  # still invalid first; fixed (and below the watermark)
+        with pytest.raises(InputError, match=refusal):
+            run(write_lines(tmp_path / "fixed.jsonl", chosen), db)
+    assert len(stored_letters(db)) == 2
 
 
 def test_dead_letters_filter_by_reason_and_run(runner: CliRunner, db: str, sample: str) -> None:
