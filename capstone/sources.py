@@ -267,7 +267,9 @@ def _csv_rows(fh: io.BufferedReader, name: str) -> Iterator[Item]:
     tap = _LineTap(iter(text))
     reader = csv.reader(tap)
     try:
-        header = [column.strip() for column in next(reader, [])]
+        # Blank lines before the header are skipped, as after it: taken as an empty header, they
+        # made a file load nothing and report success.
+        header = [column.strip() for column in next((row for row in reader if row), [])]
         tap.row_text()
         if not header:
             return

@@ -126,6 +126,15 @@ def test_utf8_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
     assert read(path)[0][2] == {"key": "a", "value": "1"}
 
 
+def test_blank_lines_before_a_csv_header_are_skipped(tmp_path: Path) -> None:
+    """The header is the first non-blank line; positions stay the file's line numbers."""
+    path = tmp_path / "a.csv"
+    path.write_text("\n\nkey,value\na,1\n")
+    assert [(position, parsed) for position, _, parsed in read(path)] == [
+        (4, {"key": "a", "value": "1"})
+    ]
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [(b"  [ {}]", "json"), (b'{"a": 1}\n', "jsonl"), (b"key,value\n", "csv"), (b"", "jsonl")],
