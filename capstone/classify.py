@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from capstone.errors import InputError
 from capstone.jsontext import has_non_finite, loads_exact
-from capstone.model import Reason, reasons_from_error
+from capstone.model import MAX_TEXT_LENGTH, Reason, reasons_from_error
 from capstone.schema import EVENTS, RecordShape, shape_of
 from capstone.sources import Item, Malformed, parse_object
 from capstone.timeutil import parse_ts
@@ -260,8 +260,10 @@ class Classifier:
             if key_column:
                 row += (key,)
             if self.screen is not None and (unstorable := self.screen(row)):
+                # Cut like the key of an invalid record: it may be too long for an index.
+                short_key = key[:MAX_TEXT_LENGTH]
                 batch.rejected.append(
-                    Rejected(position, key, _text(raw), unstorable, record, replayed)
+                    Rejected(position, short_key, _text(raw), unstorable, record, replayed)
                 )
                 continue
             if replayed is not None:

@@ -1,6 +1,8 @@
 """What only the PostgreSQL backend has: NUL handling, URL redaction, migrations, typed columns,
 driver and server errors, abandoned-run marking through advisory locks."""
 
+import random
+import string
 import subprocess
 import sys
 import threading
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import psycopg
 import pytest
 
@@ -69,10 +72,20 @@ class TestUnstorable:
             }
         )
         screen = screen_for(spec)
-        half = MAX_KEY_BYTES // 2
-        assert screen((1, 1, "r" * half, "i" * half, "2025-01-01T00:00:00", None)) == []
-        row = (1, 1, "r" * half, "é" * (half // 2 + 1), "2025-01-01T00:00:00", None)
-        assert [code for code, _ in screen(row)] == ["id.key_too_long"]
+
+        def row(region: str, id_: str) -> tuple[Any, ...]:
+            lineage_key = orjson.dumps([region, id_]).decode()
+            return (1, 1, region, id_, "2025-01-01T00:00:00", None, lineage_key)
+
+        part = (MAX_KEY_BYTES - 7) // 2  # ["...","..."] adds 7 bytes
+        assert screen(row("r" * part, "i" * part)) == []
+        # Each control character takes six bytes as JSON: the index entry, not the text, counts.
+        assert [code for code, _ in screen(row("r" * part, "\x01" * (part // 6 + 1)))] == [
+            "region.key_too_long"
+        ]
+        assert [code for code, _ in screen(row("r" * part, "é" * (part // 2 + 1)))] == [
+            "region.key_too_long"
+        ]
 
 
 class TestRedaction:
@@ -251,11 +264,13 @@ class TestNulCharacters:
             'id = { type = "string" }\nat = { type = "timestamp" }\n'
         )
         spec = load_config(config).pipeline("long")
-        records = [{"id": "x" * 3000, "at": "2025-01-01T00:00:00"}, {"id": "a", "at": "2025-01-01"}]
+        # Random letters: PostgreSQL compresses an index entry, and "x" * 3000 would fit.
+        long_key = "".join(random.Random(7).choices(string.ascii_letters, k=3000))
+        records = [{"id": long_key, "at": "2025-01-01T00:00:00"}, {"id": "a", "at": "2025-01-01"}]
         summary = run(write_jsonl(records), pg_db, spec=spec)
         assert (summary.staged, summary.rejected) == (1, 1)
-        [(reason,)] = fetch(pg_db, "SELECT reason FROM dead_letters")
-        assert reason == "id.key_too_long"
+        [(reason, key)] = fetch(pg_db, "SELECT reason, key FROM dead_letters")
+        assert (reason, key) == ("id.key_too_long", long_key[:256])
 
     def test_a_letter_whose_record_held_a_nul_replays_onto_itself(
         self, pg_db: str, tmp_path: Path

@@ -272,19 +272,23 @@ def screen_for(spec: PipelineSpec) -> Screen:
     documents.append((2 + len(spec.fields), None))  # attributes: named by each extra field
     names = list(spec.fields)
     key_texts = [(names.index(k) + 2, k) for k in spec.key if spec.fields[k].type == "string"]
+    # The lineage index holds the lineage key: the key itself, or the key parts as JSON (where
+    # quotes and escapes add bytes), which is never shorter than the primary key's parts.
+    lineage_at = names.index(spec.key[0]) + 2 if spec.text_key else -1
 
     def unstorable(row: Staged) -> list[Reason]:
         reasons: list[Reason] = []
+        lineage_key = row[lineage_at]
         # Four bytes a character at most: only a long key needs counting.
-        if 4 * sum(len(row[index]) for index, _ in key_texts) > MAX_KEY_BYTES:
-            size = sum(len(row[index].encode()) for index, _ in key_texts)
+        if key_texts and 4 * len(lineage_key) > MAX_KEY_BYTES:
+            size = len(lineage_key.encode("utf-8", "surrogatepass"))
             if size > MAX_KEY_BYTES:
-                name = max(key_texts, key=lambda pair: len(row[pair[0]].encode()))[1]
+                name = max(key_texts, key=lambda pair: len(row[pair[0]]))[1]
                 reasons.append(
                     (
                         f"{name}.key_too_long",
-                        f"{name}: the key is {size:,} bytes of UTF-8; PostgreSQL indexes keys of "
-                        f"up to {MAX_KEY_BYTES:,}",
+                        f"{name}: the key takes {size:,} bytes in an index; PostgreSQL indexes "
+                        f"keys of up to {MAX_KEY_BYTES:,}",
                     )
                 )
         for index, name in texts:
