@@ -122,6 +122,25 @@ def test_a_line_that_never_parsed_exports_as_raw_text_that_a_replay_resolves(
     assert stored_letters(db) == []
 
 
+def test_a_half_fixed_raw_line_exports_as_its_record_next_time(
+    db: str, tmp_path: Path, write_jsonl: Any
+) -> None:
+    """A broken line whose JSON is fixed but whose value is still bad keeps the record it now
+    parses to: the next export offers that record, and fixing the value resolves the letter."""
+    broken = GOOD.replace('"value": 1', '"value": "x"').replace("}", ",}")
+    run(write_jsonl([broken]), db)
+    [line] = export(db, tmp_path / "fix.jsonl")
+    line["_raw"] = broken.replace(",}", "}")
+    half = run(write_lines(tmp_path / "half.jsonl", [line]), db, replay=True)
+    assert (half.rejected, half.dead_letters) == (1, 0)
+    [line] = export(db, tmp_path / "again.jsonl")
+    assert line == orjson.loads(GOOD) | {"value": "x", "_dead_letter": 1}
+    line["value"] = 1
+    fixed = run(write_lines(tmp_path / "fixed.jsonl", [line]), db, replay=True)
+    assert (fixed.staged, fixed.rejected) == (1, 0)
+    assert stored_letters(db) == []
+
+
 @pytest.mark.parametrize("batch_size", [1, 10_000])
 @pytest.mark.parametrize("fixed_first", [True, False], ids=["fixed first", "bad first"])
 def test_one_letter_named_twice_in_a_replay_is_never_lost(

@@ -991,13 +991,18 @@ class _PostgresRun:
                 copy.write_row(row)
 
     def _refresh_letter(self, r: Rejected) -> int:
+        # A record that parses now (the text was half fixed) is kept: the next export offers it
+        # for the rest of the fix. The raw text and fingerprint stay the original's.
         return self.conn.execute(
-            "UPDATE dead_letters SET last_run_id = %s, times_seen = times_seen + 1, "
-            "reason = %s, message = %s WHERE id = %s AND pipeline = %s AND resolved_run_id IS NULL",
+            "UPDATE dead_letters SET last_run_id = %s, times_seen = times_seen + 1, reason = %s, "
+            "message = %s, record = COALESCE(%s::jsonb, record), key = COALESCE(%s, key) "
+            "WHERE id = %s AND pipeline = %s AND resolved_run_id IS NULL",
             (
                 self.run.run_id,
                 _nul_free(r.codes),
                 _nul_free(r.message),
+                _jsonb_text(r.record_json),
+                _maybe_nul_free(r.key),
                 r.replayed,
                 self.run.pipeline,
             ),

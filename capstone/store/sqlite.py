@@ -646,10 +646,21 @@ class _SQLiteRun:
         self.staged += len(rows)
 
     def _refresh_letter(self, r: Rejected) -> int:
+        # A record that parses now (the text was half fixed) is kept: the next export offers it
+        # for the rest of the fix. The raw text and fingerprint stay the original's.
         return self.conn.execute(
-            "UPDATE dead_letters SET last_run_id = ?, times_seen = times_seen + 1, "
-            "reason = ?, message = ? WHERE id = ? AND pipeline = ? AND resolved_run_id IS NULL",
-            (self.run.run_id, r.codes, r.message, r.replayed, self.run.pipeline),
+            "UPDATE dead_letters SET last_run_id = ?, times_seen = times_seen + 1, reason = ?, "
+            "message = ?, record = COALESCE(?, record), key = COALESCE(?, key) "
+            "WHERE id = ? AND pipeline = ? AND resolved_run_id IS NULL",
+            (
+                self.run.run_id,
+                r.codes,
+                r.message,
+                r.record_json,
+                r.key,
+                r.replayed,
+                self.run.pipeline,
+            ),
         ).rowcount
 
     def reject(self, rows: Sequence[Rejected]) -> int:
