@@ -161,6 +161,24 @@ def test_one_letter_named_twice_in_a_replay_is_never_lost(
     assert letter.id == (2 if fixed_first else 1)
 
 
+@pytest.mark.parametrize("batch_size", [1, 10_000])
+@pytest.mark.parametrize("fixed_first", [True, False], ids=["fixed first", "bad first"])
+def test_the_original_bad_line_beside_its_fix_keeps_the_letter_open(
+    db: str, tmp_path: Path, write_jsonl: Any, batch_size: int, fixed_first: bool
+) -> None:
+    """The exact bad line (no id, same fingerprint) in the same replay as the fixed export line:
+    the letter stays open, in either order and batch size."""
+    bad = GOOD.replace('"value": 1', '"value": "bad"')
+    run(write_jsonl([bad]), db)
+    [line] = export(db, tmp_path / "fix.jsonl")
+    fixed = orjson.dumps(line | {"value": 1}).decode()
+    path = write_jsonl([fixed, bad] if fixed_first else [bad, fixed])
+    summary = run(path, db, RunOptions(batch_size=batch_size), replay=True)
+    assert (summary.staged, summary.rejected, summary.dead_letters) == (1, 1, 0)
+    [letter] = stored_letters(db)
+    assert (letter.id, letter.times_seen, letter.last_run_id) == (1, 2, summary.run_id)
+
+
 def test_a_dead_letter_id_that_is_not_a_number_is_rejected(
     db: str, tmp_path: Path, write_jsonl: Any
 ) -> None:

@@ -1181,10 +1181,12 @@ class _PostgresRun:
         return [_dead_letter(row) for row in rows]
 
     def resolve(self, dead_letter_ids: Sequence[int]) -> None:
+        # Not a letter a bad record sighted earlier in this run (its last run is this one): the
+        # bad copy keeps it open, whichever came first and however the input was batched.
         self.conn.execute(
-            "UPDATE dead_letters SET resolved_run_id = %s "
-            "WHERE id = ANY(%s::bigint[]) AND pipeline = %s AND resolved_run_id IS NULL",
-            (self.run.run_id, list(dead_letter_ids), self.run.pipeline),
+            "UPDATE dead_letters SET resolved_run_id = %(run)s WHERE id = ANY(%(ids)s::bigint[]) "
+            "AND pipeline = %(pipeline)s AND resolved_run_id IS NULL AND last_run_id <> %(run)s",
+            {"run": self.run.run_id, "ids": list(dead_letter_ids), "pipeline": self.run.pipeline},
         )
 
     def finish(self, summary: RunSummary, reasons: dict[str, int]) -> None:

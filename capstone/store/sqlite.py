@@ -780,10 +780,13 @@ class _SQLiteRun:
         return [_dead_letter(row) for row in rows if wanted is None or row["id"] in wanted]
 
     def resolve(self, dead_letter_ids: Sequence[int]) -> None:
+        # Not a letter a bad record sighted earlier in this run (its last run is this one): the
+        # bad copy keeps it open, whichever came first and however the input was batched.
+        run_id = self.run.run_id
         self.conn.executemany(
-            "UPDATE dead_letters SET resolved_run_id = ? "
-            "WHERE id = ? AND pipeline = ? AND resolved_run_id IS NULL",
-            [(self.run.run_id, id_, self.run.pipeline) for id_ in dead_letter_ids],
+            "UPDATE dead_letters SET resolved_run_id = ? WHERE id = ? AND pipeline = ? "
+            "AND resolved_run_id IS NULL AND last_run_id != ?",
+            [(run_id, id_, self.run.pipeline, run_id) for id_ in dead_letter_ids],
         )
 
     def finish(self, summary: RunSummary, reasons: dict[str, int]) -> None:
