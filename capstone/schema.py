@@ -420,7 +420,7 @@ _EVENT_MODELS: dict[str, type[BaseModel]] = {
 def shape_of(spec: PipelineSpec) -> RecordShape:
     """The record shape of a pipeline; the seed's fields use the hand-written `Event` model (with
     the pipeline's policy for unknown fields), so they are read alike whatever that policy."""
-    if spec.fields == EVENT_FIELDS:
+    if spec.fields == EVENT_FIELDS and spec.key == ("key",) and spec.event_time == "ts":
         return RecordShape(
             spec,
             _EVENT_MODELS[spec.unknown],

@@ -468,6 +468,28 @@ def test_the_event_fields_read_alike_whatever_the_unknown_policy(
     assert fetch(db, "SELECT key, value FROM ev") == [("a", 2.0)]
 
 
+@pytest.mark.parametrize("unknown", ["keep", "reject"])
+def test_the_event_fields_under_another_key_are_traced_by_that_key(
+    db: str, tmp_path: Path, runner: CliRunner, write_jsonl: Any, unknown: str
+) -> None:
+    """key = ["key", "name"] over the seed's fields: lineage tells (a, n1) from (a, n2)."""
+    path = tmp_path / "capstone.toml"
+    path.write_text(
+        f'[pipelines.ev]\ntarget = "ev"\nkey = ["key", "name"]\nunknown = "{unknown}"\n'
+    )
+    spec = load_config(path).pipeline("ev")
+    records = [
+        {"key": "a", "name": "n1", "value": 1, "ts": "2025-01-01T00:00:00"},
+        {"key": "a", "name": "n2", "value": 2, "ts": "2025-01-01T00:00:00"},
+    ]
+    assert run(write_jsonl(records), db, spec=spec).loaded == 2
+    result = runner.invoke(
+        app, ["lineage", "-p", "ev", "--config", str(path), "--db", db, "a", "n1", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert [entry["step"] for entry in orjson.loads(result.stdout)] == ["stage", "load"]
+
+
 def test_a_rejected_record_is_traced_under_its_stripped_key(
     db: str, runner: CliRunner, write_jsonl: Any
 ) -> None:
