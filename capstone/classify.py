@@ -159,6 +159,8 @@ class Classifier:
         key_column = not shape.spec.text_key
         dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
         with_cells = bool(json_cells) or replay  # CSV cells, or a replay's `_cells`
+        # Dropped unknown fields leave no trace in the model: look for an export's ids in the text.
+        ids_dropped = shape.spec.unknown == "drop" and not replay
         for position, raw, parsed in items:
             record: dict[str, Any] | Malformed | None = (
                 parse_object(raw) if parsed is None and replay else parsed
@@ -218,7 +220,9 @@ class Classifier:
                 self._refuse(batch, position, raw, record, unparsed, [], replayed)
                 continue
             extra = event.model_extra
-            if extra and not replay and DEAD_LETTER_FIELD in extra:
+            if (extra and not replay and DEAD_LETTER_FIELD in extra) or (
+                ids_dropped and _names_a_letter(raw, record)
+            ):
                 _refuse_export(position)
             ts = event_time(event)
             key = lineage_key(event)
@@ -338,6 +342,17 @@ class Classifier:
         batch.rejected.append(
             Rejected(position, key, _text(raw), cell_reasons + reasons, kept, replayed)
         )
+
+
+def _names_a_letter(raw: bytes | str, record: dict[str, Any] | None) -> bool:
+    if record is None:
+        marker = f'"{DEAD_LETTER_FIELD}"'
+        found = marker.encode() in raw if isinstance(raw, bytes) else marker in raw
+        if not found:
+            return False
+        parsed = parse_object(raw)
+        record = parsed if isinstance(parsed, dict) else {}
+    return DEAD_LETTER_FIELD in record
 
 
 def _refuse_export(position: int) -> None:

@@ -220,6 +220,19 @@ def test_an_export_loaded_without_replay_is_refused(db: str, sample: str, tmp_pa
     assert len(stored_letters(db)) == 2
 
 
+@pytest.mark.parametrize("unknown", ["drop", "reject"])
+def test_an_export_is_refused_whatever_the_pipeline_does_with_unknown_fields(
+    db: str, tmp_path: Path, write_jsonl: Any, unknown: str
+) -> None:
+    """Dropping or refusing unknown fields must not hide an export's `_dead_letter` ids."""
+    config = tmp_path / "capstone.toml"
+    config.write_text(f'[pipelines.ev]\ntarget = "ev"\nunknown = "{unknown}"\n')
+    spec = load_config(config).pipeline("ev")
+    record = orjson.loads(GOOD) | {"_dead_letter": 1}
+    with pytest.raises(InputError, match="so this is a dead-letter export"):
+        run(write_jsonl([record]), db, spec=spec)
+
+
 def test_dead_letters_filter_by_reason_and_run(runner: CliRunner, db: str, sample: str) -> None:
     """--reason matches reason codes; --run the run that first wrote the letter."""
     run(sample, db)
