@@ -143,8 +143,8 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise
         except BrokenPipeError:
             # The reader left (`| head`): what it read is all it wanted, and the command's own work
-            # is done. Point stdout at nowhere so the exit flush cannot complain either.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            # is done.
+            _stdout_to_nowhere()
             raise typer.Exit(0) from None
         except Exception as error:
             if os.environ.get("CAPSTONE_DEBUG"):
@@ -359,10 +359,18 @@ def _show_ended_run(
         ended = store.get_run(error.run_id)
         if ended is None:
             return
-        if output is not None:
-            _write_output(output, ended, store)
-        if as_json:
-            _print_json(ended.model_dump())
+        try:
+            if output is not None:
+                _write_output(output, ended, store)
+            if as_json and not _is_stdout(output):  # `--output -` has printed it already
+                _print_json(ended.model_dump())
+        except BrokenPipeError:  # the reader left; the run's error still decides the exit code
+            _stdout_to_nowhere()
+
+
+def _stdout_to_nowhere() -> None:
+    """After a broken pipe: so that the flush at exit cannot complain about it too."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _is_stdout(path: Path | None) -> bool:

@@ -1,6 +1,7 @@
 """`capstone run` through the CLI: output modes, the --output file, exit codes and error lines."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -278,6 +279,49 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> N
     with reader.stderr:
         assert reader.stderr.read() == b""
     assert reader.wait(timeout=60) == 0
+
+
+def test_a_failed_run_keeps_exit_1_when_its_reader_has_left(tmp_path: Path) -> None:
+    """The failed run's JSON cannot be written to a closed pipe; the run's error still decides
+    the exit code and is the one line on stderr."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "capstone",
+                "run",
+                "-i",
+                str(bad),
+                "--db",
+                str(tmp_path / "c.db"),
+                "--json",
+            ],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert done.stderr.startswith("capstone: error: the CSV header (a, b) has no column")
+    assert done.stderr.count("\n") == 1
+
+
+def test_a_failed_run_with_output_dash_and_json_prints_one_document(
+    runner: CliRunner, db: str, tmp_path: Path
+) -> None:
+    """--output - and --json together: the failed run's document once, so it parses."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    result = invoke(runner, "run", "--input", str(bad), "--db", db, "--output", "-", "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["status"] == "failed"
 
 
 def test_a_csv_header_without_the_required_columns_refuses_the_file(
