@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from capstone.errors import InputError
 from capstone.jsontext import has_non_finite, loads_exact
 from capstone.model import MAX_TEXT_LENGTH, Reason, reasons_from_error
-from capstone.schema import EVENTS, RecordShape, shape_of
+from capstone.schema import EVENTS, INT64_MAX, RecordShape, shape_of
 from capstone.sources import Item, Malformed, parse_object
 from capstone.timeutil import parse_ts
 
@@ -176,7 +176,9 @@ class Classifier:
             replayed = None
             if replay and record:
                 dead_letter = record.pop(DEAD_LETTER_FIELD, None)
-                if dead_letter is not None and type(dead_letter) is not int:
+                if dead_letter is not None and not (
+                    type(dead_letter) is int and 0 < dead_letter <= INT64_MAX
+                ):
                     reason = (
                         f"{DEAD_LETTER_FIELD}.not_an_id",
                         f"{DEAD_LETTER_FIELD}: {dead_letter!r} is not a dead letter's id; keep "

@@ -66,10 +66,10 @@ R = TypeVar("R")
 
 
 def _fits_64_bits(value: Any) -> Any:
-    """An option callback: ids and counts beyond what the databases store are usage errors."""
+    """An option callback: ids and counts are positive and fit the databases' 64-bit integers."""
     values = value if isinstance(value, list) else [value]
-    if any(v is not None and v > MAX_ID for v in values):
-        raise typer.BadParameter("larger than any id or count capstone stores")
+    if any(v is not None and not 0 < v <= MAX_ID for v in values):
+        raise typer.BadParameter(f"ids and counts run from 1 to {MAX_ID:,}")
     return value
 
 

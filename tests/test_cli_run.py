@@ -240,6 +240,7 @@ def test_importing_capstone_loads_nothing_heavy() -> None:
         (["runs", "--db", ""], "--db '' names no file"),
         (["runs", "--db", ":memory:"], "--db ':memory:' names no file"),
         (["runs", "--limit", str(2**63)], "Invalid value for '--limit'"),
+        (["report", "--run", str(-(2**70))], "ids and counts run from 1 to"),
     ],
 )
 def test_usage_errors_from_the_command_line_are_one_line_and_exit_2(

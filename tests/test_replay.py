@@ -179,15 +179,21 @@ def test_the_original_bad_line_beside_its_fix_keeps_the_letter_open(
     assert (letter.id, letter.times_seen, letter.last_run_id) == (1, 2, summary.run_id)
 
 
-def test_a_dead_letter_id_that_is_not_a_number_is_rejected(
+def test_a_dead_letter_id_that_is_no_id_is_rejected(
     db: str, tmp_path: Path, write_jsonl: Any
 ) -> None:
-    """ "_dead_letter": "1" in a replay is named as the problem, not silently ignored."""
-    record = orjson.loads(GOOD) | {"_dead_letter": "1"}
-    summary = run(write_jsonl([record]), db, replay=True)
-    assert summary.rejected == 1
-    [letter] = stored_letters(db)
-    assert letter.reason == "_dead_letter.not_an_id"
+    """A `_dead_letter` that is text, out of range or a boolean is named as the problem in a
+    replay, not ignored (nor a crash for 2**64)."""
+    for wrong in ("1", 2**64, 0, True):
+        record = orjson.loads(GOOD) | {"_dead_letter": wrong}
+        line = (
+            orjson.dumps(record).decode()
+            if wrong != 2**64
+            else GOOD[:-1] + f', "_dead_letter": {wrong}}}'
+        )
+        summary = run(write_jsonl([line]), db, replay=True)
+        assert summary.rejected == 1
+    assert {letter.reason for letter in stored_letters(db)} == {"_dead_letter.not_an_id"}
 
 
 @pytest.mark.parametrize("batch_size", [1, 10_000])
