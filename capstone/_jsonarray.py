@@ -69,8 +69,9 @@ def _scan_end(text: str, start: int) -> int | None:
 
     For values nested too deep to decode, and for broken objects, whose end decides where the
     next element starts. Inside an object, `, {` or `, [` at its top level cannot occur (a key
-    must follow a comma): there the count has run into the next element, and guessing would
-    swallow valid records into one dead letter, so `_RunTogether` is raised instead.
+    must follow a comma). When what follows there is a whole value and then `,` or `]`, the count
+    has run into the next elements, and guessing would swallow valid records into one dead
+    letter, so `_RunTogether` is raised instead. (`{"a": 1, {"b": 2}}` stays one broken record.)
     """
     depth = 0
     in_string = escaped = after_comma = False
@@ -86,7 +87,7 @@ def _scan_end(text: str, start: int) -> int | None:
                 in_string = False
             continue
         if after_comma and char not in " \t\r\n":
-            if char in "[{":
+            if char in "[{" and _whole_element_at(text, index):
                 raise _RunTogether
             after_comma = False
         if char == '"':
@@ -100,6 +101,16 @@ def _scan_end(text: str, start: int) -> int | None:
         elif char == "," and depth == 1 and is_object:
             after_comma = True
     return None
+
+
+def _whole_element_at(text: str, index: int) -> bool:
+    """Whether a whole JSON value starts at `index` and an array's `,` or `]` follows it."""
+    try:
+        _, end = _DECODER.raw_decode(text, index)
+    except (json.JSONDecodeError, RecursionError):
+        return False
+    end = _BLANK.match(text, end).end()  # type: ignore[union-attr]
+    return end < len(text) and text[end] in ",]"
 
 
 def _closed(text: str, start: int, end: int) -> bool:

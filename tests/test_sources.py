@@ -240,6 +240,14 @@ def test_broken_elements_whose_brackets_only_balance_together_fail_the_file(
         read(path)
 
 
+def test_a_nested_object_after_a_comma_is_still_one_broken_element(tmp_path: Path) -> None:
+    """`, {` inside an object followed by a value that does not end an array element (a missing
+    key name, say) is one broken record, as before: only run-together elements fail the file."""
+    path = tmp_path / "a.json"
+    path.write_text('[{"key": "a", {"note": 1}}, {"key": "b"}]')
+    assert [raw for _, raw, _ in read(path)] == ['{"key": "a", {"note": 1}}', '{"key": "b"}']
+
+
 def test_a_control_character_in_an_array_string_is_named_cleanly(tmp_path: Path) -> None:
     """The decoder's message loses its trailing "at" along with the position it introduced."""
     path = tmp_path / "a.json"
