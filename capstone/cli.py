@@ -306,14 +306,21 @@ def run(
         except BaseException:
             store.close()
             raise
-        try:
-            with contextlib.closing(store):  # closing checkpoints the WAL: it may take a while
-                if output is not None:
-                    _write_output(output, summary, store)
-                if not quiet and not _is_stdout(output):
-                    _show_run(summary, store, as_json=as_json, report=report)
-        except KeyboardInterrupt:
-            raise interrupted_after_commit(summary) from None
+        with _committed(summary), contextlib.closing(store):
+            if output is not None:
+                _write_output(output, summary, store)
+            if not quiet and not _is_stdout(output):
+                _show_run(summary, store, as_json=as_json, report=report)
+
+
+@contextmanager
+def _committed(summary: RunSummary) -> Iterator[None]:
+    """Around what follows a run's COMMIT (output, and closing, which checkpoints the WAL and
+    can take a while): an interrupt there must say the run is kept."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise interrupted_after_commit(summary) from None
 
 
 def _run_with_progress(
@@ -692,8 +699,13 @@ def replay(
     """
     spec = load_config(config).pipeline(pipeline)
     options = RunOptions(pipeline=pipeline, lock_timeout=lock_timeout)
-    with _existing(db) as store:
+    store = open_store(db, create=False)
+    try:
         summary = replay_dead_letters(store, options, reason=reason, ids=ids, spec=spec)
+    except BaseException:
+        store.close()
+        raise
+    with _committed(summary), contextlib.closing(store):
         if not quiet:
             _show_run(summary, store, as_json=as_json, report=False)
     note = _unmatched_replay(summary.input_records, pipeline, reason, ids)

@@ -88,7 +88,10 @@ def test_a_signal_after_the_commit_says_the_run_is_kept(
     result = invoke(runner, "run", "--input", sample, "--db", db)
     assert result.exit_code == 130
     assert "interrupted after run 1 committed; its results are kept" in result.stderr
-    assert fetch(db, "SELECT status FROM run_log") == [("success",)]
+    replayed = invoke(runner, "replay", "--db", db)
+    assert replayed.exit_code == 130
+    assert "interrupted after run 2 committed; its results are kept" in replayed.stderr
+    assert fetch(db, "SELECT status FROM run_log ORDER BY run_id") == [("success",)] * 2
 
 
 def test_quiet_prints_nothing(runner: CliRunner, db: str, sample: str) -> None:
