@@ -187,8 +187,11 @@ class Classifier:
                     batch.rejected.append(Rejected(position, None, _text(raw), [reason], record))
                     continue
                 replayed = self._claim(dead_letter)
-                if RAW_FIELD in record and len(record) == 1 and type(record[RAW_FIELD]) is str:
-                    raw = record[RAW_FIELD]  # noqa: PLW2901 - the text the export carried stands for the line
+                # The text of a line that never parsed stands for the record, unless the user
+                # wrote the record's fields beside it: then those are the fix.
+                text = record.pop(RAW_FIELD, None)
+                if not record and type(text) is str:
+                    raw = text  # noqa: PLW2901 - the text the export carried stands for the line
                     record = parse_object(raw)
                     if isinstance(record, Malformed):
                         reasons = [(record.code, record.message)]

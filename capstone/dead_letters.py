@@ -40,7 +40,7 @@ def replay_items(letters: Iterable[DeadLetter]) -> Iterator[Item]:
 def export_line(letter: DeadLetter) -> bytes | None:
     """One line of an export, tagged with the letter's `_dead_letter` id: the record, or for a
     line that never parsed, `{"_dead_letter": ID, "_raw": "the text"}` (fix the text inside, or
-    replace `_raw` with the fixed record's fields).
+    write the record's fields beside it: they win, and `_raw` is dropped).
 
     None for a letter with neither (a CSV row): as a line of JSON Lines it would mean something
     else, and replaying it would replace its reason with `malformed.json`. It is fixed where it

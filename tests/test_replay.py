@@ -122,6 +122,19 @@ def test_a_line_that_never_parsed_exports_as_raw_text_that_a_replay_resolves(
     assert stored_letters(db) == []
 
 
+def test_fields_written_beside_raw_text_are_the_fix(
+    db: str, tmp_path: Path, write_jsonl: Any
+) -> None:
+    """The record's fields added to a `_raw` line (the text left in place) load, resolve the
+    letter, and the leftover text is not stored as an attribute."""
+    run(write_jsonl([GOOD.replace("}", ",}")]), db)
+    [line] = export(db, tmp_path / "fix.jsonl")
+    fixed = run(write_lines(tmp_path / "fixed.jsonl", [line | orjson.loads(GOOD)]), db, replay=True)
+    assert (fixed.staged, fixed.rejected) == (1, 0)
+    assert stored_letters(db) == []
+    assert fetch(db, "SELECT attributes FROM target") == [(None,)]
+
+
 def test_a_half_fixed_raw_line_exports_as_its_record_next_time(
     db: str, tmp_path: Path, write_jsonl: Any
 ) -> None:
