@@ -166,10 +166,13 @@ class Classifier:
                 parse_object(raw) if parsed is None and replay else parsed
             )
             if isinstance(record, Malformed):
-                replayed = self._claim(record.letter)
                 batch.rejected.append(
                     Rejected(
-                        position, None, _text(raw), [(record.code, record.message)], None, replayed
+                        position,
+                        None,
+                        _text(raw),
+                        [(record.code, record.message)],
+                        replayed=self._claim(record.letter),
                     )
                 )
                 continue
@@ -196,7 +199,7 @@ class Classifier:
                     if isinstance(record, Malformed):
                         reasons = [(record.code, record.message)]
                         batch.rejected.append(
-                            Rejected(position, None, raw, reasons, None, replayed)
+                            Rejected(position, None, raw, reasons, replayed=replayed)
                         )
                         continue
             unparsed = (
