@@ -622,7 +622,7 @@ def dead_letters_export(
 
     Records that parsed as objects are written as JSON with a `_dead_letter` id, so a replay
     of the fixed file resolves them; broken JSON lines are written as {"_dead_letter": ID, "_raw":
-    TEXT}, to fix inside or replace with the record. CSV rows that never became a record (the
+    TEXT}: fix the text, or write the record's fields beside it. CSV rows that never became a record (the
     wrong number of cells) are left out: fix them in the CSV.
 
     Example: capstone dead-letters export --output fix.jsonl
