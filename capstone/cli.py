@@ -293,7 +293,7 @@ def run(
         lock_timeout=lock_timeout,
     )
     if output is not None:
-        _check_writable(output)
+        _check_writable(output, db, input_path)
     show_progress = not (quiet or as_json) and sys.stderr.isatty()
     with SourceFile(input_path, fmt) as source:
         store = open_store(db)
@@ -384,16 +384,27 @@ def _is_stdout(path: Path | None) -> bool:
     return path is not None and str(path) == "-"
 
 
-def _check_writable(path: Path) -> None:
-    """Refuse an --output the run could not write, before the run rather than after its COMMIT."""
+def _check_writable(path: Path, db: str, input_path: str | None = None) -> None:
+    """Refuse an --output the command could not write, or that would overwrite the database or
+    the input, before anything is loaded rather than after the COMMIT."""
     if _is_stdout(path):
         return
     folder = path.parent
-    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
-        problem = (
-            "is a folder" if path.is_dir() else f"is in {folder}, which is not a writable folder"
+    if path.is_dir():
+        raise ConfigError(f"--output {str(path)!r} is a folder; name a file to write")
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ConfigError(
+            f"--output {path} is in {folder}, which is not a writable folder; choose another"
         )
-        raise ConfigError(f"--output {path} {problem}; choose a file in a writable folder")
+    taken: dict[str, str] = {}
+    if not db.startswith(("postgresql://", "postgres://")):
+        taken |= {f"{db}{suffix}": f"the database {db}" for suffix in ("", "-wal", "-shm")}
+    if input_path is not None and input_path != "-":
+        taken[input_path] = f"the input {input_path}"
+    target = os.path.realpath(path)
+    for other, what in taken.items():
+        if os.path.realpath(other) == target:
+            raise ConfigError(f"--output {path} would overwrite {what}; choose another file")
 
 
 def _write_output(path: Path, summary: RunSummary, store: Store) -> None:
@@ -609,7 +620,10 @@ def _refuse_options_before(ctx: typer.Context) -> None:
 @handle_errors
 def dead_letters_export(
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="JSON Lines file to write.", metavar="FILE")
+        Path,
+        typer.Option(
+            "--output", "-o", help="JSON Lines file to write; - for stdout.", metavar="FILE|-"
+        ),
     ],
     reason: Annotated[
         str | None,
@@ -621,12 +635,13 @@ def dead_letters_export(
     """Write unresolved dead letters one per line, for fixing and `capstone run --replay`.
 
     Records that parsed as objects are written as JSON with a `_dead_letter` id, so a replay
-    of the fixed file resolves them; broken JSON lines are written as {"_dead_letter": ID, "_raw":
-    TEXT}: fix the text, or write the record's fields beside it. CSV rows that never became a record (the
-    wrong number of cells) are left out: fix them in the CSV.
+    of the fixed file resolves them; broken JSON lines are written as {"_dead_letter": ID,
+    "_raw": TEXT}: fix the text, or write the record's fields beside it. CSV rows that never
+    became a record (the wrong number of cells) are left out: fix them in the CSV.
 
     Example: capstone dead-letters export --output fix.jsonl
     """
+    _check_writable(output, db)
     with _existing(db) as store:
         letters = store.dead_letters(pipeline=pipeline, reason=reason)
         # `dead-letters` lists every pipeline's; an export holds one pipeline's, for its replay.
@@ -635,8 +650,12 @@ def dead_letters_export(
     lines = [export_line(letter) for letter in letters]
     written = [line for line in lines if line is not None]
     try:
-        with output.open("wb") as fh:
-            fh.writelines(line + b"\n" for line in written)
+        if _is_stdout(output):
+            sys.stdout.buffer.writelines(line + b"\n" for line in written)
+            sys.stdout.flush()
+        else:
+            with output.open("wb") as fh:
+                fh.writelines(line + b"\n" for line in written)
     except OSError as error:
         raise CapstoneError(
             f"cannot write {output} ({error.strerror}); choose a writable path"
@@ -644,7 +663,8 @@ def dead_letters_export(
     left_out = len(lines) - len(written)
     note = f"; left out {_count(left_out, 'CSV row')} with no JSON form (fix those in the CSV)"
     typer.echo(
-        f"wrote {_count(len(written), 'dead letter')} to {output}{note if left_out else ''}",
+        f"wrote {_count(len(written), 'dead letter')} to "
+        f"{'stdout' if _is_stdout(output) else output}{note if left_out else ''}",
         err=True,
     )
     if others:

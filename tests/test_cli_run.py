@@ -68,6 +68,26 @@ def test_output_is_checked_before_the_run(runner: CliRunner, tmp_path: Path, sam
     assert not db.exists()
 
 
+def test_output_never_overwrites_the_database_or_the_input(
+    runner: CliRunner, tmp_path: Path, sample: str
+) -> None:
+    """--output naming the database (or its WAL) or the input file is refused up front, for
+    `run` and for `dead-letters export`; the database keeps working."""
+    db = str(tmp_path / "c.db")
+    assert invoke(runner, "run", "--input", sample, "--db", db, "-q").exit_code == 0
+    for output, what in (
+        (db, "the database"),
+        (db + "-wal", "the database"),
+        (sample, "the input"),
+    ):
+        result = invoke(runner, "run", "--input", sample, "--db", db, "--output", output)
+        assert result.exit_code == 2
+        assert f"would overwrite {what}" in result.stderr
+    export = invoke(runner, "dead-letters", "export", "--db", db, "--output", db)
+    assert export.exit_code == 2
+    assert fetch(db, "SELECT COUNT(*) FROM run_log") == [(1,)]
+
+
 def test_output_dash_writes_the_document_to_stdout(runner: CliRunner, db: str, sample: str) -> None:
     """--output - puts the summary and run log on stdout, in place of the table."""
     result = invoke(runner, "run", "--input", sample, "--db", db, "--output", "-")
