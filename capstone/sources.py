@@ -265,7 +265,9 @@ def _csv_rows(fh: io.BufferedReader, name: str) -> Iterator[Item]:
     csv.field_size_limit(MAX_RECORD_BYTES)
     text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
     tap = _LineTap(iter(text))
-    reader = csv.reader(tap)
+    # Strict: a quote that opens a cell and never closes would otherwise take the rest of the
+    # file into that cell, one row that hides every record after it.
+    reader = csv.reader(tap, strict=True)
     try:
         # Blank lines before the header are skipped, as after it: taken as an empty header, they
         # made a file load nothing and report success.
@@ -295,6 +297,10 @@ def _csv_rows(fh: io.BufferedReader, name: str) -> Iterator[Item]:
         where = "" if line is None else f" at line {line}"
         raise InputError(f"{name} is not valid UTF-8{where}; re-encode it as UTF-8") from None
     except csv.Error as error:
-        raise InputError(f"{name}: CSV error near line {tap.line_number}: {error}") from None
+        start = tap.line_number - len(tap.taken) + 1
+        raise InputError(
+            f"{name}: the CSV row from line {start} cannot be read ({error}); check its quotes: a "
+            'cell that starts with " must end with " (and double any " inside it)'
+        ) from None
     finally:
         text.detach()

@@ -126,6 +126,15 @@ def test_utf8_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
     assert read(path)[0][2] == {"key": "a", "value": "1"}
 
 
+def test_a_csv_quote_that_never_closes_fails_the_file(tmp_path: Path) -> None:
+    """One stray quote would take every later row into one cell (one dead letter hiding them):
+    the file is refused instead, naming the row where the quote opened."""
+    path = tmp_path / "a.csv"
+    path.write_text('key,value\na,1\nb,"2\nc,3\nd,4\n')
+    with pytest.raises(InputError, match="the CSV row from line 3 cannot be read"):
+        read(path)
+
+
 def test_blank_lines_before_a_csv_header_are_skipped(tmp_path: Path) -> None:
     """The header is the first non-blank line; positions stay the file's line numbers."""
     path = tmp_path / "a.csv"
