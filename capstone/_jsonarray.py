@@ -127,7 +127,7 @@ def _element_end(buffer: _Buffer, index: int) -> int:
             # (The decoder's line and column count from the buffer, not the file: left out.)
             problem: str | None = _POSITION_WORDS.sub("", error.msg)
             end = -1
-            if text[start] in "[{":
+            if start < len(text) and text[start] in "[{":
                 # A broken object or array whose brackets balance is one malformed record, for
                 # the dead-letter table, not a reason to refuse the whole file.
                 found = _scan_end_or_fail(buffer, start, index, problem)

@@ -257,6 +257,17 @@ def test_a_nested_object_after_a_comma_is_still_one_broken_element(tmp_path: Pat
     assert [raw for _, raw, _ in read(path)] == ['{"key": "a", {"note": 1}}', '{"key": "b"}']
 
 
+@pytest.mark.parametrize("text", ["[", "[ ", '[{"key": "a"}, ', '[{"key": "a"},\n'])
+def test_an_array_cut_off_after_an_opening_or_a_comma_is_truncated(
+    tmp_path: Path, text: str
+) -> None:
+    """The usual `head -n` cut: the documented "truncated?" message, not an internal error."""
+    path = tmp_path / "a.json"
+    path.write_text(text)
+    with pytest.raises(InputError, match=r"is not valid JSON at element \d+: .*truncated\?"):
+        read(path)
+
+
 def test_a_control_character_in_an_array_string_is_named_cleanly(tmp_path: Path) -> None:
     """The decoder's message loses its trailing "at" along with the position it introduced."""
     path = tmp_path / "a.json"
