@@ -605,8 +605,9 @@ def _refuse_options_before(ctx: typer.Context) -> None:
         param.opts[0]
         for param in ctx.command.params
         if param.name
+        # Typed there, that is: a value from CAPSTONE_DB reaches the subcommand as well.
         and (source := ctx.get_parameter_source(param.name)) is not None
-        and source.name != "DEFAULT"
+        and source.name == "COMMANDLINE"
     ]
     if given:
         sub = ctx.invoked_subcommand

@@ -252,6 +252,19 @@ def test_an_export_is_refused_whatever_the_pipeline_does_with_unknown_fields(
         run(write_jsonl([record]), db, spec=spec)
 
 
+def test_export_takes_the_database_from_the_environment(
+    runner: CliRunner, db: str, sample: str, tmp_path: Path
+) -> None:
+    """CAPSTONE_DB is not an option typed before `export`: the export uses it."""
+    run(sample, db)
+    out = tmp_path / "fix.jsonl"
+    result = runner.invoke(
+        app, ["dead-letters", "export", "--output", str(out)], env={"CAPSTONE_DB": db}
+    )
+    assert result.exit_code == 0, result.output
+    assert len(out.read_bytes().splitlines()) == 2
+
+
 def test_dead_letters_filter_by_reason_and_run(runner: CliRunner, db: str, sample: str) -> None:
     """--reason matches reason codes; --run the run that first wrote the letter."""
     run(sample, db)
