@@ -202,6 +202,11 @@ class Classifier:
                             Rejected(position, None, raw, reasons, replayed=replayed)
                         )
                         continue
+                    # The text was itself an export line (broken while being fixed): its id is
+                    # never data, and names the letter when the outer one is spoken for.
+                    inner = record.pop(DEAD_LETTER_FIELD, None)
+                    if replayed is None and type(inner) is int and 0 < inner <= INT64_MAX:
+                        replayed = self._claim(inner)
             unparsed = (
                 self._unparsed_cells(record, json_cells)
                 if with_cells and record is not None

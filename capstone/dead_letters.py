@@ -6,7 +6,8 @@ loaded and no bad record is ever left without an open letter:
 - By id. An export line carries `_dead_letter`; a stored letter replayed by `capstone replay`
   carries its own id. The first record of a run to name an id claims it (`Classifier._claim`); a
   later one naming the same id is a record of its own. Staged, the claimer resolves its letter;
-  rejected, it refreshes it (`_refresh_letter`: count, reasons, and the record it now parses to).
+  rejected, it refreshes it (`_refresh_letter`: count, reasons, the record it now parses to) and
+  opens it again if an earlier replay had resolved it.
 - By fingerprint, for records without an id: the same raw text as an existing letter counts a
   sighting of that letter and opens it again if a replay had resolved it (`sightings`).
 - A letter a bad record sighted earlier in the same run is not resolved later in it, and resolves

@@ -135,6 +135,36 @@ def test_fields_written_beside_raw_text_are_the_fix(
     assert fetch(db, "SELECT attributes FROM target") == [(None,)]
 
 
+def test_a_still_bad_export_line_opens_its_resolved_letter_again(
+    db: str, tmp_path: Path, write_jsonl: Any
+) -> None:
+    """Replaying the unfixed export after the fixed one: the bad record came back, so its letter
+    opens again (with one more sighting) instead of a second letter appearing."""
+    run(write_jsonl([GOOD.replace('"value": 1', '"value": "x"')]), db)
+    [line] = export(db, tmp_path / "fix.jsonl")
+    run(write_lines(tmp_path / "fixed.jsonl", [line | {"value": 1}]), db, replay=True)
+    assert stored_letters(db) == []
+    again = run(write_lines(tmp_path / "unfixed.jsonl", [line]), db, replay=True)
+    assert (again.rejected, again.dead_letters) == (1, 0)
+    assert [(d.id, d.times_seen) for d in stored_letters(db)] == [(1, 2)]
+
+
+def test_an_export_line_broken_while_fixing_keeps_its_id_out_of_the_data(
+    db: str, tmp_path: Path, write_jsonl: Any
+) -> None:
+    """A fixed export line that lost its closing brace becomes a letter whose text holds a
+    `_dead_letter`; fixed through `_raw`, it loads without that id among its attributes."""
+    run(write_jsonl([GOOD.replace('"value": 1', '"value": "x"')]), db)
+    [line] = export(db, tmp_path / "fix.jsonl")
+    broken = orjson.dumps(line | {"value": 1}).decode()[:-1]  # the closing brace lost
+    run(write_jsonl([broken]), db, replay=True)
+    [raw_line] = [d for d in export(db, tmp_path / "again.jsonl") if "_raw" in d]
+    raw_line["_raw"] += "}"
+    fixed = run(write_lines(tmp_path / "fixed.jsonl", [raw_line]), db, replay=True)
+    assert (fixed.staged, fixed.rejected) == (1, 0)
+    assert fetch(db, "SELECT attributes FROM target") == [(None,)]
+
+
 def test_a_half_fixed_raw_line_exports_as_its_record_next_time(
     db: str, tmp_path: Path, write_jsonl: Any
 ) -> None:

@@ -136,9 +136,10 @@ def not_replayed(rows: Sequence[Rejected], update: Callable[[Rejected], int]) ->
     """The rejected rows still to insert as dead letters.
 
     A replayed record names the letter it came from; `update` refreshes that letter (seen count,
-    last run, today's reasons) and returns how many rows it changed. Its edited text has another
-    fingerprint, so inserting it would add a duplicate. A letter already resolved, or of another
-    pipeline, changes nothing, and the row is inserted as a new letter.
+    last run, today's reasons; a resolved one opens again, since its bad record came back) and
+    returns how many rows it changed. Its edited text has another fingerprint, so inserting it
+    would add a duplicate. An id that is no letter of this pipeline changes nothing, and the row
+    is inserted as a new letter.
     """
     return [r for r in rows if r.replayed is None or not update(r)]
 

@@ -995,8 +995,8 @@ class _PostgresRun:
         # for the rest of the fix. The raw text and fingerprint stay the original's.
         return self.conn.execute(
             "UPDATE dead_letters SET last_run_id = %s, times_seen = times_seen + 1, reason = %s, "
-            "message = %s, record = COALESCE(%s::jsonb, record), key = COALESCE(%s, key) "
-            "WHERE id = %s AND pipeline = %s AND resolved_run_id IS NULL",
+            "message = %s, record = COALESCE(%s::jsonb, record), key = COALESCE(%s, key), "
+            "resolved_run_id = NULL WHERE id = %s AND pipeline = %s",
             (
                 self.run.run_id,
                 _nul_free(r.codes),

@@ -650,8 +650,8 @@ class _SQLiteRun:
         # for the rest of the fix. The raw text and fingerprint stay the original's.
         return self.conn.execute(
             "UPDATE dead_letters SET last_run_id = ?, times_seen = times_seen + 1, reason = ?, "
-            "message = ?, record = COALESCE(?, record), key = COALESCE(?, key) "
-            "WHERE id = ? AND pipeline = ? AND resolved_run_id IS NULL",
+            "message = ?, record = COALESCE(?, record), key = COALESCE(?, key), "
+            "resolved_run_id = NULL WHERE id = ? AND pipeline = ?",
             (
                 self.run.run_id,
                 r.codes,
