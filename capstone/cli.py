@@ -80,7 +80,16 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode="rich",
 )
-console = Console(highlight=False)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # Rich exits 1 here; a table cut short by `| head` ends like JSON cut short: quietly, 0.
+        _stdout_to_nowhere()
+        raise SystemExit(0)
+
+
+console = _Console(highlight=False)
 
 Db = Annotated[
     str,

@@ -283,8 +283,12 @@ def test_usage_errors_from_the_command_line_are_one_line_and_exit_2(
     assert done.stderr.count("\n") == 1
 
 
-def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> None:
-    """`capstone ... --json | head` is not a bug: no message and exit 0 when the pipe closes."""
+@pytest.mark.parametrize("as_json", [["--json"], []], ids=["json", "table"])
+def test_a_reader_that_stops_early_ends_the_command_quietly(
+    tmp_path: Path, as_json: list[str]
+) -> None:
+    """`capstone ... | head` is not a bug: no message and exit 0 when the pipe closes, for JSON
+    and for a table (where Rich would exit 1)."""
     db = str(tmp_path / "c.db")
     big = tmp_path / "big.jsonl"
     big.write_text("".join(f'{{"key": "k{i}"}}\n' for i in range(20_000)))  # 20,000 dead letters
@@ -292,7 +296,7 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> N
     subprocess.run([*capstone, "run", "-i", str(big), "--db", db, "-q"], check=True)
     # The listing is far larger than a pipe's buffer; the reader takes one byte and leaves.
     reader = subprocess.Popen(
-        [*capstone, "dead-letters", "--limit", "20000", "--db", db, "--json"],
+        [*capstone, "dead-letters", "--limit", "20000", "--db", db, *as_json],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
