@@ -748,10 +748,11 @@ def _unmatched_replay(found: int, pipeline: str, reason: str | None, ids: list[i
     listing = f"`capstone dead-letters --pipeline {pipeline}` lists them"
     wanted = len(set(ids or []))
     if wanted and found < wanted:
+        missing = wanted - found
         return (
-            f"{wanted - found} of the {wanted} dead letters asked for with --id are not open "
-            f"dead letters of pipeline {pipeline} (resolved, another pipeline's, or unknown); "
-            + listing
+            f"{missing} of the {_count(wanted, 'dead letter')} asked for with --id "
+            f"{'is' if missing == 1 else 'are'} not open in pipeline {pipeline} (resolved, "
+            f"another pipeline's, or unknown); {listing}"
         )
     if found == 0 and reason is not None:
         return (

@@ -328,7 +328,10 @@ def test_a_replay_names_the_ids_that_are_not_open_dead_letters(
     result = runner.invoke(app, ["replay", "--id", "2", "--id", "99", "--db", db, "--json"])
     assert result.exit_code == 0, result.output
     assert orjson.loads(result.stdout)["input_records"] == 1
-    assert "1 of the 2 dead letters asked for with --id are not open" in result.stderr
+    assert (
+        "1 of the 2 dead letters asked for with --id is not open in pipeline events"
+        in result.stderr
+    )
 
 
 def test_a_replay_whose_reason_matches_nothing_says_so(
