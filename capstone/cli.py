@@ -34,6 +34,7 @@ from capstone.pipeline import (
     MAX_BATCH_SIZE,
     MAX_LOCK_TIMEOUT,
     RunOptions,
+    dismiss_dead_letters,
     interrupted_after_commit,
     replay_dead_letters,
     run_source,
@@ -683,6 +684,50 @@ def dead_letters_export(
             f"other pipelines have dead letters too: {listed}; export them with --pipeline NAME",
             err=True,
         )
+
+
+@dead_letters_app.command("dismiss")
+@handle_errors
+def dead_letters_dismiss(
+    ids: Annotated[
+        list[int],
+        typer.Option(
+            "--id",
+            callback=_fits_64_bits,
+            help="The dead letter to dismiss (repeatable).",
+            metavar="ID",
+        ),
+    ],
+    pipeline: Pipeline = "events",
+    config: ConfigPath = None,
+    db: Db = "capstone.db",
+    lock_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=MAX_LOCK_TIMEOUT,
+            help="Seconds to wait for another run of the pipeline.",
+            metavar="SECONDS",
+        ),
+    ] = 5.0,
+) -> None:
+    """Mark open dead letters resolved without loading anything, as a logged run.
+
+    For letters fixed where they came from (a CSV row with the wrong number of cells, corrected
+    and loaded again) or not worth keeping. `dead-letters --resolved` still lists them. Every id
+    must be an open letter of the pipeline, or nothing changes.
+
+    Example: capstone dead-letters dismiss --id 11 --id 12
+    """
+    spec = load_config(config).pipeline(pipeline)
+    options = RunOptions(pipeline=pipeline, lock_timeout=lock_timeout)
+    with _existing(db) as store:
+        summary = dismiss_dead_letters(store, options, ids, spec=spec)
+    dismissed = len(set(ids))
+    typer.echo(
+        f"dismissed {_count(dismissed, 'dead letter')} of pipeline {pipeline} (run {summary.run_id})",
+        err=True,
+    )
 
 
 @app.command()

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_LOCK_TIMEOUT",
     "Progress",
     "RunOptions",
+    "dismiss_dead_letters",
     "interrupted_after_commit",
     "replay_dead_letters",
     "run",
@@ -150,6 +151,36 @@ def replay_dead_letters(
         lambda tx: replay_items(tx.replay_candidates(reason, ids)),
         replay=True,
     )
+
+
+def dismiss_dead_letters(
+    store: Store,
+    options: RunOptions,
+    ids: Sequence[int],
+    *,
+    spec: PipelineSpec | None = None,
+) -> RunSummary:
+    """Mark open dead letters resolved without loading anything, as a logged run of their
+    pipeline: for records fixed where they came from (a CSV row with the wrong number of cells)
+    or not worth keeping. Every id must be an open letter of the pipeline, or nothing changes."""
+    pipeline = resolve_pipeline(options, spec)
+
+    def dismiss(tx: RunTransaction) -> list[Item]:
+        found = {letter.id for letter in tx.replay_candidates(None, ids)}
+        if missing := sorted(set(ids) - found):
+            shown = ", ".join(str(n) for n in missing)
+            raise CapstoneError(
+                f"dead letter {shown} {'is' if len(missing) == 1 else 'are'} not open in pipeline "
+                f"{pipeline.name}; `capstone dead-letters --pipeline {pipeline.name}` lists the "
+                "open ones; nothing was dismissed"
+            )
+        tx.resolve(sorted(found))
+        return []
+
+    listed = ", ".join(str(n) for n in sorted(set(ids))[:10]) + (
+        "..." if len(set(ids)) > 10 else ""
+    )
+    return _execute(store, pipeline, options, f"dismissal of dead letters {listed}", dismiss)
 
 
 def _execute(

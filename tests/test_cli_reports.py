@@ -154,6 +154,7 @@ COMMANDS = [
     ["reset-watermark"],
     ["dead-letters"],
     ["dead-letters", "export"],
+    ["dead-letters", "dismiss"],
     ["replay"],
     ["lineage"],
     ["init"],

@@ -295,6 +295,29 @@ def test_export_takes_the_database_from_the_environment(
     assert len(out.read_bytes().splitlines()) == 2
 
 
+def test_a_letter_without_a_json_form_can_be_dismissed(
+    runner: CliRunner, db: str, tmp_path: Path
+) -> None:
+    """A CSV row with the wrong cell count cannot be replayed; fixed in the CSV and loaded again,
+    its letter is dismissed by a logged run. An id that is not open dismisses nothing."""
+    path = tmp_path / "rows.csv"
+    path.write_text("key,name,value,ts\na,n,1\n")
+    run(str(path), db)
+    refused = runner.invoke(app, ["dead-letters", "dismiss", "--id", "1", "--id", "9", "--db", db])
+    assert refused.exit_code == 1
+    assert "dead letter 9 is not open in pipeline events" in refused.stderr
+    assert len(stored_letters(db)) == 1
+    dismissed = runner.invoke(app, ["dead-letters", "dismiss", "--id", "1", "--db", db])
+    assert dismissed.exit_code == 0, dismissed.output
+    assert "dismissed 1 dead letter of pipeline events (run 3)" in dismissed.stderr
+    assert stored_letters(db) == []
+    runs = fetch(db, "SELECT status, source, input_records FROM run_log ORDER BY run_id")
+    assert runs[1:] == [
+        ("failed", "dismissal of dead letters 1, 9", 0),
+        ("success", "dismissal of dead letters 1", 0),
+    ]
+
+
 def test_dead_letters_filter_by_reason_and_run(runner: CliRunner, db: str, sample: str) -> None:
     """--reason matches reason codes; --run the run that first wrote the letter."""
     run(sample, db)
