@@ -583,7 +583,8 @@ def dead_letters(
 ) -> None:
     """List dead letters (rejected records): reason, position, raw payload (whole in --json).
 
-    Subcommand `export` writes them as JSON Lines for fixing and `capstone run --replay`.
+    Subcommand `export` writes them as JSON Lines for fixing and `capstone run --replay`;
+    `dismiss` closes letters that need no replay.
 
     Example: capstone dead-letters --reason value --limit 10
     """
