@@ -167,8 +167,8 @@ def array_elements(fh: IO[bytes], name: str) -> Iterator[tuple[int, str]]:
     buffer = _Buffer(fh, name)
     if buffer.skip_blank() != "[":
         raise InputError(
-            f"{name} is not a JSON array; capstone reads a JSON array of objects, "
-            "JSON Lines or CSV (use --format to say which)"
+            f"{name} is not a JSON array (it does not start with '['), yet it was read as one: "
+            "check --format, or leave it out to detect the format"
         )
     buffer.pos += 1
     index = 0
