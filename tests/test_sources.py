@@ -182,7 +182,7 @@ def test_forced_json_on_non_array_is_refused(tmp_path: Path) -> None:
     """--format json on something that is not an array says so."""
     path = tmp_path / "a.json"
     path.write_text('{"key": "a"}\n')
-    with pytest.raises(InputError, match="not a JSON array .*check --format, or leave it out"):
+    with pytest.raises(InputError, match=r"not a JSON array .*check --format, or leave it out"):
         read(path, "json")
 
 
