@@ -161,6 +161,9 @@ class Classifier:
         with_cells = bool(json_cells) or replay  # CSV cells, or a replay's `_cells`
         # Dropped unknown fields leave no trace in the model: look for an export's ids in the text.
         ids_dropped = shape.spec.unknown == "drop" and not replay
+        # A record that is not staged gets lineage under its key cut like an invalid record's:
+        # a longer key may not fit an index (PostgreSQL's hold about 2.7 KB).
+        cut = MAX_TEXT_LENGTH
         for position, raw, parsed in items:
             record: dict[str, Any] | Malformed | None = (
                 parse_object(raw) if parsed is None and replay else parsed
@@ -190,10 +193,10 @@ class Classifier:
                     batch.rejected.append(Rejected(position, None, _text(raw), [reason], record))
                     continue
                 replayed = self._claim(dead_letter)
-                # The text of a line that never parsed stands for the record, unless the user
-                # wrote the record's fields beside it: then those are the fix.
-                text = record.pop(RAW_FIELD, None)
-                if not record and type(text) is str:
+                # An export's line that never parsed: its text stands for the record. (A `_raw`
+                # beside other fields is data, an extra field like any other.)
+                text = record.get(RAW_FIELD)
+                if len(record) == 1 and type(text) is str:
                     raw = text  # noqa: PLW2901 - the text the export carried stands for the line
                     record = parse_object(raw)
                     if isinstance(record, Malformed):
@@ -240,7 +243,7 @@ class Classifier:
             ts = event_time(event)
             key = lineage_key(event)
             if skip_through is not None and ts <= skip_through:
-                skipped.append((position, key, ts.isoformat()))
+                skipped.append((position, key[:cut], ts.isoformat()))
                 continue
             if ts > future_limit:
                 field_name = shape.spec.event_time
@@ -249,7 +252,7 @@ class Classifier:
                     f"{field_name}: {ts.isoformat()} is later than now plus the tolerance",
                 )
                 batch.rejected.append(
-                    Rejected(position, key, _text(raw), [reason], record, replayed)
+                    Rejected(position, key[:cut], _text(raw), [reason], record, replayed)
                 )
                 continue
             if extra and has_non_finite(extra):
@@ -259,7 +262,7 @@ class Classifier:
                     "line is not valid JSON: NaN and Infinity are not numbers",
                 )
                 batch.rejected.append(
-                    Rejected(position, key, _text(raw), [reason], record, replayed)
+                    Rejected(position, key[:cut], _text(raw), [reason], record, replayed)
                 )
                 continue
             try:
@@ -270,17 +273,15 @@ class Classifier:
                     f"extra fields cannot be stored as JSON: {error}",
                 )
                 batch.rejected.append(
-                    Rejected(position, key, _text(raw), [reason], record, replayed)
+                    Rejected(position, key[:cut], _text(raw), [reason], record, replayed)
                 )
                 continue
             row = (self._seq + 1, position, *values(event), attributes)
             if key_column:
                 row += (key,)
             if self.screen is not None and (unstorable := self.screen(row)):
-                # Cut like the key of an invalid record: it may be too long for an index.
-                short_key = key[:MAX_TEXT_LENGTH]
                 batch.rejected.append(
-                    Rejected(position, short_key, _text(raw), unstorable, record, replayed)
+                    Rejected(position, key[:cut], _text(raw), unstorable, record, replayed)
                 )
                 continue
             if replayed is not None:

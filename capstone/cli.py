@@ -648,7 +648,7 @@ def dead_letters_export(
 
     Records that parsed as objects are written as JSON with a `_dead_letter` id, so a replay
     of the fixed file resolves them; broken JSON lines are written as {"_dead_letter": ID,
-    "_raw": TEXT}: fix the text, or write the record's fields beside it. CSV rows that never
+    "_raw": TEXT}: fix the text, or replace the line with the record, keeping its id. CSV rows that never
     became a record (the wrong number of cells) are left out: fix them in the CSV.
 
     Example: capstone dead-letters export --output fix.jsonl
@@ -668,6 +668,8 @@ def dead_letters_export(
         else:
             with output.open("wb") as fh:
                 fh.writelines(line + b"\n" for line in written)
+    except BrokenPipeError:
+        raise  # `-o - | head`: the reader left, which is no failure (handle_errors ends with 0)
     except OSError as error:
         raise CapstoneError(
             f"cannot write {output} ({error.strerror}); choose a writable path"

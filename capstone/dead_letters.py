@@ -55,7 +55,7 @@ def replay_items(letters: Iterable[DeadLetter]) -> Iterator[Item]:
 def export_line(letter: DeadLetter) -> bytes | None:
     """One line of an export, tagged with the letter's `_dead_letter` id: the record, or for a
     line that never parsed, `{"_dead_letter": ID, "_raw": "the text"}` (fix the text inside, or
-    write the record's fields beside it: they win, and `_raw` is dropped).
+    replace the line with the fixed record, keeping `_dead_letter`).
 
     None for a letter with neither (a CSV row): as a line of JSON Lines it would mean something
     else, and replaying it would replace its reason with `malformed.json`. It is fixed where it

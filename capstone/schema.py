@@ -52,6 +52,8 @@ Unknown = Literal["keep", "reject", "drop"]
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 RESERVED_COLUMNS = frozenset({"run_id", "attributes", "seq", "position", "_lineage_key"})
+RESERVED_FIELDS = frozenset({"_dead_letter", "_raw", "_cells"})
+"""Names a dead-letter export writes into its lines, so a replay reads them as its own."""
 RESERVED_TABLES = frozenset(
     {
         "run_log",
@@ -190,6 +192,8 @@ class PipelineSpec(BaseModel):
                 raise ValueError(f"field {name!r} is not a column name: use letters, digits and _")
             if name.lower() in RESERVED_COLUMNS:
                 raise ValueError(f"field {name!r} is a column capstone adds; rename it")
+            if name.lower() in RESERVED_FIELDS:
+                raise ValueError(f"field {name!r} is a name dead-letter exports use; rename it")
         if len({n.lower() for n in self.fields}) != len(self.fields):
             raise ValueError("two fields differ only in case; column names must differ")
         if not self.key or len(set(self.key)) != len(self.key):
@@ -420,7 +424,12 @@ _EVENT_MODELS: dict[str, type[BaseModel]] = {
 def shape_of(spec: PipelineSpec) -> RecordShape:
     """The record shape of a pipeline; the seed's fields use the hand-written `Event` model (with
     the pipeline's policy for unknown fields), so they are read alike whatever that policy."""
-    if spec.fields == EVENT_FIELDS and spec.key == ("key",) and spec.event_time == "ts":
+    # In order too: the model yields key, name, value, ts, the table's columns in that order.
+    if (
+        list(spec.fields.items()) == list(EVENT_FIELDS.items())
+        and spec.key == ("key",)
+        and spec.event_time == "ts"
+    ):
         return RecordShape(
             spec,
             _EVENT_MODELS[spec.unknown],

@@ -174,6 +174,11 @@ def test_field_mistakes_name_file_line_setting_and_fix(
         ('[pipelines.orders]\ntarget = "t1\\n"\n', "is not a table name"),
         (
             '[pipelines.orders]\nkey = "id"\nevent_time = "ts"\n[pipelines.orders.fields]\n'
+            'id = { type = "string" }\nts = { type = "timestamp" }\n_raw = { type = "string" }\n',
+            "'_raw' is a name dead-letter exports use",
+        ),
+        (
+            '[pipelines.orders]\nkey = "id"\nevent_time = "ts"\n[pipelines.orders.fields]\n'
             '"id\\n" = { type = "string" }\nts = { type = "timestamp" }\n',
             "is not a column name",
         ),
@@ -488,6 +493,27 @@ def test_the_event_fields_under_another_key_are_traced_by_that_key(
     )
     assert result.exit_code == 0, result.output
     assert [entry["step"] for entry in orjson.loads(result.stdout)] == ["stage", "load"]
+
+
+def test_the_event_fields_in_another_order_land_in_their_own_columns(
+    db: str, tmp_path: Path, write_jsonl: Any
+) -> None:
+    """Declared ts, value, name, key: each value goes to its column (the seed's model yields them
+    in the seed's order, so it must not serve this pipeline)."""
+    path = tmp_path / "capstone.toml"
+    path.write_text(
+        '[pipelines.reord]\ntarget = "reord"\nkey = "key"\nevent_time = "ts"\n'
+        "[pipelines.reord.fields]\n"
+        'ts = { type = "timestamp" }\nvalue = { type = "float" }\n'
+        'name = { type = "string", min_length = 1, max_length = 256 }\n'
+        'key = { type = "string", min_length = 1, '
+        "max_length = 256 }\n"
+    )
+    spec = load_config(path).pipeline("reord")
+    record = {"key": "k1", "name": "n1", "value": 5, "ts": "2020-01-01T00:00:00"}
+    assert run(write_jsonl([record]), db, spec=spec).loaded == 1
+    [(key, name, value)] = fetch(db, "SELECT key, name, value FROM reord")
+    assert (key, name, value) == ("k1", "n1", 5.0)
 
 
 def test_a_rejected_record_is_traced_under_its_stripped_key(

@@ -122,17 +122,28 @@ def test_a_line_that_never_parsed_exports_as_raw_text_that_a_replay_resolves(
     assert stored_letters(db) == []
 
 
-def test_fields_written_beside_raw_text_are_the_fix(
+def test_a_raw_line_replaced_by_its_record_resolves_and_real_raw_fields_stay_data(
     db: str, tmp_path: Path, write_jsonl: Any
 ) -> None:
-    """The record's fields added to a `_raw` line (the text left in place) load, resolve the
-    letter, and the leftover text is not stored as an attribute."""
+    """A `_raw` line replaced by the fixed record (keeping its id) resolves the letter; a record
+    with an extra field that happens to be called `_raw` replays with that field intact."""
     run(write_jsonl([GOOD.replace("}", ",}")]), db)
     [line] = export(db, tmp_path / "fix.jsonl")
-    fixed = run(write_lines(tmp_path / "fixed.jsonl", [line | orjson.loads(GOOD)]), db, replay=True)
+    record = orjson.loads(GOOD) | {"_dead_letter": line["_dead_letter"]}
+    fixed = run(write_lines(tmp_path / "fixed.jsonl", [record]), db, replay=True)
     assert (fixed.staged, fixed.rejected) == (1, 0)
     assert stored_letters(db) == []
-    assert fetch(db, "SELECT attributes FROM target") == [(None,)]
+    later = {"ts": "2025-01-02T00:00:00", "value": "bad", "_raw": "frame-0x1f"}
+    data = orjson.loads(GOOD.replace('"a"', '"b"')) | later
+    run(write_jsonl([data]), db)
+    [line] = export(db, tmp_path / "data.jsonl")
+    replayed = run(
+        write_lines(tmp_path / "data-fixed.jsonl", [line | {"value": 2}]), db, replay=True
+    )
+    assert replayed.staged == 1
+    [(attributes,)] = fetch(db, "SELECT attributes FROM target WHERE key = 'b'")
+    stored = orjson.loads(attributes) if isinstance(attributes, str) else attributes
+    assert stored == {"_raw": "frame-0x1f"}
 
 
 def test_a_still_bad_export_line_opens_its_resolved_letter_again(

@@ -290,6 +290,28 @@ class TestNulCharacters:
         [(times_seen, reason)] = fetch(pg_db, "SELECT times_seen, reason FROM dead_letters")
         assert (times_seen, reason) == (3, "key.nul_character")
 
+    def test_a_long_key_skipped_or_in_the_future_does_not_fail_the_run(
+        self, pg_db: str, tmp_path: Path, write_jsonl: Any
+    ) -> None:
+        """Records never staged (skipped by the watermark, rejected for a future ts) write
+        lineage under the key cut to 256 characters, which any index holds."""
+        config = tmp_path / "capstone.toml"
+        config.write_text(
+            '[pipelines.long]\nkey = "id"\nevent_time = "at"\n[pipelines.long.fields]\n'
+            'id = { type = "string" }\nat = { type = "timestamp" }\n'
+        )
+        spec = load_config(config).pipeline("long")
+        long_key = "".join(random.Random(8).choices(string.ascii_letters, k=3500))
+        run(write_jsonl([{"id": "a", "at": "2025-01-02T00:00:00"}]), pg_db, spec=spec)
+        records = [
+            {"id": long_key, "at": "2025-01-01T00:00:00"},
+            {"id": long_key, "at": "2999-01-01"},
+        ]
+        summary = run(write_jsonl(records), pg_db, spec=spec)
+        assert (summary.skipped, summary.rejected) == (1, 1)
+        keys = fetch(pg_db, "SELECT DISTINCT key FROM lineage WHERE step IN ('skip', 'reject')")
+        assert keys == [(long_key[:256],)]
+
     def test_nul_bytes_in_raw_text_are_escaped_and_kept(self, pg_db: str, tmp_path: Path) -> None:
         """A malformed line with NUL bytes is dead-lettered with each NUL written as \\x00."""
         path = tmp_path / "nul.jsonl"
