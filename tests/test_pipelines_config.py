@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,11 @@ def test_a_missing_config_file_is_named(tmp_path: Path) -> None:
         ('amount = { type = "float", min = 5, max = 1 }', 10, "min (5.0) is greater than max"),
         ('amount = { type = "float", max_length = 3 }', 10, "apply to string fields"),
         ('amount = { type = "float", colour = "red" }', 10, "colour: is not a setting"),
-        ('amount = { type = "string", pattern = "([" }', 10, "not a valid regular expression"),
+        (
+            'amount = { type = "string", pattern = "([" }',
+            10,
+            "is not a regular expression capstone can run",
+        ),
     ],
 )
 def test_field_mistakes_name_file_line_setting_and_fix(
@@ -493,6 +498,31 @@ def test_the_event_fields_under_another_key_are_traced_by_that_key(
     )
     assert result.exit_code == 0, result.output
     assert [entry["step"] for entry in orjson.loads(result.stdout)] == ["stage", "load"]
+
+
+def test_a_pattern_anchors_at_the_very_end_and_cannot_backtrack_for_ever(
+    db: str, tmp_path: Path, write_jsonl: Any
+) -> None:
+    """`$` does not match before a final newline (the key "O-1001\\n" is refused), a pattern
+    that would backtrack exponentially checks a hostile value at once, and lookaround, which the
+    linear-time engine lacks, is a config error."""
+    path = tmp_path / "capstone.toml"
+    fields = 'id = { type = "string", pattern = "^O-[0-9]+$" }\nts = { type = "timestamp" }\n'
+    nested = 'id = { type = "string", pattern = "^(a+)+$" }\nts = { type = "timestamp" }\n'
+    header = '[pipelines.p]\ntarget = "p"\nkey = "id"\nevent_time = "ts"\n[pipelines.p.fields]\n'
+    path.write_text(header + fields)
+    spec = load_config(path).pipeline("p")
+    summary = run(write_jsonl([{"id": "O-1\n", "ts": "2025-01-01T00:00:00"}]), db, spec=spec)
+    assert summary.rejected == 1
+    path.write_text(header.replace('"p"', '"q"', 1) + nested)
+    spec = load_config(path).pipeline("p")
+    started = time.monotonic()
+    hostile = {"id": "a" * 40 + "!", "ts": "2025-01-01T00:00:00"}
+    assert run(write_jsonl([hostile]), db, spec=spec).rejected == 1
+    assert time.monotonic() - started < 30  # exponential backtracking would take hours
+    path.write_text(header + fields.replace("^O-[0-9]+$", "(?<=O)-1"))
+    with pytest.raises(ConfigError, match="lookaround and backreferences are not supported"):
+        load_config(path)
 
 
 def test_the_event_fields_in_another_order_land_in_their_own_columns(
