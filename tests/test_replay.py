@@ -541,3 +541,28 @@ def test_an_export_names_the_other_pipelines_with_dead_letters(
         f"wrote 0 dead letters to {out}\n"
         "other pipelines have dead letters too: other (2); export them with --pipeline NAME\n"
     )
+
+
+def test_an_export_replayed_under_another_pipeline_is_refused(
+    runner: CliRunner, db: str, sample: str, tmp_path: Path
+) -> None:
+    """Letters of pipeline `other` replayed with --pipeline events would be filed (or loaded)
+    under events: the run is refused naming the right pipeline, and nothing changes."""
+    config = tmp_path / "capstone.toml"
+    config.write_text("[pipelines.other]\n")
+    base = ["--config", str(config), "--db", db]
+    runner.invoke(app, ["run", "-p", "other", "-i", sample, *base])
+    out = tmp_path / "fix.jsonl"
+    runner.invoke(app, ["dead-letters", "export", "-p", "other", "--output", str(out), "--db", db])
+    for fixed in (False, True):
+        lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+        if fixed:
+            lines = [line | {"key": "k", "value": 1} for line in lines]
+        path = write_lines(tmp_path / f"replay-{fixed}.jsonl", lines)
+        result = runner.invoke(app, ["run", "-p", "events", "-i", path, "--replay", *base])
+        assert result.exit_code == 2
+        assert (
+            "belongs to pipeline 'other', not 'events'; replay that export with --pipeline other"
+            in (result.stderr)
+        )
+    assert [(d.pipeline, d.resolved_run_id) for d in stored_letters(db)] == [("other", None)] * 2

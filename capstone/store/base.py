@@ -6,11 +6,19 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from capstone.classify import Rejected, Screen, Skipped, Staged
-from capstone.errors import StoreError
+from capstone.errors import ConfigError, StoreError
 from capstone.schema import PipelineSpec
 from capstone.summary import DeadLetter, LineageEntry, RunSummary, StepCount
 
-__all__ = ["STEPS", "RunTransaction", "Store", "iter_steps", "not_replayed", "sightings"]
+__all__ = [
+    "STEPS",
+    "RunTransaction",
+    "Store",
+    "iter_steps",
+    "not_replayed",
+    "refuse_foreign",
+    "sightings",
+]
 
 STEPS = ("stage", "load", "stale", "reject", "skip")
 """Lineage steps, in the order a record can pass through them."""
@@ -142,6 +150,17 @@ def not_replayed(rows: Sequence[Rejected], update: Callable[[Rejected], int]) ->
     is inserted as a new letter.
     """
     return [r for r in rows if r.replayed is None or not update(r)]
+
+
+def refuse_foreign(pipeline: str, foreign: tuple[int, str] | None) -> None:
+    """A replay names letters of another pipeline: it was given the wrong --pipeline. Loading
+    its records here would file them under this pipeline (or load them into its target)."""
+    if foreign is not None:
+        letter, owner = foreign
+        raise ConfigError(
+            f"dead letter {letter} belongs to pipeline {owner!r}, not {pipeline!r}; replay that "
+            f"export with --pipeline {owner} (nothing was changed)"
+        )
 
 
 def sightings(rows: Sequence[Rejected]) -> list[tuple[Rejected, int]]:

@@ -39,7 +39,13 @@ from capstone.classify import Rejected, Screen, Skipped, Staged
 from capstone.errors import LockError, MissingDatabase, StoreError
 from capstone.model import Reason
 from capstone.schema import FieldType, PipelineSpec
-from capstone.store.base import check_watermark, iter_steps, not_replayed, sightings
+from capstone.store.base import (
+    check_watermark,
+    iter_steps,
+    not_replayed,
+    refuse_foreign,
+    sightings,
+)
 from capstone.store.tables import TableSync, quote, sync_plan
 from capstone.summary import DeadLetter, LineageEntry, RunStatus, RunSummary, StepCount
 from capstone.timeutil import format_ts, utcnow
@@ -1008,8 +1014,18 @@ class _PostgresRun:
             ),
         ).rowcount
 
+    def _refuse_foreign(self, ids: Sequence[int]) -> None:
+        if ids:
+            row = self.conn.execute(
+                "SELECT id, pipeline FROM dead_letters WHERE pipeline <> %s "
+                "AND id = ANY(%s::bigint[]) LIMIT 1",
+                (self.run.pipeline, list(ids)),
+            ).fetchone()
+            refuse_foreign(self.run.pipeline, None if row is None else (row["id"], row["pipeline"]))
+
     def reject(self, rows: Sequence[Rejected]) -> int:
         run_id, pipeline = self.run.run_id, self.run.pipeline
+        self._refuse_foreign([r.replayed for r in rows if r.replayed is not None])
         lineage = [
             (run_id, "reject", _maybe_nul_free(r.key), r.position, _nul_free(r.codes)) for r in rows
         ]
@@ -1181,6 +1197,7 @@ class _PostgresRun:
         return [_dead_letter(row) for row in rows]
 
     def resolve(self, dead_letter_ids: Sequence[int]) -> None:
+        self._refuse_foreign(dead_letter_ids)
         # Not a letter a bad record sighted earlier in this run (its last run is this one): the
         # bad copy keeps it open, whichever came first and however the input was batched.
         self.conn.execute(

@@ -13,7 +13,13 @@ import orjson
 from capstone.classify import Rejected, Screen, Skipped, Staged
 from capstone.errors import LockError, MissingDatabase, StoreError
 from capstone.schema import FieldType, PipelineSpec
-from capstone.store.base import check_watermark, iter_steps, not_replayed, sightings
+from capstone.store.base import (
+    check_watermark,
+    iter_steps,
+    not_replayed,
+    refuse_foreign,
+    sightings,
+)
 from capstone.store.tables import TableSync, quote, sync_plan
 from capstone.summary import DeadLetter, LineageEntry, RunStatus, RunSummary, StepCount
 from capstone.timeutil import format_ts, utcnow
@@ -663,8 +669,18 @@ class _SQLiteRun:
             ),
         ).rowcount
 
+    def _refuse_foreign(self, ids: Sequence[int]) -> None:
+        if ids:
+            row = self.conn.execute(
+                "SELECT id, pipeline FROM dead_letters WHERE pipeline != ? "
+                "AND id IN (SELECT value FROM json_each(?)) LIMIT 1",
+                (self.run.pipeline, orjson.dumps(list(ids)).decode()),
+            ).fetchone()
+            refuse_foreign(self.run.pipeline, None if row is None else (row[0], row[1]))
+
     def reject(self, rows: Sequence[Rejected]) -> int:
         run_id, pipeline = self.run.run_id, self.run.pipeline
+        self._refuse_foreign([r.replayed for r in rows if r.replayed is not None])
         lineage = [(run_id, r.key, r.position, r.codes) for r in rows]
         seen = sightings(not_replayed(rows, self._refresh_letter))
         # Seen before (in an earlier run or batch): keep one dead letter, count the sightings,
@@ -780,6 +796,7 @@ class _SQLiteRun:
         return [_dead_letter(row) for row in rows if wanted is None or row["id"] in wanted]
 
     def resolve(self, dead_letter_ids: Sequence[int]) -> None:
+        self._refuse_foreign(dead_letter_ids)
         # Not a letter a bad record sighted earlier in this run (its last run is this one): the
         # bad copy keeps it open, whichever came first and however the input was batched.
         run_id = self.run.run_id
