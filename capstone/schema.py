@@ -6,6 +6,7 @@ declares others. A definition is checked by Pydantic, turned into a record model
 """
 
 import contextlib
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,7 +140,22 @@ class FieldSpec(BaseModel):
             )
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if any(bound is not None and not math.isfinite(bound) for bound in (self.min, self.max)):
+            raise ValueError("min and max must be finite numbers")
+        shortest, longest = self.min_length, self.max_length
+        if shortest is not None and longest is not None and shortest > longest:
+            raise ValueError(f"min_length ({shortest}) is greater than max_length ({longest})")
+        if self.allowed is not None and not all(map(self._takes, self.allowed)):
+            raise ValueError(f"allowed holds a value no {self.type} field can have")
         return self
+
+    def _takes(self, value: str | int | float) -> bool:
+        # Settings that no value can meet would quietly reject every record.
+        if self.type == "string":
+            return isinstance(value, str)
+        if isinstance(value, (bool, str)):
+            return False
+        return isinstance(value, int) or (self.type == "float" and math.isfinite(value))
 
 
 EVENT_FIELDS: dict[str, FieldSpec] = {
@@ -390,6 +406,9 @@ class RecordShape:
             value = record.get(name)
             if isinstance(value, str) and self.spec.fields[name].type == "integer":
                 with contextlib.suppress(ValueError):
+                    value = int(value)
+            elif isinstance(value, float) and self.spec.fields[name].type == "integer":
+                if value.is_integer():  # 2.0, which the model reads as 2
                     value = int(value)
             elif isinstance(value, str) and self.strips_text:
                 value = value.strip()

@@ -174,6 +174,26 @@ def test_field_mistakes_name_file_line_setting_and_fix(
         ('[pipelines.orders]\ntarget = "lineage"\n', "'lineage' is a capstone table"),
         ('[pipelines.orders]\ntarget = "drop table"\n', "is not a table name"),
         ('[pipelines.orders]\nlookback = "soon"\n', "lookback"),
+        (
+            '[pipelines.orders]\nkey = "id"\nevent_time = "ts"\n[pipelines.orders.fields]\n'
+            'id = { type = "string", min_length = 5, max_length = 3 }\nts = { type = "timestamp" }\n',
+            "min_length (5) is greater than max_length (3)",
+        ),
+        (
+            '[pipelines.orders]\nkey = "id"\nevent_time = "ts"\n[pipelines.orders.fields]\n'
+            'id = { type = "string", allowed = [1, 2] }\nts = { type = "timestamp" }\n',
+            "allowed holds a value no string field can have",
+        ),
+        (
+            '[pipelines.orders]\nkey = "id"\nevent_time = "ts"\n[pipelines.orders.fields]\n'
+            'id = { type = "integer", allowed = [1.5, true] }\nts = { type = "timestamp" }\n',
+            "allowed holds a value no integer field can have",
+        ),
+        (
+            '[pipelines.orders]\nkey = "id"\nevent_time = "ts"\n[pipelines.orders.fields]\n'
+            'id = { type = "string" }\nts = { type = "timestamp" }\nv = { type = "float", min = nan }\n',
+            "min and max must be finite numbers",
+        ),
         ("[pipelines.orders]\nlookback = -7200\n", "lookback: a duration cannot be negative"),
         ("[pipelines.orders]\nfuture_tolerance = -5\n", "a duration cannot be negative"),
         ('[pipelines.orders]\ntarget = "t1\\n"\n', "is not a table name"),
@@ -523,6 +543,26 @@ def test_a_pattern_anchors_at_the_very_end_and_cannot_backtrack_for_ever(
     path.write_text(header + fields.replace("^O-[0-9]+$", "(?<=O)-1"))
     with pytest.raises(ConfigError, match="lookaround and backreferences are not supported"):
         load_config(path)
+
+
+def test_a_reject_with_a_whole_float_in_an_integer_key_is_traced_by_that_key(
+    db: str, tmp_path: Path, runner: CliRunner, write_jsonl: Any
+) -> None:
+    """channel 2.0 is read as 2 when valid; a rejected record's lineage uses 2 as well."""
+    path = tmp_path / "capstone.toml"
+    path.write_text(
+        '[pipelines.s]\ntarget = "s"\nkey = ["device", "channel"]\nevent_time = "ts"\n'
+        '[pipelines.s.fields]\ndevice = { type = "string" }\nchannel = { type = "integer" }\n'
+        'reading = { type = "float" }\nts = { type = "timestamp" }\n'
+    )
+    spec = load_config(path).pipeline("s")
+    record = {"device": "d1", "channel": 2.0, "reading": "x", "ts": "2025-01-01T00:00:00"}
+    assert run(write_jsonl([record]), db, spec=spec).rejected == 1
+    result = runner.invoke(
+        app, ["lineage", "-p", "s", "--config", str(path), "--db", db, "d1", "2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert [entry["step"] for entry in orjson.loads(result.stdout)] == ["reject"]
 
 
 def test_the_event_fields_in_another_order_land_in_their_own_columns(
