@@ -112,6 +112,16 @@ Pipeline = Annotated[
         metavar="NAME",
     ),
 ]
+LockTimeout = Annotated[
+    float,
+    typer.Option(
+        min=0,
+        max=MAX_LOCK_TIMEOUT,
+        help="Seconds to wait for another run of the pipeline.",
+        metavar="SECONDS",
+    ),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.", metavar="")]
 ConfigPath = Annotated[
     Path | None,
     typer.Option(
@@ -261,15 +271,7 @@ def run(
     batch_size: Annotated[
         int, typer.Option(min=1, max=MAX_BATCH_SIZE, help="Records per staging batch.", metavar="N")
     ] = 10_000,
-    lock_timeout: Annotated[
-        float,
-        typer.Option(
-            min=0,
-            max=MAX_LOCK_TIMEOUT,
-            help="Seconds to wait for another run of the pipeline.",
-            metavar="SECONDS",
-        ),
-    ] = 5.0,
+    lock_timeout: LockTimeout = 5.0,
     report: Annotated[
         bool, typer.Option("--report", help="Also print lineage grouped by step.", metavar="")
     ] = False,
@@ -282,9 +284,7 @@ def run(
         ),
     ] = False,
     as_json: Json = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print nothing but errors.", metavar="")
-    ] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Load a file: validate, dead-letter rejects, stage, merge newest-wins, advance the watermark.
 
@@ -704,15 +704,7 @@ def dead_letters_dismiss(
     pipeline: Pipeline = "events",
     config: ConfigPath = None,
     db: Db = "capstone.db",
-    lock_timeout: Annotated[
-        float,
-        typer.Option(
-            min=0,
-            max=MAX_LOCK_TIMEOUT,
-            help="Seconds to wait for another run of the pipeline.",
-            metavar="SECONDS",
-        ),
-    ] = 5.0,
+    lock_timeout: LockTimeout = 5.0,
 ) -> None:
     """Mark open dead letters resolved without loading anything, as a logged run.
 
@@ -754,19 +746,9 @@ def replay(
     pipeline: Pipeline = "events",
     config: ConfigPath = None,
     db: Db = "capstone.db",
-    lock_timeout: Annotated[
-        float,
-        typer.Option(
-            min=0,
-            max=MAX_LOCK_TIMEOUT,
-            help="Seconds to wait for another run of the pipeline.",
-            metavar="SECONDS",
-        ),
-    ] = 5.0,
+    lock_timeout: LockTimeout = 5.0,
     as_json: Json = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print nothing but errors.", metavar="")
-    ] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Re-validate stored dead letters under today's rules; accepted ones load and are resolved.
 

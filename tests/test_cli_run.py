@@ -283,6 +283,22 @@ def test_usage_errors_from_the_command_line_are_one_line_and_exit_2(
     assert done.stderr.count("\n") == 1
 
 
+def run_with_reader_gone(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """`capstone ARGS` with stdout a pipe whose reader left before anything was written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "capstone", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+
 @pytest.mark.parametrize(
     "command",
     [["dead-letters", "--json"], ["dead-letters"], ["dead-letters", "export", "--output", "-"]],
@@ -298,18 +314,8 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(
     big.write_text("".join(f'{{"key": "k{i}"}}\n' for i in range(2_000)))  # 2,000 dead letters
     capstone = [sys.executable, "-m", "capstone"]
     subprocess.run([*capstone, "run", "-i", str(big), "--db", db, "-q"], check=True)
-    read_end, write_end = os.pipe()
-    os.close(read_end)  # the reader is gone before anything is written
-    try:
-        done = subprocess.run(
-            [*capstone, *command, "--db", db] + (["--limit", "5000"] if len(command) < 3 else []),
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
-    finally:
-        os.close(write_end)
+    limit = ["--limit", "5000"] if len(command) < 3 else []
+    done = run_with_reader_gone([*command, "--db", db, *limit])
     assert (done.returncode, done.stderr) == (0, "")
 
 
@@ -318,28 +324,7 @@ def test_a_failed_run_keeps_exit_1_when_its_reader_has_left(tmp_path: Path) -> N
     the exit code and is the one line on stderr."""
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
-    read_end, write_end = os.pipe()
-    os.close(read_end)  # the reader is gone before anything is written
-    try:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "capstone",
-                "run",
-                "-i",
-                str(bad),
-                "--db",
-                str(tmp_path / "c.db"),
-                "--json",
-            ],
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
-    finally:
-        os.close(write_end)
+    done = run_with_reader_gone(["run", "-i", str(bad), "--db", str(tmp_path / "c.db"), "--json"])
     assert done.returncode == 1
     assert done.stderr.startswith("capstone: error: the CSV header (a, b) has no column")
     assert done.stderr.count("\n") == 1

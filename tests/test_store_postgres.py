@@ -242,6 +242,21 @@ class TestWithServer:
         assert fetch(pg_db, query) == fetch(db_path, query)
 
 
+def long_key_pipeline(tmp_path: Path) -> PipelineSpec:
+    """A pipeline whose string key `id` has no length limit."""
+    config = tmp_path / "capstone.toml"
+    config.write_text(
+        '[pipelines.long]\nkey = "id"\nevent_time = "at"\n[pipelines.long.fields]\n'
+        'id = { type = "string" }\nat = { type = "timestamp" }\n'
+    )
+    return load_config(config).pipeline("long")
+
+
+def incompressible(length: int) -> str:
+    """Random letters: PostgreSQL compresses an index entry, and "x" * 3000 would fit."""
+    return "".join(random.Random(length).choices(string.ascii_letters, k=length))
+
+
 @pytest.mark.postgres
 class TestNulCharacters:
     def test_valid_record_with_a_nul_is_dead_lettered(self, pg_db: str, write_jsonl: Any) -> None:
@@ -258,14 +273,8 @@ class TestNulCharacters:
     ) -> None:
         """A config pipeline's string key has no length limit; one beyond what a PostgreSQL index
         holds rejects its record (key_too_long) instead of failing the whole run."""
-        config = tmp_path / "capstone.toml"
-        config.write_text(
-            '[pipelines.long]\nkey = "id"\nevent_time = "at"\n[pipelines.long.fields]\n'
-            'id = { type = "string" }\nat = { type = "timestamp" }\n'
-        )
-        spec = load_config(config).pipeline("long")
-        # Random letters: PostgreSQL compresses an index entry, and "x" * 3000 would fit.
-        long_key = "".join(random.Random(7).choices(string.ascii_letters, k=3000))
+        spec = long_key_pipeline(tmp_path)
+        long_key = incompressible(3000)
         records = [{"id": long_key, "at": "2025-01-01T00:00:00"}, {"id": "a", "at": "2025-01-01"}]
         summary = run(write_jsonl(records), pg_db, spec=spec)
         assert (summary.staged, summary.rejected) == (1, 1)
@@ -295,13 +304,8 @@ class TestNulCharacters:
     ) -> None:
         """Records never staged (skipped by the watermark, rejected for a future ts) write
         lineage under the key cut to 256 characters, which any index holds."""
-        config = tmp_path / "capstone.toml"
-        config.write_text(
-            '[pipelines.long]\nkey = "id"\nevent_time = "at"\n[pipelines.long.fields]\n'
-            'id = { type = "string" }\nat = { type = "timestamp" }\n'
-        )
-        spec = load_config(config).pipeline("long")
-        long_key = "".join(random.Random(8).choices(string.ascii_letters, k=3500))
+        spec = long_key_pipeline(tmp_path)
+        long_key = incompressible(3500)
         run(write_jsonl([{"id": "a", "at": "2025-01-02T00:00:00"}]), pg_db, spec=spec)
         records = [
             {"id": long_key, "at": "2025-01-01T00:00:00"},
