@@ -7,9 +7,7 @@
    parse is a reason too (`FIELD.json_invalid`).
 """
 
-import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,78 +15,23 @@ import orjson
 from pydantic import ValidationError
 
 from capstone.errors import InputError
+from capstone.fates import (
+    CELLS_FIELD,
+    DEAD_LETTER_FIELD,
+    RAW_FIELD,
+    Batch,
+    Reason,
+    Rejected,
+    Screen,
+    Skipped,
+)
 from capstone.jsontext import has_non_finite, loads_exact
-from capstone.model import MAX_TEXT_LENGTH, Reason, reasons_from_error
+from capstone.model import MAX_TEXT_LENGTH, reasons_from_error
 from capstone.schema import EVENTS, INT64_MAX, RecordShape, shape_of
 from capstone.sources import Item, Malformed, parse_object
 from capstone.timeutil import parse_ts
 
-__all__ = ["Batch", "Classifier", "Rejected", "Skipped", "Staged"]
-
-Staged = tuple[Any, ...]
-"""(seq, position, *columns, attributes JSON[, lineage key]) in the staging table's column order;
-for the built-in pipeline (seq, position, key, name, value, ts, attributes). The lineage key comes
-last only when the pipeline's key is not a single string field."""
-
-Screen = Callable[[Staged], list[Reason]]
-"""A backend's last word on a valid record: reasons it cannot store it (PostgreSQL and NUL)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A record bound for the dead-letter table."""
-
-    position: int
-    key: str | None
-    raw: str
-    reasons: list[Reason]
-    record: dict[str, Any] | None = None
-    """The parsed object, kept so a replay can re-validate it (CSV rows have no JSON raw text)."""
-    replayed: int | None = None
-    """The dead letter a replayed record came from (`_dead_letter`): rejected again, it updates
-    that letter instead of becoming a new one (its edited text has another fingerprint)."""
-
-    @property
-    def codes(self) -> str:
-        return ",".join(code for code, _ in self.reasons)
-
-    @property
-    def message(self) -> str:
-        return "; ".join(message for _, message in self.reasons)
-
-    @property
-    def record_json(self) -> str | None:
-        """The parsed record as JSON text, or None when there is none or it nests too deep."""
-        if self.record is None:
-            return None
-        try:
-            return orjson.dumps(self.record).decode()
-        except orjson.JSONEncodeError:
-            return None  # the raw text still holds it whole
-
-    @property
-    def fingerprint(self) -> str:
-        """Same raw text, same dead letter: seeing bad input again does not duplicate it."""
-        return hashlib.sha256(self.raw.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-Skipped = tuple[int, str | None, str]
-"""(position, key, ts) of a record at or below the watermark."""
-
-
-@dataclass(slots=True)
-class Batch:
-    """The fates of one batch of records."""
-
-    staged: list[Staged] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-    newest: datetime | None = None
-    resolved: list[int] = field(default_factory=list)
-    """Dead-letter ids (from `_dead_letter` fields) of replayed records that were staged."""
-
-    def __len__(self) -> int:
-        return len(self.staged) + len(self.rejected) + len(self.skipped)
+__all__ = ["Classifier"]
 
 
 def _text(raw: bytes | str) -> str:
@@ -102,16 +45,6 @@ def _loose_ts(value: str | None) -> datetime | None:
         return parse_ts(value)
     except (ValueError, OverflowError):
         return None
-
-
-DEAD_LETTER_FIELD = "_dead_letter"
-"""In a replay, names the dead letter a record came from; it is removed before validation."""
-RAW_FIELD = "_raw"
-"""In an export, the text of a dead letter that never parsed as a JSON object; a replay parses it
-as the record's text."""
-CELLS_FIELD = "_cells"
-"""In a kept record, lists the json fields whose CSV cell text did not parse as JSON and is kept
-as text; a replay parses them again (a fixed export may hold JSON values there instead)."""
 
 
 class Classifier:
@@ -243,7 +176,7 @@ class Classifier:
             ts = event_time(event)
             key = lineage_key(event)
             if skip_through is not None and ts <= skip_through:
-                skipped.append((position, key[:cut], ts.isoformat()))
+                skipped.append(Skipped(position, key[:cut], ts.isoformat()))
                 continue
             if ts > future_limit:
                 field_name = shape.spec.event_time
@@ -346,7 +279,7 @@ class Classifier:
         ts = _loose_ts(self.shape.loose_event_time(record))
         key = self.shape.loose_key(record)
         if self.skip_through is not None and ts is not None and ts <= self.skip_through:
-            batch.skipped.append((position, key, ts.isoformat()))
+            batch.skipped.append(Skipped(position, key, ts.isoformat()))
             return
         cell_reasons = [
             (f"{name}.json_invalid", f"{name}: the cell is not JSON text: {error}")

@@ -30,6 +30,7 @@ from capstone import __version__
 from capstone.config import CONFIG_NAME, load_config, starter_config
 from capstone.dead_letters import export_line
 from capstone.errors import CapstoneError, ConfigError, MissingDatabase
+from capstone.lineage import STEPS, StepCount
 from capstone.pipeline import (
     MAX_BATCH_SIZE,
     MAX_LOCK_TIMEOUT,
@@ -51,8 +52,8 @@ from capstone.render import (
 )
 from capstone.schema import PipelineSpec
 from capstone.sources import Format, SourceFile
-from capstone.store import STEPS, Store, open_store
-from capstone.summary import RunSummary, StepCount
+from capstone.store import Store, open_store
+from capstone.summary import RunSummary
 from capstone.timeutil import parse_duration, utcnow
 from capstone.watermark import parse_requested
 

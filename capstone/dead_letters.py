@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from capstone.classify import DEAD_LETTER_FIELD, RAW_FIELD
+from capstone.fates import DEAD_LETTER_FIELD, RAW_FIELD
 from capstone.jsontext import dumps_exact, loads_exact
 from capstone.sources import JSON_FAILURES, Item, Malformed
 from capstone.summary import DeadLetter

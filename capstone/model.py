@@ -13,12 +13,12 @@ from pydantic import (
     ValidationError,
 )
 
+from capstone.fates import Reason
 from capstone.timeutil import to_utc_naive
 
 __all__ = [
     "MAX_TEXT_LENGTH",
     "Event",
-    "Reason",
     "iso_text_only",
     "no_separators",
     "number_not_bool",
@@ -27,9 +27,6 @@ __all__ = [
 
 MAX_TEXT_LENGTH = 256
 """Longest `key` or `name` accepted; longer ones are rejected, never truncated."""
-
-Reason = tuple[str, str]
-"""A machine-readable code and a readable message, for example ("value.float_parsing", "...")."""
 
 
 def number_not_bool(value: Any) -> Any:

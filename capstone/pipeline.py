@@ -251,7 +251,7 @@ def _execute(
                     "rejected": rejected,
                     "skipped": skipped,
                     "dead_letters": dead_letters,
-                    "lineage_entries": 2 * staged + rejected + skipped,
+                    "lineage_entries": tx.lineage_entries,
                     "watermark_before": None if old is None else format_ts(old),
                     "watermark": None if watermark is None else format_ts(watermark),
                     "duration_ms": round((time.perf_counter() - clock) * 1000),

@@ -14,8 +14,8 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from capstone.store import STEPS
-from capstone.summary import DeadLetter, LineageEntry, RunSummary, StepCount
+from capstone.lineage import STEPS, LineageEntry, StepCount
+from capstone.summary import DeadLetter, RunSummary
 
 __all__ = [
     "dead_letters_table",

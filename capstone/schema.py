@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, SchemaError
 
+from capstone.fates import RESERVED_COLUMNS, RESERVED_FIELDS, StagingLayout
 from capstone.jsontext import dumps_exact, has_non_finite
 from capstone.model import (
     MAX_TEXT_LENGTH,
@@ -53,9 +54,6 @@ FieldType = Literal["string", "integer", "float", "boolean", "timestamp", "json"
 Unknown = Literal["keep", "reject", "drop"]
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-RESERVED_COLUMNS = frozenset({"run_id", "attributes", "seq", "position", "_lineage_key"})
-RESERVED_FIELDS = frozenset({"_dead_letter", "_raw", "_cells"})
-"""Names a dead-letter export writes into its lines, so a replay reads them as its own."""
 RESERVED_TABLES = frozenset(
     {
         "run_log",
@@ -251,6 +249,11 @@ class PipelineSpec(BaseModel):
     def text_key(self) -> bool:
         """A single string key is its own lineage key; others get a `_lineage_key` column."""
         return len(self.key) == 1 and self.fields[self.key[0]].type == "string"
+
+    @property
+    def staging(self) -> StagingLayout:
+        """Where each value sits in this pipeline's staged rows."""
+        return StagingLayout(self.columns, self.key, own_lineage_key=not self.text_key)
 
     def lineage_key(self, parts: tuple[Any, ...]) -> str:
         """The text that names one record's key in lineage and dead letters."""

@@ -1,13 +1,14 @@
 """What a run reports: one model for the summary and for every row of the run log."""
 
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["DeadLetter", "LineageEntry", "RunStatus", "RunSummary", "StepCount"]
+__all__ = ["DeadLetter", "RunStatus", "RunSummary"]
 
 
-class RunStatus:
+class RunStatus(StrEnum):
     """Run statuses as stored in `run_log.status` (lower-case words)."""
 
     RUNNING = "running"
@@ -47,13 +48,6 @@ class RunSummary(BaseModel):
         )
 
 
-class StepCount(BaseModel):
-    """Lineage rows of one step (stage, load, stale, reject, skip)."""
-
-    step: str
-    count: int
-
-
 class DeadLetter(BaseModel):
     """A rejected record: its raw text, why it was rejected, and whether a replay resolved it."""
 
@@ -69,16 +63,3 @@ class DeadLetter(BaseModel):
     raw: str
     record: dict[str, Any] | None = None
     resolved_run_id: int | None = None
-
-
-class LineageEntry(BaseModel):
-    """One step one record went through in one run, with the run's source."""
-
-    run_id: int
-    pipeline: str
-    source: str | None
-    started_at: str | None
-    step: str
-    key: str | None
-    position: int
-    detail: str | None

@@ -98,7 +98,7 @@ def test_reset_watermark_waits_for_a_run_in_progress_then_refuses(
 ) -> None:
     """A reset during a run of the pipeline would be overwritten by the run's commit (or undo
     it): it takes the pipeline's lock, and names the run when it cannot."""
-    from capstone.store.base import Store
+    from capstone.store import Store
 
     run(sample, db)
     store: Store = open_store(db)

@@ -206,13 +206,13 @@ def test_interrupt_as_commit_returns_keeps_the_run_and_says_so(
     """Ctrl-C landing just after COMMIT: the run stays `success` and the error says it committed."""
     from capstone.store import sqlite as backend
 
-    finish = backend._SQLiteRun.finish
+    finish = backend.SQLiteRun.finish
 
     def finish_then_interrupt(self: Any, *args: Any) -> None:
         finish(self, *args)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(backend._SQLiteRun, "finish", finish_then_interrupt)
+    monkeypatch.setattr(backend.SQLiteRun, "finish", finish_then_interrupt)
     with pytest.raises(InterruptedRun, match="committed; its results are kept"):
         run(sample, db_path)
     assert fetch(db_path, "SELECT status, watermark_after IS NOT NULL FROM run_log") == [

@@ -133,7 +133,8 @@ class TestConnectionErrors:
 
     def test_missing_driver_names_the_extra(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without psycopg, a postgresql:// URL fails with a line naming capstone[postgres]."""
-        monkeypatch.delitem(sys.modules, "capstone.store.postgres")
+        for name in [m for m in sys.modules if m.startswith("capstone.store.postgres")]:
+            monkeypatch.delitem(sys.modules, name)
         monkeypatch.setitem(sys.modules, "psycopg", None)
         with pytest.raises(StoreError, match=r"pip install 'capstone\[postgres\]'"):
             open_store("postgresql://me@127.0.0.1:1/capstone")

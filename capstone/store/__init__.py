@@ -1,14 +1,30 @@
-"""Storage backends. `open_store` picks one from a path or URL."""
+"""Storage backends. `open_store` picks one from a path or URL.
+
+Both are `SqlStore`s (`capstone.store.sql`): one SQL core, with a thin dialect per database.
+"""
 
 from capstone.errors import ConfigError, StoreError
-from capstone.store.base import STEPS, RunTransaction, Store
+from capstone.store.sql import SqlRun, SqlStore
 
-__all__ = ["STEPS", "RunTransaction", "Store", "open_store"]
+__all__ = ["RunTransaction", "Store", "is_postgres_url", "open_store"]
+
+Store = SqlStore
+"""A capstone database, whatever the backend."""
+RunTransaction = SqlRun
+"""One run's writes, committed together by `finish`."""
+
+
+def is_postgres_url(url: str) -> bool:
+    """Whether `--db` names a PostgreSQL database rather than a SQLite file."""
+    return url.startswith(("postgresql://", "postgres://"))
 
 
 def open_store(url: str, *, create: bool = True) -> Store:
-    """Open (and migrate) the database at `url`: a SQLite path, or a postgresql:// URL."""
-    if url.startswith(("postgresql://", "postgres://")):
+    """Open (and migrate) the database at `url`: a SQLite path, or a postgresql:// URL.
+
+    The store is a context manager: `with open_store(url) as store:` closes it when done.
+    """
+    if is_postgres_url(url):
         try:
             from capstone.store.postgres import PostgresStore
         except ImportError:

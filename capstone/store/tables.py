@@ -11,9 +11,9 @@ import orjson
 from pydantic import ValidationError
 
 from capstone.errors import ConfigError, StoreError
-from capstone.schema import FieldType, PipelineSpec, plan_changes
+from capstone.schema import PipelineSpec, plan_changes
 
-__all__ = ["TableSync", "quote", "staging_columns", "sync_plan"]
+__all__ = ["TableSync", "quote", "sync_plan"]
 
 
 def quote(name: str) -> str:
@@ -98,8 +98,3 @@ def sync_plan(
         )
     changes = [f"added optional field {name!r}" for name in plan.added] + plan.other
     return TableSync(add=plan.added, changes=changes)
-
-
-def staging_columns(spec: PipelineSpec, types: dict[FieldType, str]) -> list[tuple[str, str]]:
-    """(quoted name, SQL type) of the record columns, in staging order."""
-    return [(quote(name), types[f.type]) for name, f in spec.fields.items()]
