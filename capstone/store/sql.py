@@ -36,7 +36,7 @@ from capstone.store.tables import TableSync, quote, sync_plan
 from capstone.summary import DeadLetter, RunStatus, RunSummary
 from capstone.timeutil import format_ts, utcnow
 
-__all__ = ["Dialect", "Row", "SqlRun", "SqlStore", "core_tables"]
+__all__ = ["Dialect", "Row", "SqlRun", "SqlStore", "column_definitions", "core_tables"]
 
 Row = Mapping[str, Any]
 
@@ -45,11 +45,9 @@ Row = Mapping[str, Any]
 class Dialect:
     """What differs between the backends' SQL, as data."""
 
-    types: dict[FieldType, str]
-    """Column types of record fields."""
     words: dict[str, str]
-    """Type words of the core tables' DDL: text, bigint, int, real, ts, json, counter_pk (never
-    reuses an id), serial_pk, row_id (an id without an index of its own), table_options."""
+    """Type words of the DDL: text, bigint, int, real, bool, ts, json, counter_pk (never reuses
+    an id), serial_pk, row_id (an id without an index of its own), table_options."""
     named: str
     """How the driver spells a named parameter, with `{}` for the name."""
     find: str
@@ -64,6 +62,21 @@ class Dialect:
     """A subquery of the ids in the `:ids` parameter (see `SqlStore._ids`)."""
     join_in_order: str
     """A join that keeps the planner on the left table first (for the lineage lookup by key)."""
+    error: type[Exception]
+    """The driver's base exception, turned into a one-line StoreError (`_store_error`)."""
+
+    @property
+    def types(self) -> dict[FieldType, str]:
+        """Column types of record fields."""
+        w = self.words
+        return {
+            "string": w["text"],
+            "integer": w["bigint"],
+            "float": w["real"],
+            "boolean": w["bool"],
+            "timestamp": w["ts"],  # SQLite: canonical ISO text, whose order is time order
+            "json": w["json"],
+        }
 
     def sql(self, statement: str) -> str:
         """The statement with `:name` parameters in the driver's spelling."""
@@ -198,6 +211,22 @@ _DEAD_LETTER = (
 ABANDONED = "the process died before the run finished; nothing it wrote was kept"
 
 
+def column_definitions(
+    spec: PipelineSpec,
+    types: Mapping[FieldType, str],
+    *,
+    not_null: bool = True,
+    event_time_type: str | None = None,
+) -> list[str]:
+    """The record's column definitions; key and event time NOT NULL unless `not_null` is off."""
+    return [
+        f"{quote(name)} "
+        + (event_time_type if event_time_type and name == spec.event_time else types[f.type])
+        + (" NOT NULL" if not_null and (name in spec.key or name == spec.event_time) else "")
+        for name, f in spec.fields.items()
+    ]
+
+
 def _dead_letter(row: Row) -> DeadLetter:
     # Parsed here, not by the driver: jsonb writes 1e20 as 100000000000000000000, which a driver's
     # parser would turn into an integer no JSON writer here can take.
@@ -214,7 +243,8 @@ class SqlStore(ABC):
     """
 
     dialect: ClassVar[Dialect]
-    driver_error: ClassVar[type[Exception]]
+    run_class: ClassVar[type["SqlRun"]]
+    """The run's writer, made inside the transaction `run_transaction` opened."""
     migrations: ClassVar[list[tuple[str, str]]]
     display_url: str
     conn: Any
@@ -267,10 +297,6 @@ class SqlStore(ABC):
     def _where(self) -> str:
         """The database as messages name it."""
 
-    @abstractmethod
-    def _open_run(self, run: RunSummary, spec: PipelineSpec) -> "SqlRun":
-        """The run's writer, inside the transaction `run_transaction` opened."""
-
     def _clean(self, text: str) -> str:
         """Text as the backend can store it (PostgreSQL cannot hold NUL)."""
         return text
@@ -315,7 +341,7 @@ class SqlStore(ABC):
     def _translate(self) -> Iterator[None]:
         try:
             yield
-        except self.driver_error as error:
+        except self.dialect.error as error:
             raise self._store_error(error) from None
 
     def _rollback(self) -> None:
@@ -439,7 +465,7 @@ class SqlStore(ABC):
         with self._translate(), self._locked(run.pipeline, lock_timeout, run.run_id):
             # Under the pipeline's lock, so two runs never migrate the same table.
             self._apply(spec, run.run_id, lock_timeout)
-            yield self._open_run(run, spec)
+            yield self.run_class(self, run, spec)
 
     def end_run(self, run: RunSummary) -> None:
         """Record a run that did not succeed (failed, interrupted) in its own transaction."""
@@ -508,11 +534,7 @@ class SqlStore(ABC):
     def _change_table(self, spec: PipelineSpec, sync: TableSync, run_id: int) -> None:
         table, types, words = self._table(spec.target), self.dialect.types, self.dialect.words
         if sync.create:
-            columns = [
-                f"{quote(name)} {types[f.type]}"
-                + (" NOT NULL" if name in spec.key or name == spec.event_time else "")
-                for name, f in spec.fields.items()
-            ]
+            columns = column_definitions(spec, types)
             keys = ", ".join(quote(k) for k in spec.key)
             self.conn.execute(
                 f"CREATE TABLE {table} ({', '.join(columns)}, attributes {types['json']}, "

@@ -20,6 +20,7 @@ from capstone.store.sql import (
     Dialect,
     SqlRun,
     SqlStore,
+    column_definitions,
     core_tables,
     pipeline_tables,
     run_reasons_table,
@@ -30,19 +31,12 @@ from capstone.summary import RunSummary
 __all__ = ["SQLiteStore"]
 
 DIALECT = Dialect(
-    types={
-        "string": "TEXT",
-        "integer": "INTEGER",
-        "float": "REAL",
-        "boolean": "INTEGER",
-        "timestamp": "TEXT",  # canonical ISO text: text order is time order
-        "json": "TEXT",
-    },
     words={
         "text": "TEXT",
         "bigint": "INTEGER",
         "int": "INTEGER",
         "real": "REAL",
+        "bool": "INTEGER",
         "ts": "TEXT",
         "json": "TEXT",
         "counter_pk": "INTEGER PRIMARY KEY AUTOINCREMENT",
@@ -58,6 +52,7 @@ DIALECT = Dialect(
     ids="SELECT value FROM json_each(:ids)",
     # CROSS JOIN keeps SQLite from scanning lineage instead of seeking its index once per run.
     join_in_order="CROSS JOIN",
+    error=sqlite3.Error,
 )
 
 MIGRATIONS: list[tuple[str, str]] = [
@@ -101,12 +96,102 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+class SQLiteRun(SqlRun):
+    """One run's writes inside the transaction `SQLiteStore.run_transaction` opened."""
+
+    store: "SQLiteStore"
+
+    def __init__(self, store: "SQLiteStore", run: RunSummary, spec: PipelineSpec) -> None:
+        super().__init__(store, run, spec)
+        self.conn = store.conn
+        self.staged = 0
+        columns = column_definitions(spec, DIALECT.types, not_null=False)
+        key = ", _lineage_key TEXT NOT NULL" if self.layout.own_lineage_key else ""
+        # Staging lives in the connection's temporary database: it is this run's alone, and its
+        # pages never go through the WAL of the main file.
+        self.conn.execute("DROP TABLE IF EXISTS temp.staging")
+        self.conn.execute(
+            "CREATE TEMP TABLE staging (seq INTEGER PRIMARY KEY, position INTEGER NOT NULL, "
+            f"{', '.join(columns)}, attributes TEXT{key})"
+        )
+        names = ", ".join(quote(n) for n in self.layout.names)
+        marks = ", ".join("?" * len(self.layout.names))
+        self._insert = f"INSERT INTO temp.staging ({names}) VALUES ({marks})"
+
+    def stage(self, rows: Sequence[StagedRow]) -> None:
+        self.conn.executemany(self._insert, rows)
+        self.staged += len(rows)
+
+    def merge(self) -> tuple[int, int]:
+        run_id, spec = self.run.run_id, self.spec
+        table, ts = quote(spec.target), quote(spec.event_time)
+        lineage_key = f"s.{quote(self.layout.lineage_key_column)}"
+        partition = ", ".join(f"s.{quote(k)}" for k in spec.key)
+        joined = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.key)
+        # 1. Lineage, before the target changes. A staged record is applied when its event time
+        #    is strictly newer than everything before it for its key: the stored row and every
+        #    earlier staged record (`newest_before`, one window pass). Each record gets its
+        #    `stage` row and its `load` or `stale` row. The window's sort hands rows on in key
+        #    order, so they append to the lineage (run_id, key) index (only speed relies on it).
+        before = self.conn.total_changes
+        self.conn.execute(
+            f"""
+            INSERT INTO lineage (run_id, step, key, position, detail)
+            SELECT ?1,
+                   CASE WHEN f.stage THEN 'stage' WHEN applied THEN 'load' ELSE 'stale' END,
+                   key, position,
+                   CASE WHEN f.stage THEN NULL
+                        WHEN applied THEN 'ts ' || ts
+                        ELSE 'kept ts ' || newest_before || ' over ' || ts END
+            FROM (
+                SELECT key, position, ts, ts > newest_before AS applied, newest_before
+                FROM (
+                    SELECT {lineage_key} AS key, s.position, s.{ts} AS ts,
+                           MAX(COALESCE(t.{ts}, ''), COALESCE(MAX(s.{ts}) OVER (
+                               PARTITION BY {partition} ORDER BY s.seq
+                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), '')
+                           ) AS newest_before
+                    FROM temp.staging AS s LEFT JOIN main.{table} AS t ON {joined}
+                )
+            ) CROSS JOIN (SELECT 1 AS stage UNION ALL SELECT 0) AS f
+            """,
+            (run_id,),
+        )
+        self.lineage_entries += self.conn.total_changes - before
+        before = self.conn.total_changes
+        # 2. The target. SQLite applies the rows of one INSERT ... SELECT in the SELECT's order,
+        #    so feeding staging in input order through the strict guard is, by construction,
+        #    applying records one by one; a refused update changes nothing, so the change count
+        #    is `loaded`. Ordering by key first keeps each key's records in input order and walks
+        #    the target's key index once, front to back. (PostgreSQL cannot update a row twice
+        #    in one statement: its backend upserts one winner per key instead.)
+        columns = ", ".join(quote(c) for c in spec.columns)
+        order = ", ".join(quote(k) for k in spec.key)
+        updates = ", ".join(
+            f"{quote(c)} = excluded.{quote(c)}" for c in spec.columns if c not in spec.key
+        )
+        self.conn.execute(
+            f"""
+            INSERT INTO main.{table} ({columns}, attributes, run_id)
+            SELECT {columns}, attributes, ?1 FROM temp.staging WHERE true ORDER BY {order}, seq
+            ON CONFLICT ({", ".join(quote(k) for k in spec.key)}) DO UPDATE SET
+                {updates}, attributes = excluded.attributes, run_id = excluded.run_id
+            WHERE excluded.{ts} > {table}.{ts}
+            """,
+            (run_id,),
+        )
+        loaded = self.conn.total_changes - before
+        self.conn.execute("DELETE FROM temp.staging")
+        staged, self.staged = self.staged, 0
+        return int(loaded), staged - int(loaded)
+
+
 class SQLiteStore(SqlStore):
     """A capstone database in one SQLite file."""
 
-    dialect = DIALECT
-    driver_error = sqlite3.Error
     migrations = MIGRATIONS
+    dialect = DIALECT
+    run_class = SQLiteRun
 
     def __init__(self, path: str, *, create: bool = True) -> None:
         self.path = path
@@ -242,97 +327,3 @@ class SQLiteStore(SqlStore):
             f"database {self.path} is busy: {holder} is writing to it (SQLite allows one writer); "
             "wait for it to finish or raise --lock-timeout"
         )
-
-    def _open_run(self, run: RunSummary, spec: PipelineSpec) -> "SQLiteRun":
-        return SQLiteRun(self, run, spec)
-
-
-class SQLiteRun(SqlRun):
-    """One run's writes inside the transaction `SQLiteStore.run_transaction` opened."""
-
-    store: SQLiteStore
-
-    def __init__(self, store: SQLiteStore, run: RunSummary, spec: PipelineSpec) -> None:
-        super().__init__(store, run, spec)
-        self.conn = store.conn
-        self.staged = 0
-        types = DIALECT.types
-        columns = [f"{quote(name)} {types[f.type]}" for name, f in spec.fields.items()]
-        key = ", _lineage_key TEXT NOT NULL" if self.layout.own_lineage_key else ""
-        # Staging lives in the connection's temporary database: it is this run's alone, and its
-        # pages never go through the WAL of the main file.
-        self.conn.execute("DROP TABLE IF EXISTS temp.staging")
-        self.conn.execute(
-            "CREATE TEMP TABLE staging (seq INTEGER PRIMARY KEY, position INTEGER NOT NULL, "
-            f"{', '.join(columns)}, attributes TEXT{key})"
-        )
-        names = ", ".join(quote(n) for n in self.layout.names)
-        marks = ", ".join("?" * len(self.layout.names))
-        self._insert = f"INSERT INTO temp.staging ({names}) VALUES ({marks})"
-
-    def stage(self, rows: Sequence[StagedRow]) -> None:
-        self.conn.executemany(self._insert, rows)
-        self.staged += len(rows)
-
-    def merge(self) -> tuple[int, int]:
-        run_id, spec = self.run.run_id, self.spec
-        table, ts = quote(spec.target), quote(spec.event_time)
-        lineage_key = f"s.{quote(self.layout.lineage_key_column)}"
-        partition = ", ".join(f"s.{quote(k)}" for k in spec.key)
-        joined = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.key)
-        # 1. Lineage, before the target changes. A staged record is applied when its event time
-        #    is strictly newer than everything before it for its key: the stored row and every
-        #    earlier staged record (`newest_before`, one window pass). Each record gets its
-        #    `stage` row and its `load` or `stale` row. The window's sort hands rows on in key
-        #    order, so they append to the lineage (run_id, key) index (only speed relies on it).
-        before = self.conn.total_changes
-        self.conn.execute(
-            f"""
-            INSERT INTO lineage (run_id, step, key, position, detail)
-            SELECT ?1,
-                   CASE WHEN f.stage THEN 'stage' WHEN applied THEN 'load' ELSE 'stale' END,
-                   key, position,
-                   CASE WHEN f.stage THEN NULL
-                        WHEN applied THEN 'ts ' || ts
-                        ELSE 'kept ts ' || newest_before || ' over ' || ts END
-            FROM (
-                SELECT key, position, ts, ts > newest_before AS applied, newest_before
-                FROM (
-                    SELECT {lineage_key} AS key, s.position, s.{ts} AS ts,
-                           MAX(COALESCE(t.{ts}, ''), COALESCE(MAX(s.{ts}) OVER (
-                               PARTITION BY {partition} ORDER BY s.seq
-                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), '')
-                           ) AS newest_before
-                    FROM temp.staging AS s LEFT JOIN main.{table} AS t ON {joined}
-                )
-            ) CROSS JOIN (SELECT 1 AS stage UNION ALL SELECT 0) AS f
-            """,
-            (run_id,),
-        )
-        self.lineage_entries += self.conn.total_changes - before
-        before = self.conn.total_changes
-        # 2. The target. SQLite applies the rows of one INSERT ... SELECT in the SELECT's order,
-        #    so feeding staging in input order through the strict guard is, by construction,
-        #    applying records one by one; a refused update changes nothing, so the change count
-        #    is `loaded`. Ordering by key first keeps each key's records in input order and walks
-        #    the target's key index once, front to back. (PostgreSQL cannot update a row twice
-        #    in one statement: its backend upserts one winner per key instead.)
-        columns = ", ".join(quote(c) for c in spec.columns)
-        order = ", ".join(quote(k) for k in spec.key)
-        updates = ", ".join(
-            f"{quote(c)} = excluded.{quote(c)}" for c in spec.columns if c not in spec.key
-        )
-        self.conn.execute(
-            f"""
-            INSERT INTO main.{table} ({columns}, attributes, run_id)
-            SELECT {columns}, attributes, ?1 FROM temp.staging WHERE true ORDER BY {order}, seq
-            ON CONFLICT ({", ".join(quote(k) for k in spec.key)}) DO UPDATE SET
-                {updates}, attributes = excluded.attributes, run_id = excluded.run_id
-            WHERE excluded.{ts} > {table}.{ts}
-            """,
-            (run_id,),
-        )
-        loaded = self.conn.total_changes - before
-        self.conn.execute("DELETE FROM temp.staging")
-        staged, self.staged = self.staged, 0
-        return int(loaded), staged - int(loaded)
