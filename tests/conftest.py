@@ -1,4 +1,7 @@
-"""Fixtures: a fresh database per test (SQLite file, or a PostgreSQL schema), sample files, the CLI."""
+"""Fixtures: a fresh database per test (SQLite file, or a PostgreSQL schema), sample files, the CLI.
+
+PostgreSQL tests use the server CAPSTONE_TEST_PG_URL names, or else a throwaway server that the
+first of them starts for the session (tests/pg.py) when PostgreSQL is installed."""
 
 import os
 import uuid
@@ -20,17 +23,38 @@ os.environ.setdefault("COLUMNS", "160")  # Rich wraps at the terminal width; kee
 os.environ["NO_COLOR"] = "1"
 
 
-def _postgres_url() -> str:
-    if not PG_URL:
-        if os.environ.get("CAPSTONE_REQUIRE_PG"):
-            pytest.fail("CAPSTONE_REQUIRE_PG is set but CAPSTONE_TEST_PG_URL is not")
-        pytest.skip(
-            "PostgreSQL tests need a server: set CAPSTONE_TEST_PG_URL=postgresql://user:pw@host/db "
-            "(.ci/run starts one)"
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """URL of the PostgreSQL database for this session: CAPSTONE_TEST_PG_URL, or a throwaway one."""
+    if PG_URL:
+        yield PG_URL
+        return
+    from tests.pg import server_bin_dir, throwaway_server
+
+    bin_dir = server_bin_dir()
+    if bin_dir is None:
+        missing = (
+            "PostgreSQL tests start a throwaway server but found no initdb: install PostgreSQL "
+            "(apt-get install postgresql), or set CAPSTONE_TEST_PG_URL=postgresql://user:pw@host/db "
+            "to use a running server"
         )
+        if os.environ.get("CAPSTONE_REQUIRE_PG"):
+            pytest.fail(f"CAPSTONE_REQUIRE_PG is set: {missing}", pytrace=False)
+        pytest.skip(missing)
+    with throwaway_server(bin_dir) as url:
+        yield url
+
+
+def _server(request: pytest.FixtureRequest) -> str:
+    """The session's PostgreSQL URL, asked for only here so that SQLite-only runs start no server."""
+    url: str = request.getfixturevalue("pg_server")
+    return url
+
+
+def _postgres_url(server: str) -> str:
     from tests.pg import fresh_schema_url
 
-    return fresh_schema_url(PG_URL, f"t_{uuid.uuid4().hex[:12]}")
+    return fresh_schema_url(server, f"t_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture
@@ -45,7 +69,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield str(tmp_path / "capstone.db")
         return
-    url = _postgres_url()
+    url = _postgres_url(_server(request))
     yield url
     from tests.pg import drop_schema
 
@@ -53,9 +77,9 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def pg_db() -> Iterator[str]:
+def pg_db(pg_server: str) -> Iterator[str]:
     """A fresh PostgreSQL schema, for behaviour only the PostgreSQL backend has."""
-    url = _postgres_url()
+    url = _postgres_url(pg_server)
     yield url
     from tests.pg import drop_schema
 
@@ -68,12 +92,13 @@ def db_factory(
 ) -> Iterator[Any]:
     """A callable returning a new empty database on each call (for property tests)."""
     made: list[str] = []
+    server = _server(request) if request.param == "postgres" else ""
 
     def new() -> str:
         if request.param == "sqlite":
             url = str(tmp_path_factory.mktemp("db") / "capstone.db")
         else:
-            url = _postgres_url()
+            url = _postgres_url(server)
         made.append(url)
         return url
 

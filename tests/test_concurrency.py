@@ -20,7 +20,7 @@ from capstone.schema import EVENTS, PipelineSpec
 from capstone.sources import SourceFile
 from capstone.store import open_store
 from capstone.store.postgres import PostgresStore
-from tests.conftest import PG_URL, fetch
+from tests.conftest import fetch
 from tests.pg import drop_schema, fresh_schema_url
 
 KEYS = 20_000
@@ -116,10 +116,11 @@ class TestOnePipelineAtATime:
         assert (summary.status, summary.loaded) == ("success", 5)
 
     @pytest.mark.postgres
-    def test_same_pipeline_in_another_schema_does_not_wait(self, pg_db: str, sample: str) -> None:
+    def test_same_pipeline_in_another_schema_does_not_wait(
+        self, pg_db: str, pg_server: str, sample: str
+    ) -> None:
         """Locks belong to a schema: pipeline 'events' of another schema on the server is free."""
-        assert PG_URL is not None
-        other = fresh_schema_url(PG_URL, f"t_{uuid.uuid4().hex[:12]}")
+        other = fresh_schema_url(pg_server, f"t_{uuid.uuid4().hex[:12]}")
         store, context, _ = hold_lock(pg_db)
         try:
             summary = run(sample, other, RunOptions(lock_timeout=0))
