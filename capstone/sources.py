@@ -1,5 +1,9 @@
 """Reading sources: JSON arrays, JSON Lines and CSV, streamed record by record.
 
+A file may be gzip, bzip2, xz or zstd compressed whatever its name (see `capstone.compression`):
+its format is then told from the decompressed content, or from the name under the compression
+suffix (`x.jsonl.gz` is JSON Lines).
+
 Every reader yields `(position, raw, parsed)` tuples in input order. `position` is the line number
 (1-based) for JSON Lines and CSV and the element index (0-based) for a JSON array; `raw` is the
 record's text as it stood in the file; `parsed` is a dict, or a `Malformed` when the record is not a
@@ -10,13 +14,21 @@ import csv
 import io
 import os
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, cast
 
 import orjson
 
 from capstone._jsonarray import MAX_RECORD_BYTES, array_elements
+from capstone.compression import (
+    SNIFF_BYTES,
+    SUFFIXES,
+    Compression,
+    check_text,
+    decompressed,
+    detect,
+)
 from capstone.errors import InputError
 from capstone.jsontext import loads_exact
 
@@ -28,6 +40,7 @@ __all__ = [
     "Item",
     "Malformed",
     "SourceFile",
+    "missing_file",
     "parse_object",
 ]
 
@@ -77,14 +90,21 @@ def parse_object(raw: bytes | str) -> dict[str, Any] | Malformed:
     return parsed
 
 
+def missing_file(path: str) -> InputError:
+    """The error for an input path that does not exist."""
+    return InputError(f"input file {path} does not exist; check the --input path")
+
+
 @dataclass
 class SourceFile:
     """An input file (or standard input, as `-`) opened for streaming; use it as a context manager."""
 
     path: str
     format: Format | None = None
-    _fh: io.BufferedReader | None = None
-    _file: io.BufferedReader | None = None  # what to close: the file opened, never stdin
+    compression: Compression | None = field(default=None, init=False)
+    """How the content is compressed (told from its first bytes when opened), None when plain."""
+    _fh: io.BufferedReader | None = field(default=None, init=False)  # the (decompressed) content
+    _file: io.BufferedReader | None = field(default=None, init=False)  # the file, never stdin
 
     @property
     def name(self) -> str:
@@ -92,48 +112,63 @@ class SourceFile:
 
     @property
     def size(self) -> int | None:
-        """Bytes in the file, or None for standard input."""
+        """Bytes in the file (compressed, if it is), or None for standard input."""
         return None if self.path == "-" else os.path.getsize(self.path)
 
     def bytes_read(self) -> int:
-        """How far the reader has got, for progress display."""
-        if self._fh is None or self.path == "-":
+        """How far the reader has got in the file's bytes (compressed, if it is), for progress
+        display; 0 for standard input."""
+        if self._file is None:
             return 0
         try:
-            return self._fh.tell()
+            return self._file.tell()
         except (OSError, ValueError):
             return 0
 
     def __enter__(self) -> "SourceFile":
-        """Open the file and settle its format (`format`, if not given, is detected here)."""
+        """Open the file, undo its compression and settle its format (`format`, if not given, is
+        detected here); InputError if it cannot be read or is not text."""
         if self.path == "-":
-            self._fh = cast(io.BufferedReader, sys.stdin.buffer)
+            fh = cast(io.BufferedReader, sys.stdin.buffer)
         else:
             try:
-                self._fh = self._file = open(self.path, "rb")
+                fh = self._file = open(self.path, "rb")
             except FileNotFoundError:
-                raise InputError(
-                    f"input file {self.path} does not exist; check the --input path"
-                ) from None
+                raise missing_file(self.path) from None
             except IsADirectoryError:
                 raise InputError(f"input {self.path} is a folder; pass a file to --input") from None
             except OSError as error:
                 raise InputError(f"cannot open input {self.path}: {error.strerror}") from None
-        if not isinstance(self._fh, io.BufferedReader):  # stdin replaced, as under a test runner
-            self._fh = io.BufferedReader(cast(io.RawIOBase, self._fh))
+        if not isinstance(fh, io.BufferedReader):  # stdin replaced, as under a test runner
+            fh = io.BufferedReader(cast(io.RawIOBase, fh))
         try:
-            if self._fh.peek(3)[:3] == _BOM:
-                self._fh.read(3)
-            self.format = self.format or _SUFFIX_FORMATS.get(os.path.splitext(self.path)[1].lower())
-            if self.format is None:
-                self._fh, head = _look_ahead(self._fh)
-                self.format = _detect(head)
+            self._fh = self._content(fh)
         except OSError as error:
             self.__exit__()
             raise InputError(f"reading {self.name} failed: {error.strerror or error}") from None
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
+    def _content(self, fh: io.BufferedReader) -> io.BufferedReader:
+        """The file's text as a stream at its first record, once compression and format are known."""
+        fh, head = _first_bytes(fh)
+        self.compression = detect(head)
+        if self.compression is not None:
+            fh, head = _first_bytes(decompressed(fh, self.compression, self.name))
+        check_text(head, self.name, self.compression)
+        if fh.peek(3)[:3] == _BOM:
+            fh.read(3)
+        self.format = self.format or _named_format(self.path)
+        if self.format is None:
+            fh, head = _look_ahead(fh, bytes.strip)
+            self.format = _detect(head)
+        return fh
+
     def __exit__(self, *exc: object) -> None:
+        if self.compression is not None and self._fh is not None:
+            self._fh.close()  # the decompressor; the file under it closes next
         if self._file is not None:
             self._file.close()
         self._fh = self._file = None
@@ -157,6 +192,14 @@ _SUFFIX_FORMATS: dict[str, Format] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".c
 """Extensions that say the format outright; anything else (.json, .txt, stdin) is sniffed."""
 
 
+def _named_format(path: str) -> Format | None:
+    """The format the file's name says, looking under a compression suffix (`x.csv.zst`)."""
+    stem, suffix = os.path.splitext(path)
+    if suffix.lower() in SUFFIXES:
+        suffix = os.path.splitext(stem)[1]
+    return _SUFFIX_FORMATS.get(suffix.lower())
+
+
 class _Prefixed(io.RawIOBase):
     """Bytes already read from a stream, then the rest of the stream."""
 
@@ -176,17 +219,27 @@ class _Prefixed(io.RawIOBase):
         return len(taken)
 
 
-def _look_ahead(fh: io.BufferedReader) -> tuple[io.BufferedReader, bytes]:
-    """The file's first bytes up to its first non-blank one (and a little more), and a reader that
-    still starts at the beginning. A pipe may deliver a lone newline first, and a format guessed
-    from that would be a coin toss."""
+def _first_bytes(fh: io.BufferedReader) -> tuple[io.BufferedReader, bytes]:
+    """Enough first bytes to tell compression and binary formats apart, and a reader still at the
+    start: a file's peek holds them (or all of a shorter file); a pipe may need more reads."""
+    if fh.seekable():
+        return fh, fh.peek(SNIFF_BYTES)
+    return _look_ahead(fh, lambda head: len(head) >= SNIFF_BYTES)
+
+
+def _look_ahead(
+    fh: io.BufferedReader, enough: Callable[[bytes], object]
+) -> tuple[io.BufferedReader, bytes]:
+    """The input's first bytes, `enough` of them (or all there are), and a reader that still
+    starts at the beginning. A pipe may deliver a lone newline or a byte or two first, and a
+    format guessed from that would be a coin toss."""
     head = fh.peek(4096)
-    if head.strip() or not head:
+    if enough(head) or not head:
         return fh, head
     taken = b""
     while chunk := fh.read1(4096):
         taken += chunk
-        if chunk.strip():
+        if enough(taken):
             break
     return io.BufferedReader(_Prefixed(taken, fh)), taken
 

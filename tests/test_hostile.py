@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from capstone.cli import app
+from capstone.compression import check_text, detect
+from capstone.errors import InputError
 from capstone.model import MAX_TEXT_LENGTH
 from capstone.render import visible
 from capstone.timeutil import format_ts, parse_ts
@@ -406,12 +408,22 @@ def write(tmp_path_factory: pytest.TempPathFactory, data: bytes, suffix: str) ->
     return path
 
 
+def starts_like_binary(data: bytes) -> bool:
+    """Whether capstone refuses the content from its first bytes, before reading any line."""
+    try:
+        check_text(data, "input")
+    except InputError:
+        return True
+    return detect(data) is not None
+
+
 def assert_jsonl_read_every_line(
     result: Result, summary: dict[str, Any] | None, data: bytes
 ) -> None:
-    """JSON Lines: exit 1 only for a lone '{' on line 1; otherwise one record per non-blank line."""
+    """JSON Lines: exit 1 only for a lone '{' on line 1, or bytes that start like compressed data or
+    a known binary format; otherwise one record per non-blank line."""
     lines = data.removeprefix(BOM).split(b"\n")
-    if lines[0].strip() == b"{":
+    if lines[0].strip() == b"{" or starts_like_binary(data):
         assert result.exit_code == 1
         return
     assert summary is not None, result.output
