@@ -1,10 +1,14 @@
-"""Validating: every parsed record gets exactly one fate, decided in input order.
+"""Validating: every parsed record gets a fate, decided in input order.
 
 1. Not a JSON object: rejected as malformed.
-2. A `ts` that parses and is at or below `watermark - lookback`: skipped (an earlier run had it).
-3. Otherwise validated by the pipeline's record model: staged, or rejected with one reason per
+2. Otherwise validated by the pipeline's record model: staged, or rejected with one reason per
    field. In a CSV row the cells of json fields are parsed as JSON text first; one that does not
    parse is a reason too (`FIELD.json_invalid`).
+
+Nothing is skipped here. A record at or below `watermark - lookback` is marked as behind the
+watermark (counted in `Batch.behind`, or `Rejected.behind`); the store skips it only when it can
+prove an earlier run had it: the target holds its key at the same or a later event time, or its
+dead letter exists. Anything else behind the watermark is late, and loads like any record.
 """
 
 from collections.abc import Sequence
@@ -23,7 +27,6 @@ from capstone.fates import (
     Reason,
     Rejected,
     Screen,
-    Skipped,
 )
 from capstone.jsontext import has_non_finite, loads_exact
 from capstone.model import MAX_TEXT_LENGTH, reasons_from_error
@@ -65,11 +68,13 @@ class Classifier:
         screen: Screen | None = None,
         shape: RecordShape | None = None,
         csv: bool = False,
+        watermark: datetime | None = None,
     ) -> None:
         self.shape = shape or shape_of(EVENTS)
         self.json_cells = self.shape.json_fields if csv else ()
         self._header_unchecked = csv
         self.skip_through = None if replay else skip_through
+        self.watermark = watermark
         self.future_limit = future_limit
         self.replay = replay
         self.screen = screen
@@ -81,8 +86,9 @@ class Classifier:
         if self._header_unchecked:
             self._check_header(items)
         batch = Batch()
-        staged, skipped = batch.staged, batch.skipped
-        skip_through, future_limit, replay = self.skip_through, self.future_limit, self.replay
+        staged = batch.staged
+        future_limit, replay = self.future_limit, self.replay
+        watermark = self.watermark
         shape, json_cells = self.shape, self.json_cells
         # The model's validator itself: model_validate_json is a Python wrapper around it that
         # costs as much per record as one of the field validators.
@@ -175,9 +181,6 @@ class Classifier:
                 _refuse_export(position)
             ts = event_time(event)
             key = lineage_key(event)
-            if skip_through is not None and ts <= skip_through:
-                skipped.append(Skipped(position, key[:cut], ts.isoformat()))
-                continue
             if ts > future_limit:
                 field_name = shape.spec.event_time
                 reason = (
@@ -221,6 +224,8 @@ class Classifier:
                 batch.resolved.append(replayed)
             self._seq += 1
             staged.append(row)
+            if watermark is not None and ts <= watermark:
+                batch.behind += 1
             if batch.newest is None or ts > batch.newest:
                 batch.newest = ts
         return batch
@@ -273,21 +278,21 @@ class Classifier:
         reasons: list[Reason],
         replayed: int | None,
     ) -> None:
-        """An invalid record is still skipped when its event time is at or below the watermark:
-        an earlier run saw it. Otherwise it is rejected, its unparsed cells named in the record
-        kept for a replay."""
+        """Reject an invalid record, its unparsed cells named in the record kept for a replay.
+        At or below the watermark it is marked as behind: the store skips it if its dead letter
+        exists already."""
         ts = _loose_ts(self.shape.loose_event_time(record))
         key = self.shape.loose_key(record)
+        behind = None
         if self.skip_through is not None and ts is not None and ts <= self.skip_through:
-            batch.skipped.append(Skipped(position, key, ts.isoformat()))
-            return
+            behind = ts.isoformat()
         cell_reasons = [
             (f"{name}.json_invalid", f"{name}: the cell is not JSON text: {error}")
             for name, error in unparsed.items()
         ]
         kept = record | {CELLS_FIELD: list(unparsed)} if unparsed else record
         batch.rejected.append(
-            Rejected(position, key, _text(raw), cell_reasons + reasons, kept, replayed)
+            Rejected(position, key, _text(raw), cell_reasons + reasons, kept, replayed, behind)
         )
 
 

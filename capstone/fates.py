@@ -21,8 +21,10 @@ __all__ = [
     "RESERVED_COLUMNS",
     "RESERVED_FIELDS",
     "Batch",
+    "Merged",
     "Reason",
     "Rejected",
+    "Rejects",
     "Screen",
     "Skipped",
     "StagedRow",
@@ -110,6 +112,9 @@ class Rejected:
     replayed: int | None = None
     """The dead letter a replayed record came from (`_dead_letter`): rejected again, it updates
     that letter instead of becoming a new one (its edited text has another fingerprint)."""
+    behind: str | None = None
+    """The record's event time when it is at or below the watermark: skipped, not rejected,
+    when its dead letter exists already (an earlier run rejected it)."""
 
     @property
     def codes(self) -> str:
@@ -136,11 +141,34 @@ class Rejected:
 
 
 class Skipped(NamedTuple):
-    """A record at or below the watermark: an earlier run had it."""
+    """A record an earlier run had: the target holds it or a newer version, or its dead letter."""
 
     position: int
     key: str | None
     ts: str
+
+
+@dataclass(frozen=True, slots=True)
+class Merged:
+    """What a merge did with the staged records."""
+
+    loaded: int
+    stale: int
+    skipped: int
+    """Staged records behind the watermark that the target already held (this version or a
+    newer one): they were never staged, and their lineage says `skip`."""
+    late: int
+    """Loaded records behind the watermark: delivered after a newer event time was loaded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejects:
+    """What writing a batch's rejected records did."""
+
+    new_letters: int
+    rejected: "list[Rejected]"
+    """The records rejected; the others were behind the watermark and their dead letter existed
+    (an earlier run rejected them), so they were skipped."""
 
 
 @dataclass(slots=True)
@@ -149,10 +177,11 @@ class Batch:
 
     staged: list[StagedRow] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
     newest: datetime | None = None
     resolved: list[int] = field(default_factory=list)
     """Dead-letter ids (from `_dead_letter` fields) of replayed records that were staged."""
+    behind: int = 0
+    """How many staged records are at or below the watermark (checked for coverage at merge)."""
 
     def __len__(self) -> int:
-        return len(self.staged) + len(self.rejected) + len(self.skipped)
+        return len(self.staged) + len(self.rejected)

@@ -208,13 +208,15 @@ def _execute(
         with store.run_transaction(run, options.lock_timeout, spec) as tx:
             now = utcnow()
             old = check_stored(spec.name, tx.read_watermark(), now, tolerance)
+            skip_through = None if old is None or replay else earlier(old, lookback)
             classifier = Classifier(
-                skip_through=None if old is None else earlier(old, lookback),
+                skip_through=skip_through,
                 future_limit=later(now, tolerance),
                 replay=replay,
                 screen=tx.screen,
                 shape=shape,
                 csv=csv,
+                watermark=old,
             )
             staged = rejected = skipped = dead_letters = 0
             reasons: Counter[str] = Counter()
@@ -222,23 +224,27 @@ def _execute(
             for chunk in _batches(items(tx), options.batch_size):
                 batch = classifier.classify(chunk)
                 if batch.staged:
-                    tx.stage(batch.staged)
+                    tx.stage(batch.staged, batch.behind)
                 # Resolve before rejecting: a bad record that comes back in the same batch as
                 # the fix of its letter opens the letter again, and the two never cancel out.
                 if batch.resolved:
                     tx.resolve(batch.resolved)
                 if batch.rejected:
-                    dead_letters += tx.reject(batch.rejected)
-                    reasons.update(code for r in batch.rejected for code, _ in r.reasons)
-                if batch.skipped:
-                    tx.skip(batch.skipped)
+                    # Behind the watermark, a bad record whose dead letter exists is skipped.
+                    written = tx.reject(batch.rejected)
+                    dead_letters += written.new_letters
+                    reasons.update(code for r in written.rejected for code, _ in r.reasons)
+                    rejected += len(written.rejected)
+                    skipped += len(batch.rejected) - len(written.rejected)
                 staged += len(batch.staged)
-                rejected += len(batch.rejected)
-                skipped += len(batch.skipped)
                 newest = advance(newest, batch.newest)
                 if progress is not None:
                     progress(staged + rejected + skipped, bytes_read())
-            loaded, stale = tx.merge()
+            skip_text = None if skip_through is None else format_ts(skip_through)
+            merged = tx.merge(skip_text, None if old is None else format_ts(old))
+            # Covered records were staged only to be checked against the target.
+            staged -= merged.skipped
+            skipped += merged.skipped
             watermark = advance(old, newest)
             summary = run.model_copy(
                 update={
@@ -246,8 +252,9 @@ def _execute(
                     "finished_at": format_ts(utcnow()),
                     "input_records": staged + rejected + skipped,
                     "staged": staged,
-                    "loaded": loaded,
-                    "stale": stale,
+                    "loaded": merged.loaded,
+                    "late": merged.late,
+                    "stale": merged.stale,
                     "rejected": rejected,
                     "skipped": skipped,
                     "dead_letters": dead_letters,

@@ -30,6 +30,8 @@ class RunSummary(BaseModel):
     input_records: int = 0
     staged: int = 0
     loaded: int = 0
+    late: int = 0
+    """Loaded records that were behind the watermark: delivered late, loaded all the same."""
     stale: int = 0
     rejected: int = 0
     skipped: int = 0

@@ -69,16 +69,19 @@ def test_extra_fields_are_kept_as_sorted_json() -> None:
     assert row[6] == '{"a":"x","z":1}'
 
 
-def test_records_at_or_below_the_watermark_are_skipped_even_if_invalid() -> None:
-    """Skip comes before validation: an old invalid record is skipped, not rejected again."""
+def test_records_at_or_below_the_watermark_are_marked_not_skipped() -> None:
+    """The classifier skips nothing: a record behind the watermark is staged (and counted as
+    behind) or rejected with its event time, for the store to check what an earlier run had."""
     batch = classify(
         GOOD,
         GOOD | {"value": "bad"},
         GOOD | {"ts": "2025-01-02T00:00:00"},
         skip_through=datetime(2025, 1, 1),
     )
-    assert len(batch.skipped) == 2
-    assert len(batch.staged) == 1
+    assert len(batch.staged) == 2
+    assert batch.behind == 1
+    [rejected] = batch.rejected
+    assert rejected.behind == GOOD["ts"]
 
 
 def test_malformed_records_are_rejected_with_their_raw_text() -> None:

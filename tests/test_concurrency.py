@@ -15,6 +15,7 @@ import pytest
 
 from capstone import RunOptions, run
 from capstone.errors import LockError, WatermarkError
+from capstone.fates import Merged
 from capstone.pipeline import run_source
 from capstone.schema import EVENTS, PipelineSpec
 from capstone.sources import SourceFile
@@ -211,10 +212,10 @@ def test_newer_row_committed_during_a_merge_makes_its_records_stale(pg_db: str) 
             first.run_transaction(run_a, 0, EVENTS) as tx_a,
         ):
             tx_a.stage([newer])
-            assert tx_a.merge() == (1, 0)
+            assert tx_a.merge(None, None) == Merged(loaded=1, stale=0, skipped=0, late=0)
             tx_b.stage([older])
-            merged: list[tuple[int, int]] = []
-            merging = threading.Thread(target=lambda: merged.append(tx_b.merge()))
+            merged: list[Merged] = []
+            merging = threading.Thread(target=lambda: merged.append(tx_b.merge(None, None)))
             merging.start()  # plans against an empty target, then waits on a's row for key k
             deadline = time.monotonic() + 30
             while not fetch(pg_db, waiting):
@@ -228,7 +229,7 @@ def test_newer_row_committed_during_a_merge_makes_its_records_stale(pg_db: str) 
     finally:
         first.close()
         second.close()
-    assert merged == [(0, 1)]
+    assert merged == [Merged(loaded=0, stale=1, skipped=0, late=0)]
     assert fetch(pg_db, "SELECT value FROM target") == [(2.0,)]
     assert fetch(
         pg_db, f"SELECT detail FROM lineage WHERE run_id = {run_b.run_id} AND step = 'stale'"

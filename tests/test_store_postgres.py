@@ -19,6 +19,7 @@ import pytest
 from capstone import RunOptions, run
 from capstone.config import load_config
 from capstone.errors import LockError, StoreError
+from capstone.fates import Merged
 from capstone.pipeline import replay_dead_letters
 from capstone.schema import EVENTS, FieldSpec, PipelineSpec
 from capstone.store import open_store
@@ -551,8 +552,8 @@ class TestPipelineTables:
                 other.execute(
                     "INSERT INTO lines (\"order\", line, at, run_id) VALUES ('O-1', 2, '2025-01-02', 0)"
                 )
-                merged: list[tuple[int, int]] = []
-                merging = threading.Thread(target=lambda: merged.append(tx.merge()))
+                merged: list[Merged] = []
+                merging = threading.Thread(target=lambda: merged.append(tx.merge(None, None)))
                 merging.start()
                 deadline = time.monotonic() + 30
                 while not fetch(
@@ -570,7 +571,7 @@ class TestPipelineTables:
         finally:
             other.close()
             store.close()
-        assert merged == [(0, 1)]
+        assert merged == [Merged(loaded=0, stale=1, skipped=0, late=0)]
         assert fetch(pg_db, "SELECT run_id FROM lines WHERE \"order\" = 'O-1'") == [(0,)]
         assert fetch(
             pg_db, "SELECT step, key, detail FROM lineage WHERE run_id = 2 ORDER BY id"

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Self, cast
 import orjson
 
 from capstone.errors import ConfigError, StoreError
-from capstone.fates import Rejected, Screen, Skipped, StagedRow
+from capstone.fates import Merged, Rejected, Rejects, Screen, Skipped, StagedRow
 from capstone.lineage import (
     LINEAGE_COLUMNS,
     LineageEntry,
@@ -36,7 +36,15 @@ from capstone.store.tables import TableSync, quote, sync_plan
 from capstone.summary import DeadLetter, RunStatus, RunSummary
 from capstone.timeutil import format_ts, utcnow
 
-__all__ = ["Dialect", "Row", "SqlRun", "SqlStore", "column_definitions", "core_tables"]
+__all__ = [
+    "Dialect",
+    "Row",
+    "SqlRun",
+    "SqlStore",
+    "column_definitions",
+    "core_tables",
+    "later_migrations",
+]
 
 Row = Mapping[str, Any]
 
@@ -58,8 +66,9 @@ class Dialect:
     """How a JSON text parameter becomes the JSON column's type."""
     ts_text: str
     """How a stored timestamp reads as the canonical ISO text capstone writes."""
-    ids: str
-    """A subquery of the ids in the `:ids` parameter (see `SqlStore._ids`)."""
+    list_of: str
+    """A subquery of the values in a list parameter `:{name}` of SQL type `{type}` (see
+    `SqlStore._list`)."""
     join_in_order: str
     """A join that keeps the planner on the left table first (for the lineage lookup by key)."""
     error: type[Exception]
@@ -198,9 +207,19 @@ def pipeline_tables(d: Dialect) -> str:
         """
 
 
+def later_migrations(d: Dialect) -> list[tuple[str, str]]:
+    """Migrations both backends take alike, after their own first ones."""
+    return [
+        (
+            "late records: loaded behind the watermark",
+            f"ALTER TABLE run_log ADD COLUMN late {d.words['bigint']} NOT NULL DEFAULT 0",
+        ),
+    ]
+
+
 _RUN = (
     "SELECT run_id, pipeline, status, source, {ts}(started_at) AS started_at, "
-    "{ts}(finished_at) AS finished_at, duration_ms, input_records, staged, loaded, stale, "
+    "{ts}(finished_at) AS finished_at, duration_ms, input_records, staged, loaded, late, stale, "
     "rejected, skipped, dead_letters, lineage_entries, {ts}(watermark_before) AS "
     "watermark_before, {ts}(watermark_after) AS watermark, error FROM run_log"
 )
@@ -305,9 +324,9 @@ class SqlStore(ABC):
         """JSON text as the backend's JSON column takes it (None: it cannot)."""
         return text
 
-    def _ids(self, ids: Sequence[int]) -> Any:
-        """The `:ids` parameter of `Dialect.ids`."""
-        return orjson.dumps(list(ids)).decode()
+    def _list(self, values: Sequence[int | str]) -> Any:
+        """A list parameter of `Dialect.list_of`."""
+        return orjson.dumps(list(values)).decode()
 
     def _claim_run(self, run_id: int) -> None:
         """Mark a newly logged run as this session's (inside its logging transaction)."""
@@ -731,12 +750,18 @@ class SqlRun(ABC):
         """Lineage rows this run has written so far."""
 
     @abstractmethod
-    def stage(self, rows: Sequence[StagedRow]) -> None:
-        """Append valid records to the staging table."""
+    def stage(self, rows: Sequence[StagedRow], behind: int = 0) -> None:
+        """Append valid records to the staging table; `behind` of them are at or below the
+        watermark (they may be late)."""
 
     @abstractmethod
-    def merge(self) -> tuple[int, int]:
-        """Apply staging to the target with the timestamp guard; returns (loaded, stale)."""
+    def merge(self, skip_through: str | None, watermark: str | None) -> Merged:
+        """Apply staging to the target with the timestamp guard, in input order.
+
+        A staged record at or below `skip_through` whose key the target holds at the same or a
+        later event time was had by an earlier run: it is skipped, not staged. Every other record
+        is staged, and loads when it is newer than everything before it for its key; a loaded
+        record at or below `watermark` is counted late and its lineage says so."""
 
     def read_watermark(self) -> str | None:
         """The pipeline's stored watermark text, unvalidated (None when there is none)."""
@@ -757,8 +782,8 @@ class SqlRun(ABC):
             return
         row = self.store._one(
             "SELECT id, pipeline FROM dead_letters WHERE pipeline <> :pipeline "
-            f"AND id IN ({self.store.dialect.ids}) LIMIT 1",
-            {"pipeline": self.run.pipeline, "ids": self.store._ids(ids)},
+            f"AND id IN ({self.store.dialect.list_of.format(name='ids', type='bigint')}) LIMIT 1",
+            {"pipeline": self.run.pipeline, "ids": self.store._list(ids)},
         )
         if row is not None:
             raise ConfigError(
@@ -788,10 +813,18 @@ class SqlRun(ABC):
         )
         return int(row.rowcount)
 
-    def reject(self, rows: Sequence[Rejected]) -> int:
-        """Write dead letters and their lineage; returns how many dead letters are new."""
+    def reject(self, rows: Sequence[Rejected]) -> Rejects:
+        """Write dead letters and their lineage. A record behind the watermark whose dead letter
+        exists is skipped instead: an earlier run rejected it."""
         run_id, pipeline, store = self.run.run_id, self.run.pipeline, self.store
         clean = store._clean
+        known = self._known_letters([r.fingerprint for r in rows if r.behind is not None])
+        if known:
+            skips = [r for r in rows if r.behind is not None and r.fingerprint in known]
+            rows = [r for r in rows if r.behind is None or r.fingerprint not in known]
+            self._write_lineage(
+                of_skips(run_id, [Skipped(r.position, r.key, r.behind or "") for r in skips], clean)
+            )
         self._refuse_foreign([r.replayed for r in rows if r.replayed is not None])
         # A replayed record names the letter it came from: its edited text has another
         # fingerprint, so it refreshes that letter (a resolved one opens again, since its bad
@@ -832,11 +865,18 @@ class SqlRun(ABC):
             letters,
         )
         self._write_lineage(of_rejects(run_id, rows, clean))
-        return new
+        return Rejects(new, list(rows))
 
-    def skip(self, rows: Sequence[Skipped]) -> None:
-        """Write lineage for records the watermark skipped."""
-        self._write_lineage(of_skips(self.run.run_id, rows, self.store._clean))
+    def _known_letters(self, fingerprints: Sequence[str]) -> set[str]:
+        """Which of these fingerprints have a dead letter of this pipeline already."""
+        if not fingerprints:
+            return set()
+        found = self.store._all(
+            "SELECT fingerprint FROM dead_letters WHERE pipeline = :pipeline AND fingerprint IN "
+            f"({self.store.dialect.list_of.format(name='prints', type='text')})",
+            {"pipeline": self.run.pipeline, "prints": self.store._list(sorted(set(fingerprints)))},
+        )
+        return {row["fingerprint"] for row in found}
 
     def replay_candidates(self, reason: str | None, ids: Sequence[int] | None) -> list[DeadLetter]:
         """Unresolved dead letters of this run's pipeline to re-validate (filtered by reason code
@@ -845,12 +885,12 @@ class SqlRun(ABC):
         rows = store._all(
             f"{_DEAD_LETTER} WHERE pipeline = :pipeline AND resolved_run_id IS NULL "
             f"AND (CAST(:reason AS TEXT) IS NULL OR {store.dialect.find}(reason, :reason) > 0) "
-            f"AND (:all OR id IN ({store.dialect.ids})) ORDER BY id",
+            f"AND (:all OR id IN ({store.dialect.list_of.format(name='ids', type='bigint')})) ORDER BY id",
             {
                 "pipeline": self.run.pipeline,
                 "reason": reason,
                 "all": ids is None,
-                "ids": store._ids(ids or []),
+                "ids": store._list(ids or []),
             },
         )
         return [_dead_letter(row) for row in rows]
@@ -862,11 +902,12 @@ class SqlRun(ABC):
         # bad copy keeps it open, whichever came first and however the input was batched.
         self.store._run(
             "UPDATE dead_letters SET resolved_run_id = :run "
-            f"WHERE id IN ({self.store.dialect.ids}) AND pipeline = :pipeline "
+            f"WHERE id IN ({self.store.dialect.list_of.format(name='ids', type='bigint')}) "
+            "AND pipeline = :pipeline "
             "AND resolved_run_id IS NULL AND last_run_id <> :run",
             {
                 "run": self.run.run_id,
-                "ids": self.store._ids(dead_letter_ids),
+                "ids": self.store._list(dead_letter_ids),
                 "pipeline": self.run.pipeline,
             },
         )
@@ -897,7 +938,7 @@ class SqlRun(ABC):
             """
             UPDATE run_log SET status = :status, finished_at = :finished_at,
                 duration_ms = :duration_ms, input_records = :input_records, staged = :staged,
-                loaded = :loaded, stale = :stale, rejected = :rejected, skipped = :skipped,
+                loaded = :loaded, late = :late, stale = :stale, rejected = :rejected, skipped = :skipped,
                 dead_letters = :dead_letters, lineage_entries = :lineage_entries,
                 watermark_before = :watermark_before, watermark_after = :watermark, error = NULL
             WHERE run_id = :run_id

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from capstone.errors import LockError, MissingDatabase, StoreError
-from capstone.fates import StagedRow
+from capstone.fates import Merged, StagedRow
 from capstone.schema import PipelineSpec
 from capstone.store.sql import (
     Dialect,
@@ -22,6 +22,7 @@ from capstone.store.sql import (
     SqlStore,
     column_definitions,
     core_tables,
+    later_migrations,
     pipeline_tables,
     run_reasons_table,
 )
@@ -49,7 +50,7 @@ DIALECT = Dialect(
     unlimited=-1,
     json_param=":record",
     ts_text="",
-    ids="SELECT value FROM json_each(:ids)",
+    list_of="SELECT value FROM json_each(:{name})",
     # CROSS JOIN keeps SQLite from scanning lineage instead of seeking its index once per run.
     join_in_order="CROSS JOIN",
     error=sqlite3.Error,
@@ -73,6 +74,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         "DROP INDEX lineage_key; CREATE INDEX lineage_run_key ON lineage (run_id, key)",
     ),
 ]
+MIGRATIONS += later_migrations(DIALECT)
 
 
 def _null(value: None) -> None:
@@ -105,6 +107,7 @@ class SQLiteRun(SqlRun):
         super().__init__(store, run, spec)
         self.conn = store.conn
         self.staged = 0
+        self.behind = 0
         columns = column_definitions(spec, DIALECT.types, not_null=False)
         key = ", _lineage_key TEXT NOT NULL" if self.layout.own_lineage_key else ""
         # Staging lives in the connection's temporary database: it is this run's alone, and its
@@ -118,35 +121,44 @@ class SQLiteRun(SqlRun):
         marks = ", ".join("?" * len(self.layout.names))
         self._insert = f"INSERT INTO temp.staging ({names}) VALUES ({marks})"
 
-    def stage(self, rows: Sequence[StagedRow]) -> None:
+    def stage(self, rows: Sequence[StagedRow], behind: int = 0) -> None:
         self.conn.executemany(self._insert, rows)
         self.staged += len(rows)
+        self.behind += behind
 
-    def merge(self) -> tuple[int, int]:
-        run_id, spec = self.run.run_id, self.spec
+    def merge(self, skip_through: str | None, watermark: str | None) -> Merged:
+        spec = self.spec
         table, ts = quote(spec.target), quote(spec.event_time)
         lineage_key = f"s.{quote(self.layout.lineage_key_column)}"
         partition = ", ".join(f"s.{quote(k)}" for k in spec.key)
         joined = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.key)
-        # 1. Lineage, before the target changes. A staged record is applied when its event time
-        #    is strictly newer than everything before it for its key: the stored row and every
-        #    earlier staged record (`newest_before`, one window pass). Each record gets its
-        #    `stage` row and its `load` or `stale` row. The window's sort hands rows on in key
-        #    order, so they append to the lineage (run_id, key) index (only speed relies on it).
+        params = {"run": self.run.run_id, "skip": skip_through, "watermark": watermark}
+        # 1. Lineage, before the target changes. A record behind the watermark whose key the
+        #    target holds at the same or a later time is covered: one `skip` row. Any other is
+        #    applied when its event time is strictly newer than everything before it for its key:
+        #    the stored row and every earlier staged record (`newest_before`, one window pass).
+        #    It gets its `stage` row and its `load` or `stale` row. The window's sort hands rows
+        #    on in key order, so they append to the lineage (run_id, key) index (only speed
+        #    relies on that). Canonical timestamp text compares in time order.
         before = self.conn.total_changes
         self.conn.execute(
             f"""
             INSERT INTO lineage (run_id, step, key, position, detail)
-            SELECT ?1,
-                   CASE WHEN f.stage THEN 'stage' WHEN applied THEN 'load' ELSE 'stale' END,
+            SELECT :run,
+                   CASE WHEN covered THEN 'skip' WHEN f.stage THEN 'stage'
+                        WHEN applied THEN 'load' ELSE 'stale' END,
                    key, position,
-                   CASE WHEN f.stage THEN NULL
+                   CASE WHEN covered THEN 'ts ' || ts
+                        WHEN f.stage THEN NULL
+                        WHEN applied AND ts <= :watermark
+                            THEN 'late: ' || ts || ' behind watermark ' || :watermark
                         WHEN applied THEN 'ts ' || ts
                         ELSE 'kept ts ' || newest_before || ' over ' || ts END
             FROM (
-                SELECT key, position, ts, ts > newest_before AS applied, newest_before
+                SELECT key, position, ts, ts > newest_before AS applied, newest_before,
+                       COALESCE(ts <= :skip AND stored >= ts, 0) AS covered
                 FROM (
-                    SELECT {lineage_key} AS key, s.position, s.{ts} AS ts,
+                    SELECT {lineage_key} AS key, s.position, s.{ts} AS ts, t.{ts} AS stored,
                            MAX(COALESCE(t.{ts}, ''), COALESCE(MAX(s.{ts}) OVER (
                                PARTITION BY {partition} ORDER BY s.seq
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), '')
@@ -154,17 +166,22 @@ class SQLiteRun(SqlRun):
                     FROM temp.staging AS s LEFT JOIN main.{table} AS t ON {joined}
                 )
             ) CROSS JOIN (SELECT 1 AS stage UNION ALL SELECT 0) AS f
+            WHERE NOT (covered AND f.stage)
             """,
-            (run_id,),
+            params,
         )
-        self.lineage_entries += self.conn.total_changes - before
+        written = self.conn.total_changes - before
+        self.lineage_entries += written
+        # Two rows per staged record, one per covered one.
+        skipped = 2 * self.staged - written
         before = self.conn.total_changes
         # 2. The target. SQLite applies the rows of one INSERT ... SELECT in the SELECT's order,
         #    so feeding staging in input order through the strict guard is, by construction,
-        #    applying records one by one; a refused update changes nothing, so the change count
-        #    is `loaded`. Ordering by key first keeps each key's records in input order and walks
-        #    the target's key index once, front to back. (PostgreSQL cannot update a row twice
-        #    in one statement: its backend upserts one winner per key instead.)
+        #    applying records one by one; a refused update changes nothing (a covered record is
+        #    refused too), so the change count is `loaded`. Ordering by key first keeps each
+        #    key's records in input order and walks the target's key index once, front to back.
+        #    (PostgreSQL cannot update a row twice in one statement: its backend upserts one
+        #    winner per key instead.)
         columns = ", ".join(quote(c) for c in spec.columns)
         order = ", ".join(quote(k) for k in spec.key)
         updates = ", ".join(
@@ -173,17 +190,26 @@ class SQLiteRun(SqlRun):
         self.conn.execute(
             f"""
             INSERT INTO main.{table} ({columns}, attributes, run_id)
-            SELECT {columns}, attributes, ?1 FROM temp.staging WHERE true ORDER BY {order}, seq
+            SELECT {columns}, attributes, :run FROM temp.staging WHERE true ORDER BY {order}, seq
             ON CONFLICT ({", ".join(quote(k) for k in spec.key)}) DO UPDATE SET
                 {updates}, attributes = excluded.attributes, run_id = excluded.run_id
             WHERE excluded.{ts} > {table}.{ts}
             """,
-            (run_id,),
+            params,
         )
         loaded = self.conn.total_changes - before
+        late = 0
+        if self.behind:
+            row = self.conn.execute(
+                "SELECT COUNT(*) FROM lineage WHERE run_id = ? AND step = 'load' "
+                "AND detail LIKE 'late: %'",
+                (self.run.run_id,),
+            ).fetchone()
+            late = int(row[0])
         self.conn.execute("DELETE FROM temp.staging")
-        staged, self.staged = self.staged, 0
-        return int(loaded), staged - int(loaded)
+        staged = self.staged - skipped
+        self.staged = self.behind = 0
+        return Merged(loaded=loaded, stale=staged - loaded, skipped=skipped, late=late)
 
 
 class SQLiteStore(SqlStore):

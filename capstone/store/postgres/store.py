@@ -6,11 +6,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import errors
+from psycopg import errors, sql
 from psycopg.pq import TransactionStatus
 
 from capstone.errors import LockError, MissingDatabase, StoreError
-from capstone.fates import Screen, StagedRow
+from capstone.fates import Merged, Screen, StagedRow
 from capstone.schema import PipelineSpec
 from capstone.store.postgres.connection import connect, redact_url, secrets_of, store_error
 from capstone.store.postgres.locks import AdvisoryLocks
@@ -21,6 +21,7 @@ from capstone.store.sql import (
     SqlStore,
     column_definitions,
     core_tables,
+    later_migrations,
     pipeline_tables,
     run_reasons_table,
 )
@@ -49,7 +50,7 @@ DIALECT = Dialect(
     unlimited=None,
     json_param="CAST(:record AS jsonb)",
     ts_text="capstone_ts_text",
-    ids="SELECT unnest(CAST(:ids AS bigint[]))",
+    list_of="SELECT unnest(CAST(:{name} AS {type}[]))",
     join_in_order="JOIN",
     error=psycopg.Error,
 )
@@ -76,6 +77,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
     ("pipelines: stored definitions, schema changes", pipeline_tables(DIALECT)),
 ]
+MIGRATIONS += later_migrations(DIALECT)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -97,7 +99,7 @@ class PostgresRun(SqlRun):
         )
         self._columns = [quote(name) for name in self.layout.names]
 
-    def stage(self, rows: Sequence[StagedRow]) -> None:
+    def stage(self, rows: Sequence[StagedRow], behind: int = 0) -> None:
         try:
             self.store._bulk("pg_temp.staging", self._columns, rows)
         except (psycopg.DataError, errors.UntranslatableCharacter) as error:
@@ -110,8 +112,12 @@ class PostgresRun(SqlRun):
                     ) from None
             raise self.store._store_error(error) from None
 
-    def merge(self) -> tuple[int, int]:
-        run = {"run": self.run.run_id}
+    def merge(self, skip_through: str | None, watermark: str | None) -> Merged:
+        run = {"run": self.run.run_id, "watermark": watermark}
+        # CREATE TABLE ... AS takes no parameters: the two times go in as quoted literals.
+        skip, behind = (
+            sql.Literal(value).as_string(self.store.conn) for value in (skip_through, watermark)
+        )
         execute = self.store.conn.execute
         spec = self.spec
         target = self.store._table(spec.target)
@@ -134,9 +140,12 @@ class PostgresRun(SqlRun):
             SELECT p.*, p.applied AND p.seq = MAX(p.seq) FILTER (WHERE p.applied)
                                               OVER (PARTITION BY {keys}) AS winner
             FROM (
-                SELECT b.*, b.newest_before IS NULL OR b.ts > b.newest_before AS applied
+                SELECT b.*, b.newest_before IS NULL OR b.ts > b.newest_before AS applied,
+                       COALESCE(b.ts <= {skip}::timestamp AND b.stored >= b.ts, false)
+                           AS covered,
+                       COALESCE(b.ts <= {behind}::timestamp, false) AS behind
                 FROM (
-                    SELECT s.*, GREATEST(t.{ts}, MAX(s.ts) OVER (
+                    SELECT s.*, t.{ts} AS stored, GREATEST(t.{ts}, MAX(s.ts) OVER (
                                PARTITION BY {", ".join(f"s.{alias[k]}" for k in spec.key)}
                                ORDER BY s.seq
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) AS newest_before
@@ -190,7 +199,8 @@ class PostgresRun(SqlRun):
         # Key order again: the lineage key index takes the rows in sequence, not scattered.
         stage_rows = execute(
             "INSERT INTO lineage (run_id, step, key, position, detail) "
-            f"SELECT %(run)s, 'stage', {key_text}, position, NULL FROM pg_temp.merge_plan "
+            f"SELECT %(run)s, CASE WHEN covered THEN 'skip' ELSE 'stage' END, {key_text}, "
+            "position, CASE WHEN covered THEN 'ts ' || ts_text END FROM pg_temp.merge_plan "
             f"ORDER BY {key_text}, seq",
             run,
         ).rowcount
@@ -198,22 +208,31 @@ class PostgresRun(SqlRun):
             f"""
             INSERT INTO lineage (run_id, step, key, position, detail)
             SELECT %(run)s, CASE WHEN applied THEN 'load' ELSE 'stale' END, {key_text}, position,
-                   CASE WHEN applied THEN 'ts ' || ts_text
+                   CASE WHEN applied AND behind THEN 'late: ' || ts_text || ' behind watermark '
+                                                     || capstone_ts_text(%(watermark)s::timestamp)
+                        WHEN applied THEN 'ts ' || ts_text
                         ELSE 'kept ts ' || capstone_ts_text(newest_before) || ' over ' || ts_text
                    END
-            FROM pg_temp.merge_plan ORDER BY {key_text}, seq
+            FROM pg_temp.merge_plan WHERE NOT covered ORDER BY {key_text}, seq
             """,
             run,
         ).rowcount
         self.lineage_entries += stage_rows + merge_rows
         counts = execute(
-            "SELECT COUNT(*) AS staged, COUNT(*) FILTER (WHERE applied) AS loaded "
-            "FROM pg_temp.merge_plan"
+            "SELECT COUNT(*) FILTER (WHERE NOT covered) AS staged, "
+            "COUNT(*) FILTER (WHERE applied) AS loaded, COUNT(*) FILTER (WHERE covered) AS "
+            "skipped, COUNT(*) FILTER (WHERE applied AND behind) AS late FROM pg_temp.merge_plan"
         ).fetchone()
         assert counts is not None
         execute("DROP TABLE pg_temp.merge_plan")
         execute("TRUNCATE pg_temp.staging")
-        return int(counts["loaded"]), int(counts["staged"]) - int(counts["loaded"])
+        loaded = int(counts["loaded"])
+        return Merged(
+            loaded=loaded,
+            stale=int(counts["staged"]) - loaded,
+            skipped=int(counts["skipped"]),
+            late=int(counts["late"]),
+        )
 
 
 class PostgresStore(SqlStore):
@@ -263,8 +282,8 @@ class PostgresStore(SqlStore):
     def _json(self, text: str | None) -> str | None:
         return jsonb_text(text)
 
-    def _ids(self, ids: Sequence[int]) -> Any:
-        return list(ids)
+    def _list(self, values: Sequence[int | str]) -> Any:
+        return list(values)
 
     def _run_many(self, statement: str, rows: Sequence[Any]) -> int:
         with self.conn.cursor() as cursor:
