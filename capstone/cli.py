@@ -4,7 +4,6 @@ Exit codes: 0 success (rejected records are not failures), 1 a run or command fa
 2 a usage error, 130 interrupted.
 """
 
-import contextlib
 import functools
 import inspect
 import os
@@ -22,23 +21,17 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 
-from capstone import __version__
+import capstone.pipeline
+from capstone import __version__, lineage_key
 from capstone.config import CONFIG_NAME, load_config, starter_config
 from capstone.dead_letters import export_line
-from capstone.errors import CapstoneError, ConfigError, MissingDatabase
-from capstone.pipeline import (
-    MAX_BATCH_SIZE,
-    MAX_LOCK_TIMEOUT,
-    RunOptions,
-    dismiss_dead_letters,
-    interrupted_after_commit,
-    replay_dead_letters,
-    run_source,
-)
+from capstone.errors import CapstoneError, ConfigError
+from capstone.pipeline import MAX_BATCH_SIZE, MAX_LOCK_TIMEOUT, RunOptions, dismiss_dead_letters
 from capstone.render import (
     dead_letters_table,
     lineage_table,
@@ -49,9 +42,8 @@ from capstone.render import (
     summary_table,
     visible,
 )
-from capstone.schema import PipelineSpec
 from capstone.sources import Format, SourceFile
-from capstone.store import STEPS, Store, open_store
+from capstone.store import STEPS, Store, database_files, open_store
 from capstone.summary import RunSummary, StepCount
 from capstone.timeutil import parse_duration, utcnow
 from capstone.watermark import parse_requested
@@ -304,85 +296,78 @@ def run(
     )
     if output is not None:
         _check_writable(output, db, input_path)
-    show_progress = not (quiet or as_json) and sys.stderr.isatty()
-    with SourceFile(input_path, fmt) as source:
-        store = open_store(db)
+    bar = _LoadBar(input_path) if not (quiet or as_json) and sys.stderr.isatty() else None
+
+    def committed(summary: RunSummary, store: Store) -> None:
+        if bar is not None:
+            bar.stop()
+        if output is not None:
+            _write_output(output, summary, store)
+        if not quiet and not _is_stdout(output):
+            _show_run(summary, store, as_json=as_json, report=report)
+
+    def failed(summary: RunSummary, store: Store) -> None:
+        # For scripts: a run that failed or was interrupted is still described on stdout
+        # (--json) and in --output, as its run-log row says; the error line goes to stderr.
+        if bar is not None:
+            bar.stop()
         try:
-            summary = _run_with_progress(source, store, options, spec, show_progress, replay)
-        except CapstoneError as error:
-            with contextlib.closing(store):
-                _show_ended_run(error, store, output, as_json=as_json and not quiet)
-            raise
-        except BaseException:
-            store.close()
-            raise
-        with _committed(summary), contextlib.closing(store):
             if output is not None:
                 _write_output(output, summary, store)
-            if not quiet and not _is_stdout(output):
-                _show_run(summary, store, as_json=as_json, report=report)
-
-
-@contextmanager
-def _committed(summary: RunSummary) -> Iterator[None]:
-    """Around what follows a run's COMMIT (output, and closing, which checkpoints the WAL and
-    can take a while): an interrupt there must say the run is kept."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise interrupted_after_commit(summary) from None
-
-
-def _run_with_progress(
-    source: SourceFile,
-    store: Store,
-    options: RunOptions,
-    spec: PipelineSpec,
-    show: bool,
-    replay: bool,
-) -> RunSummary:
-    if not show:
-        return run_source(source, store, options, replay=replay, spec=spec)
-    size = source.size
-    with Progress(
-        TextColumn("[bold]loading[/]"),
-        BarColumn(),
-        DownloadColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("load", total=size, rate="")
-        started = utcnow()
-
-        def update(records: int, bytes_read: int) -> None:
-            seconds = max((utcnow() - started).total_seconds(), 1e-6)
-            bar.update(
-                task, completed=bytes_read, rate=f"{records:,} records · {records / seconds:,.0f}/s"
-            )
-
-        return run_source(source, store, options, update, replay=replay, spec=spec)
-
-
-def _show_ended_run(
-    error: CapstoneError, store: Store, output: Path | None, *, as_json: bool
-) -> None:
-    """For scripts: a run that failed or was interrupted is still described on stdout (--json)
-    and in --output, as its run-log row says; the error line goes to stderr as always."""
-    if error.run_id is None or not (as_json or output):
-        return
-    with contextlib.suppress(CapstoneError):  # a broken database: the error line says why
-        ended = store.get_run(error.run_id)
-        if ended is None:
-            return
-        try:
-            if output is not None:
-                _write_output(output, ended, store)
-            if as_json and not _is_stdout(output):  # `--output -` has printed it already
-                _print_json(ended.model_dump())
+            if as_json and not quiet and not _is_stdout(output):  # `-o -` has printed it
+                _print_json(summary.model_dump())
         except BrokenPipeError:  # the reader left; the run's error still decides the exit code
             _stdout_to_nowhere()
+
+    try:
+        capstone.pipeline.run(
+            input_path,
+            db,
+            options,
+            None if bar is None else bar.update,
+            replay=replay,
+            spec=spec,
+            on_commit=committed,
+            on_failure=failed if output is not None or (as_json and not quiet) else None,
+        )
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
+class _LoadBar:
+    """The progress bar on stderr: it appears as the run starts and goes once the run ends."""
+
+    def __init__(self, input_path: str) -> None:
+        self._path = input_path
+        self._bar = Progress(
+            TextColumn("[bold]loading[/]"),
+            BarColumn(),
+            DownloadColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._task: TaskID | None = None
+        self._started = utcnow()
+
+    def update(self, records: int, bytes_read: int) -> None:
+        """The pipeline's progress callback; its first call comes as the run starts."""
+        if self._task is None:
+            self._bar.start()
+            self._task = self._bar.add_task("load", total=SourceFile(self._path).size, rate="")
+            self._started = utcnow()
+            return
+        seconds = max((utcnow() - self._started).total_seconds(), 1e-6)
+        self._bar.update(
+            self._task,
+            completed=bytes_read,
+            rate=f"{records:,} records · {records / seconds:,.0f}/s",
+        )
+
+    def stop(self) -> None:
+        self._bar.stop()
 
 
 def _stdout_to_nowhere() -> None:
@@ -406,9 +391,7 @@ def _check_writable(path: Path, db: str, input_path: str | None = None) -> None:
         raise ConfigError(
             f"--output {path} is in {folder}, which is not a writable folder; choose another"
         )
-    taken: dict[str, str] = {}
-    if not db.startswith(("postgresql://", "postgres://")):
-        taken |= {f"{db}{suffix}": f"the database {db}" for suffix in ("", "-wal", "-shm")}
+    taken = dict.fromkeys(database_files(db), f"the database {db}")
     if input_path is not None and input_path != "-":
         taken[input_path] = f"the input {input_path}"
     target = os.path.realpath(path)
@@ -759,15 +742,14 @@ def replay(
     """
     spec = load_config(config).pipeline(pipeline)
     options = RunOptions(pipeline=pipeline, lock_timeout=lock_timeout)
-    store = open_store(db, create=False)
-    try:
-        summary = replay_dead_letters(store, options, reason=reason, ids=ids, spec=spec)
-    except BaseException:
-        store.close()
-        raise
-    with _committed(summary), contextlib.closing(store):
+
+    def committed(summary: RunSummary, store: Store) -> None:
         if not quiet:
             _show_run(summary, store, as_json=as_json, report=False)
+
+    summary = capstone.pipeline.replay(
+        db, options, reason=reason, ids=ids, spec=spec, on_commit=committed
+    )
     note = _unmatched_replay(summary.input_records, pipeline, reason, ids)
     if note and not quiet:
         typer.echo(f"capstone: {note}", err=True)
@@ -819,7 +801,8 @@ def lineage(
 
     Example: capstone lineage evt-003; capstone lineage --pipeline orders O-1001 1
     """
-    key = _lineage_key(key_parts, pipeline, config)
+    spec = None if pipeline is None else load_config(config).pipeline(pipeline)
+    key = lineage_key.from_parts(key_parts, spec)
     with _existing(db) as store:
         entries = store.lineage(key, pipeline)
     if not entries:  # the same exit code with --json: a script tells "no such key" by it
@@ -828,31 +811,6 @@ def lineage(
         _print_json([entry.model_dump() for entry in entries])
         return
     console.print(lineage_table(entries, key, console.width))
-
-
-def _lineage_key(parts: list[str], pipeline: str | None, config: Path | None) -> str:
-    """The lineage text of a key: its single part, or the parts typed and joined as the pipeline
-    writes them (a JSON array for a composite key)."""
-    if pipeline is None:
-        if len(parts) != 1:
-            raise ConfigError("a key of several parts needs --pipeline to say whose key it is")
-        return parts[0]
-    spec = load_config(config).pipeline(pipeline)
-    if len(parts) != len(spec.key):
-        raise ConfigError(
-            f"pipeline {pipeline!r} has a key of {len(spec.key)} part(s) "
-            f"({', '.join(spec.key)}); give {len(spec.key)} value(s), not {len(parts)}"
-        )
-    typed: list[str | int] = []
-    for name, part in zip(spec.key, parts, strict=True):
-        if spec.fields[name].type == "integer":
-            try:
-                typed.append(int(part))
-            except ValueError:
-                raise ConfigError(f"key field {name!r} is an integer, not {part!r}") from None
-        else:
-            typed.append(part)
-    return spec.lineage_key(tuple(typed))
 
 
 @app.command("reset-watermark")
@@ -937,34 +895,9 @@ def pipelines(
 
     Example: capstone pipelines --json
     """
-    specs = load_config(config).pipelines
-    rows: list[dict[str, Any]] = []
-    try:
-        store: Store | None = open_store(db, create=False)
-    except MissingDatabase:
-        store = None  # the configured pipelines are listed all the same, without state
-    try:
-        for spec in specs.values():
-            last = store.runs(limit=1, pipeline=spec.name) if store else []
-            stored = store.pipeline_version(spec.name) if store else None
-            rows.append(
-                {
-                    "pipeline": spec.name,
-                    "target": spec.target,
-                    "key": list(spec.key),
-                    "event_time": spec.event_time,
-                    "fields": {name: f.type for name, f in spec.fields.items()},
-                    "unknown": spec.unknown,
-                    "schema_version": None if stored is None else stored[1],
-                    "watermark": store.get_watermark(spec.name) if store else None,
-                    "last_run": last[0].model_dump() if last else None,
-                }
-            )
-    finally:
-        if store is not None:
-            store.close()
+    rows = capstone.pipeline.status(db, load_config(config).pipelines.values())
     if as_json:
-        _print_json(rows)
+        _print_json([row.model_dump() for row in rows])
         return
     console.print(pipelines_table(rows, console.width))
 

@@ -2,13 +2,14 @@
 
 from capstone.errors import ConfigError, StoreError
 from capstone.store.base import STEPS, RunTransaction, Store
+from capstone.store.url import database_files, is_postgres
 
-__all__ = ["STEPS", "RunTransaction", "Store", "open_store"]
+__all__ = ["STEPS", "RunTransaction", "Store", "database_files", "is_postgres", "open_store"]
 
 
 def open_store(url: str, *, create: bool = True) -> Store:
     """Open (and migrate) the database at `url`: a SQLite path, or a postgresql:// URL."""
-    if url.startswith(("postgresql://", "postgres://")):
+    if is_postgres(url):
         try:
             from capstone.store.postgres import PostgresStore
         except ImportError:
