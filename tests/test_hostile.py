@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from capstone.cli import app
+from capstone.cli.render import visible
 from capstone.model import MAX_TEXT_LENGTH
-from capstone.render import visible
 from capstone.store import is_postgres
 from capstone.timeutil import format_ts, parse_ts
 from tests.conftest import ROOT, fetch

@@ -1,4 +1,4 @@
-"""Rich renderings of capstone's results. Only cli.py imports this module.
+"""Rich renderings of capstone's results, for the commands of this package.
 
 Stored values (keys, payloads, paths, error messages) reach Rich as `Text`, never as markup: a
 key like `[bold]a` or `k[/]` is data, and an escape character in a CSV cell must not reach the
