@@ -1,6 +1,6 @@
 """The `capstone` command (and `python -m capstone`): every way it can end is one line on stderr.
 
-Commands turn their own errors into one line and an exit code (`capstone.cli.handle_errors`).
+Commands turn their own errors into one line and an exit code (`capstone.cli._errors.handle_errors`).
 What happens around them is handled here: Ctrl-C during the imports, and usage errors (an
 unknown option, a bad value), which Click would print as a multi-line box.
 """

@@ -4,6 +4,8 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import islice
 from typing import TypeVar
 
@@ -12,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from capstone.classify import Classifier
 from capstone.config import load_config
 from capstone.dead_letters import replay_items
-from capstone.errors import CapstoneError, InterruptedRun, StoreError
+from capstone.errors import CapstoneError, InterruptedRun, MissingDatabase, StoreError
+from capstone.fates import Batch, Merged
 from capstone.schema import Duration, PipelineSpec, shape_of
 from capstone.sources import Format, Item, SourceFile
 from capstone.store import RunTransaction, Store, open_store
@@ -23,17 +26,24 @@ from capstone.watermark import advance, check_stored
 __all__ = [
     "MAX_BATCH_SIZE",
     "MAX_LOCK_TIMEOUT",
+    "AfterRun",
+    "PipelineStatus",
     "Progress",
     "RunOptions",
     "dismiss_dead_letters",
     "interrupted_after_commit",
+    "replay",
     "replay_dead_letters",
     "run",
     "run_source",
+    "status",
 ]
 
 Progress = Callable[[int, int], None]
-"""Called after each batch with (records read so far, bytes read so far)."""
+"""Called as a run starts and after each batch with (records read so far, bytes read so far)."""
+
+AfterRun = Callable[[RunSummary, Store], None]
+"""Called once a run has ended with its summary and the store, still open (to read the run log)."""
 
 T = TypeVar("T")
 
@@ -79,28 +89,86 @@ def run(
     *,
     replay: bool = False,
     spec: PipelineSpec | None = None,
+    on_commit: AfterRun | None = None,
+    on_failure: AfterRun | None = None,
 ) -> RunSummary:
     """Load one file into the database at `db` and return the run's summary.
 
     The pipeline is `spec` when given, else the one `options.pipeline` names in ./capstone.toml
     (`events`, the seed's shape, needs no config).
+
+    `on_commit` is called after the run's COMMIT, before the store closes; a Ctrl-C during it
+    raises the InterruptedRun that says the run is kept. `on_failure` is called with the run-log
+    row of a run that failed or was interrupted, before its error is raised; the run's error
+    wins over any CapstoneError of its own.
     """
     options = options or RunOptions()
     pipeline = resolve_pipeline(options, spec)
-    source = SourceFile(input_path, options.format)
-    with source:
-        store = open_store(db)
-        try:
-            summary = run_source(source, store, options, progress, replay=replay, spec=pipeline)
-        except BaseException:
-            store.close()
-            raise
-        try:
-            # Closing checkpoints the WAL, which can take a while after a large run.
-            store.close()
-        except KeyboardInterrupt:
-            raise interrupted_after_commit(summary) from None
-        return summary
+    with SourceFile(input_path, options.format) as source:
+        return _in_store(
+            open_store(db),
+            lambda store: run_source(
+                source, store, options, progress, replay=replay, spec=pipeline
+            ),
+            on_commit,
+            on_failure,
+        )
+
+
+def replay(
+    db: str = "capstone.db",
+    options: RunOptions | None = None,
+    *,
+    reason: str | None = None,
+    ids: Sequence[int] | None = None,
+    spec: PipelineSpec | None = None,
+    on_commit: AfterRun | None = None,
+) -> RunSummary:
+    """Re-validate the stored dead letters of the database at `db`, which must exist, as
+    `replay_dead_letters` does, and return the run's summary; `on_commit` as in `run`."""
+    options = options or RunOptions()
+    return _in_store(
+        open_store(db, create=False),
+        lambda store: replay_dead_letters(store, options, reason=reason, ids=ids, spec=spec),
+        on_commit,
+    )
+
+
+def _in_store(
+    store: Store,
+    work: Callable[[Store], RunSummary],
+    on_commit: AfterRun | None,
+    on_failure: AfterRun | None = None,
+) -> RunSummary:
+    """Do one run's `work` in `store` and close the store, calling on_commit or on_failure first."""
+    try:
+        summary = work(store)
+    except CapstoneError as error:
+        with contextlib.closing(store):
+            if on_failure is not None and error.run_id is not None:
+                # A broken database: the run's error says why.
+                with contextlib.suppress(CapstoneError):
+                    ended = store.get_run(error.run_id)
+                    if ended is not None:
+                        on_failure(ended, store)
+        raise
+    except BaseException:
+        store.close()
+        raise
+    # Closing checkpoints the WAL, which can take a while after a large run: still after COMMIT.
+    with _kept(summary), contextlib.closing(store):
+        if on_commit is not None:
+            on_commit(summary, store)
+    return summary
+
+
+@contextlib.contextmanager
+def _kept(summary: RunSummary) -> Iterator[None]:
+    """Around what follows a run's COMMIT: an interrupt there must say the run is kept."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise interrupted_after_commit(summary) from None
 
 
 def run_source(
@@ -183,6 +251,102 @@ def dismiss_dead_letters(
     return _execute(store, pipeline, options, f"dismissal of dead letters {listed}", dismiss)
 
 
+class PipelineStatus(BaseModel):
+    """A pipeline's definition in brief, with its state in a database (None before its first run)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pipeline: str
+    target: str
+    key: tuple[str, ...]
+    event_time: str
+    fields: dict[str, str]
+    """Each field's type, in declaration order."""
+    unknown: str
+    schema_version: int | None = None
+    watermark: str | None = None
+    last_run: RunSummary | None = None
+
+
+def status(
+    db: str = "capstone.db", specs: Iterable[PipelineSpec] | None = None
+) -> list[PipelineStatus]:
+    """Each pipeline of `specs` (default: ./capstone.toml's and `events`) with its state in the
+    database at `db`; without a database there they are listed all the same, without state."""
+    specs = load_config().pipelines.values() if specs is None else specs
+    try:
+        store = open_store(db, create=False)
+    except MissingDatabase:
+        return [_status(spec, None) for spec in specs]
+    with contextlib.closing(store):
+        return [_status(spec, store) for spec in specs]
+
+
+def _status(spec: PipelineSpec, store: Store | None) -> PipelineStatus:
+    last = store.runs(limit=1, pipeline=spec.name) if store else []
+    stored = store.pipeline_version(spec.name) if store else None
+    return PipelineStatus(
+        pipeline=spec.name,
+        target=spec.target,
+        key=spec.key,
+        event_time=spec.event_time,
+        fields={name: f.type for name, f in spec.fields.items()},
+        unknown=spec.unknown,
+        schema_version=None if stored is None else stored[1],
+        watermark=store.get_watermark(spec.name) if store else None,
+        last_run=last[0] if last else None,
+    )
+
+
+@dataclass
+class _Tally:
+    """A run's fates so far, batch by batch."""
+
+    staged: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    dead_letters: int = 0
+    newest: datetime | None = None
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def records(self) -> int:
+        return self.staged + self.rejected + self.skipped
+
+    def add(self, tx: RunTransaction, batch: Batch) -> None:
+        """Write one batch's fates through `tx` and count them."""
+        if batch.staged:
+            tx.stage(batch.staged, batch.behind)
+        # Resolve before rejecting: a bad record that comes back in the same batch as the fix
+        # of its letter opens the letter again, and the two never cancel out.
+        if batch.resolved:
+            tx.resolve(batch.resolved)
+        if batch.rejected:
+            # Behind the watermark, a bad record whose dead letter exists is skipped.
+            written = tx.reject(batch.rejected)
+            self.dead_letters += written.new_letters
+            self.reasons.update(code for r in written.rejected for code, _ in r.reasons)
+            self.rejected += len(written.rejected)
+            self.skipped += len(batch.rejected) - len(written.rejected)
+        self.staged += len(batch.staged)
+        self.newest = advance(self.newest, batch.newest)
+
+    def counts(self, merged: Merged) -> dict[str, int]:
+        """The summary's counts once the merge is done: records it found covered were staged
+        only to be checked against the target, and count as skipped."""
+        staged, skipped = self.staged - merged.skipped, self.skipped + merged.skipped
+        return {
+            "input_records": staged + self.rejected + skipped,
+            "staged": staged,
+            "loaded": merged.loaded,
+            "late": merged.late,
+            "stale": merged.stale,
+            "rejected": self.rejected,
+            "skipped": skipped,
+            "dead_letters": self.dead_letters,
+        }
+
+
 def _execute(
     store: Store,
     spec: PipelineSpec,
@@ -196,6 +360,8 @@ def _execute(
     csv: bool = False,
 ) -> RunSummary:
     clock = time.perf_counter()
+    if progress is not None:
+        progress(0, bytes_read())
     shape = shape_of(spec)
     lookback = spec.lookback if options.lookback is None else options.lookback
     tolerance = (
@@ -218,46 +384,19 @@ def _execute(
                 csv=csv,
                 watermark=old,
             )
-            staged = rejected = skipped = dead_letters = 0
-            reasons: Counter[str] = Counter()
-            newest = None
+            tally = _Tally()
             for chunk in _batches(items(tx), options.batch_size):
-                batch = classifier.classify(chunk)
-                if batch.staged:
-                    tx.stage(batch.staged, batch.behind)
-                # Resolve before rejecting: a bad record that comes back in the same batch as
-                # the fix of its letter opens the letter again, and the two never cancel out.
-                if batch.resolved:
-                    tx.resolve(batch.resolved)
-                if batch.rejected:
-                    # Behind the watermark, a bad record whose dead letter exists is skipped.
-                    written = tx.reject(batch.rejected)
-                    dead_letters += written.new_letters
-                    reasons.update(code for r in written.rejected for code, _ in r.reasons)
-                    rejected += len(written.rejected)
-                    skipped += len(batch.rejected) - len(written.rejected)
-                staged += len(batch.staged)
-                newest = advance(newest, batch.newest)
+                tally.add(tx, classifier.classify(chunk))
                 if progress is not None:
-                    progress(staged + rejected + skipped, bytes_read())
+                    progress(tally.records, bytes_read())
             skip_text = None if skip_through is None else format_ts(skip_through)
             merged = tx.merge(skip_text, None if old is None else format_ts(old))
-            # Covered records were staged only to be checked against the target.
-            staged -= merged.skipped
-            skipped += merged.skipped
-            watermark = advance(old, newest)
+            watermark = advance(old, tally.newest)
             summary = run.model_copy(
-                update={
+                update=tally.counts(merged)
+                | {
                     "status": RunStatus.SUCCESS,
                     "finished_at": format_ts(utcnow()),
-                    "input_records": staged + rejected + skipped,
-                    "staged": staged,
-                    "loaded": merged.loaded,
-                    "late": merged.late,
-                    "stale": merged.stale,
-                    "rejected": rejected,
-                    "skipped": skipped,
-                    "dead_letters": dead_letters,
                     "lineage_entries": tx.lineage_entries,
                     "watermark_before": None if old is None else format_ts(old),
                     "watermark": None if watermark is None else format_ts(watermark),
@@ -266,7 +405,7 @@ def _execute(
             )
             if not summary.is_balanced():
                 raise StoreError(f"run {run.run_id} does not balance ({summary}); nothing was kept")
-            tx.finish(summary, dict(reasons))
+            tx.finish(summary, dict(tally.reasons))
         return summary
     except KeyboardInterrupt:
         _record_end(store, run, RunStatus.INTERRUPTED, "interrupted by signal", clock)

@@ -193,9 +193,9 @@ def test_version(runner: CliRunner) -> None:
 
 
 def _narrow(monkeypatch: pytest.MonkeyPatch, width: int) -> None:
-    from capstone import cli
+    from capstone.cli._output import console
 
-    monkeypatch.setattr(cli.console, "width", width)
+    monkeypatch.setattr(console, "width", width)
 
 
 def test_a_run_card_on_a_narrow_screen_folds_values_instead_of_cutting_them(
@@ -337,7 +337,7 @@ def test_clipping_counts_screen_cells() -> None:
     """Wide characters take two cells: clipping keeps within the width and marks the cut."""
     from rich.cells import cell_len
 
-    from capstone.render import _clip
+    from capstone.cli.render import _clip
 
     assert _clip("データファイル.jsonl", 12, left=True) == "…イル.jsonl"
     assert cell_len(_clip("データファイル.jsonl", 12, left=True)) <= 12
@@ -351,7 +351,7 @@ def test_a_column_left_out_comes_back_when_a_wider_one_goes() -> None:
     from rich.console import Console
     from rich.text import Text
 
-    from capstone.render import _Column, _fitted
+    from capstone.cli.render import _Column, _fitted
 
     columns = [_Column("id"), _Column("small", drop=2), _Column("wide", drop=1)]
     rows = [[Text("1"), Text("s"), Text("w" * 40)]]

@@ -104,7 +104,7 @@ def test_a_signal_after_the_commit_says_the_run_is_kept(
     def interrupted(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_show_run", interrupted)
+    monkeypatch.setattr(cli.run, "_show_run", interrupted)
     result = invoke(runner, "run", "--input", sample, "--db", db)
     assert result.exit_code == 130
     assert "interrupted after run 1 committed; its results are kept" in result.stderr
@@ -251,6 +251,23 @@ def test_importing_capstone_loads_nothing_heavy() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "capstone.pipeline"
+
+
+def test_only_the_cli_package_imports_typer_and_rich() -> None:
+    """Every module outside capstone.cli imports without Typer or Rich: the library needs neither."""
+    code = (
+        "import importlib, pathlib, sys, capstone\n"
+        "root = pathlib.Path(capstone.__file__).parent\n"
+        "for path in sorted(root.rglob('*.py')):\n"
+        "    parts = path.relative_to(root.parent).with_suffix('').parts\n"
+        "    if parts[1] != 'cli':\n"
+        "        importlib.import_module('.'.join(p for p in parts if p != '__init__'))\n"
+        "assert 'capstone.pipeline' in sys.modules\n"
+        "heavy = {'typer', 'rich'} & {name.split('.')[0] for name in sys.modules}\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize(

@@ -22,10 +22,11 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from capstone.cli import app
+from capstone.cli.render import visible
 from capstone.compression import check_text, detect
 from capstone.errors import InputError
 from capstone.model import MAX_TEXT_LENGTH
-from capstone.render import visible
+from capstone.store import is_postgres
 from capstone.timeutil import format_ts, parse_ts
 from tests.conftest import ROOT, fetch
 
@@ -99,7 +100,7 @@ def jsonl_raws(data: bytes) -> list[str]:
 
 
 def is_sqlite(db: str) -> bool:
-    return not db.startswith(("postgresql://", "postgres://"))
+    return not is_postgres(db)
 
 
 def stored_raw(text: str, db: str) -> str:

@@ -8,9 +8,11 @@ import pytest
 from pydantic import ValidationError
 
 from capstone import RunOptions, run
-from capstone.errors import ConfigError, WatermarkError
-from capstone.schema import PipelineSpec
-from capstone.store import open_store
+from capstone.errors import ConfigError, InterruptedRun, WatermarkError
+from capstone.pipeline import replay, status
+from capstone.schema import EVENTS, PipelineSpec
+from capstone.store import Store, open_store
+from capstone.summary import RunSummary
 from capstone.timeutil import parse_duration
 from tests.conftest import event, fetch
 
@@ -220,3 +222,68 @@ def test_a_broken_element_of_a_json_array_is_dead_lettered(db_path: str, tmp_pat
     assert fetch(db_path, "SELECT position, reason, raw FROM dead_letters") == [
         (1, "malformed.json", "{bad}")
     ]
+
+
+class TestHooks:
+    def test_on_commit_reads_the_open_store_after_the_commit(self, db: str, sample: str) -> None:
+        """on_commit gets the summary and the store, which already holds the committed run."""
+        seen: list[tuple[int, str]] = []
+
+        def committed(summary: RunSummary, store: Store) -> None:
+            [logged] = store.runs()
+            seen.append((logged.run_id, logged.status))
+
+        summary = run(sample, db, on_commit=committed)
+        assert seen == [(summary.run_id, "success")]
+
+    def test_ctrl_c_in_on_commit_says_the_run_is_kept(self, db: str, sample: str) -> None:
+        """An interrupt in on_commit raises InterruptedRun saying the committed run is kept."""
+
+        def interrupted(summary: RunSummary, store: Store) -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(InterruptedRun, match="after run 1 committed; its results are kept"):
+            run(sample, db, on_commit=interrupted)
+        assert fetch(db, "SELECT status FROM run_log") == [("success",)]
+
+    def test_on_failure_gets_the_failed_runs_row(self, db: str, sample: str) -> None:
+        """A failed run calls on_failure with its run-log row, then raises its own error."""
+        store = open_store(db)
+        store.set_watermark("events", "yesterday-ish")
+        store.close()
+        ended: list[RunSummary] = []
+        with pytest.raises(WatermarkError):
+            run(sample, db, on_failure=lambda summary, _store: ended.append(summary))
+        assert [(e.run_id, e.status) for e in ended] == [(1, "failed")]
+
+    def test_progress_starts_at_zero_and_ends_at_every_record(
+        self, db: str, write_jsonl: Any
+    ) -> None:
+        """The progress callback is called as the run starts, then after each batch."""
+        records = [event(f"k{n}", "2025-01-01T00:00:00") for n in range(5)]
+        calls: list[int] = []
+        run(write_jsonl(records), db, RunOptions(batch_size=2), lambda n, _bytes: calls.append(n))
+        assert calls == [0, 2, 4, 5]
+
+    def test_replay_opens_the_database_and_runs_on_commit(self, db: str, sample: str) -> None:
+        """replay() re-validates stored dead letters as a run and calls on_commit after it."""
+        run(sample, db)
+        seen: list[int] = []
+        summary = replay(db, on_commit=lambda summary, _store: seen.append(summary.run_id))
+        assert (summary.input_records, summary.rejected, seen) == (2, 2, [2])
+
+
+class TestStatus:
+    def test_without_a_database_pipelines_have_no_state(self, db_path: str) -> None:
+        """status() lists the pipelines of a database that does not exist, without state."""
+        [row] = status(db_path, [EVENTS])
+        assert (row.pipeline, row.key, row.fields["value"]) == ("events", ("key",), "float")
+        assert (row.schema_version, row.watermark, row.last_run) == (None, None, None)
+
+    def test_after_a_run_its_state_is_shown(self, db: str, sample: str) -> None:
+        """After a run, status() has the schema version, watermark and last run."""
+        summary = run(sample, db)
+        [row] = status(db, [EVENTS])
+        assert (row.schema_version, row.watermark) == (1, "2025-01-15T12:00:00")
+        assert row.last_run is not None
+        assert (row.last_run.run_id, row.last_run.loaded) == (summary.run_id, 5)

@@ -5,8 +5,9 @@ Both are `SqlStore`s (`capstone.store.sql`): one SQL core, with a thin dialect p
 
 from capstone.errors import ConfigError, StoreError
 from capstone.store.sql import SqlRun, SqlStore
+from capstone.store.url import database_files, is_postgres
 
-__all__ = ["RunTransaction", "Store", "is_postgres_url", "open_store"]
+__all__ = ["RunTransaction", "Store", "database_files", "is_postgres", "open_store"]
 
 Store = SqlStore
 """A capstone database, whatever the backend."""
@@ -14,17 +15,12 @@ RunTransaction = SqlRun
 """One run's writes, committed together by `finish`."""
 
 
-def is_postgres_url(url: str) -> bool:
-    """Whether `--db` names a PostgreSQL database rather than a SQLite file."""
-    return url.startswith(("postgresql://", "postgres://"))
-
-
 def open_store(url: str, *, create: bool = True) -> Store:
     """Open (and migrate) the database at `url`: a SQLite path, or a postgresql:// URL.
 
     The store is a context manager: `with open_store(url) as store:` closes it when done.
     """
-    if is_postgres_url(url):
+    if is_postgres(url):
         try:
             from capstone.store.postgres import PostgresStore
         except ImportError:

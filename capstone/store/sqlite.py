@@ -246,10 +246,6 @@ class SQLiteStore(SqlStore):
             self._migrate()
             self._mark_abandoned()
 
-    def files(self) -> list[Path]:
-        """The files this database consists of: the file and its WAL companions."""
-        return [Path(self.path + suffix) for suffix in ("", "-wal", "-shm")]
-
     def _where(self) -> str:
         return self.path
 

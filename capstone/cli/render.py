@@ -1,4 +1,4 @@
-"""Rich renderings of capstone's results. Only cli.py imports this module.
+"""Rich renderings of capstone's results, for the commands of this package.
 
 Stored values (keys, payloads, paths, error messages) reach Rich as `Text`, never as markup: a
 key like `[bold]a` or `k[/]` is data, and an escape character in a CSV cell must not reach the
@@ -7,7 +7,7 @@ terminal as a control sequence.
 
 import re
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from rich import box
 from rich.cells import cell_len
@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from capstone.lineage import STEPS, LineageEntry, StepCount
+from capstone.pipeline import PipelineStatus
 from capstone.summary import DeadLetter, RunSummary
 
 __all__ = [
@@ -329,7 +330,7 @@ def _detail_lines(detail: str) -> list[str]:
     return detail.replace(" over ", ",over ").split(",")
 
 
-def pipelines_table(rows: Sequence[dict[str, Any]], width: int | None = None) -> Table:
+def pipelines_table(rows: Sequence[PipelineStatus], width: int | None = None) -> Table:
     """Configured pipelines with their stored state."""
     columns = [
         _Column("pipeline"),
@@ -343,20 +344,20 @@ def pipelines_table(rows: Sequence[dict[str, Any]], width: int | None = None) ->
     ]
     cells = []
     for row in rows:
-        last = row["last_run"]
+        last = row.last_run
         cells.append(
             [
-                _text(row["pipeline"]),
-                _text(row["target"]),
-                _text(", ".join(row["key"])),
-                _text(row["event_time"]),
-                Text(str(len(row["fields"]))),
-                Text("-" if row["schema_version"] is None else f"v{row['schema_version']}"),
-                Text(row["watermark"] or "-"),
+                _text(row.pipeline),
+                _text(row.target),
+                _text(", ".join(row.key)),
+                _text(row.event_time),
+                Text(str(len(row.fields))),
+                Text("-" if row.schema_version is None else f"v{row.schema_version}"),
+                Text(row.watermark or "-"),
                 Text(
                     "-"
                     if last is None
-                    else f"{last['run_id']} {last['status']} {last['started_at'][:19]}"
+                    else f"{last.run_id} {last.status} {(last.started_at or '')[:19]}"
                 ),
             ]
         )

@@ -1,0 +1,146 @@
+"""What the database holds: lineage per step (`report`), the run log (`runs`), a key's history
+(`lineage`)."""
+
+from typing import Annotated
+
+import typer
+
+from capstone import lineage_key
+from capstone.cli._errors import handle_errors
+from capstone.cli._options import (
+    ConfigPath,
+    Db,
+    Json,
+    OnlyPipeline,
+    check_run_exists,
+    existing,
+    fits_64_bits,
+)
+from capstone.cli._output import all_steps, console, print_json
+from capstone.cli.render import lineage_table, reasons_table, runs_table, steps_table, summary_table
+from capstone.config import load_config
+from capstone.errors import CapstoneError
+
+__all__ = ["lineage", "report", "runs"]
+
+
+@handle_errors
+def report(
+    by_step: Annotated[
+        bool, typer.Option("--by-step", help="Group lineage by step (the default).", metavar="")
+    ] = True,
+    run_id: Annotated[
+        int | None,
+        typer.Option("--run", callback=fits_64_bits, help="Only this run.", metavar="ID"),
+    ] = None,
+    pipeline: OnlyPipeline = None,
+    db: Db = "capstone.db",
+    as_json: Json = False,
+) -> None:
+    """Lineage entries grouped by step, for all runs or one.
+
+    Example: capstone report --by-step --run 1; capstone report --pipeline orders
+    """
+    with existing(db) as store:
+        check_run_exists(store, run_id)
+        counts = store.step_counts(run_id, pipeline)
+    if as_json:
+        print_json({"run_id": run_id, "pipeline": pipeline, "by_step": all_steps(counts)})
+        return
+    scope = [f"run {run_id}"] if run_id else []
+    scope += [f"pipeline {pipeline}"] if pipeline else []
+    console.print(
+        steps_table(counts, "lineage by step" + (f" ({', '.join(scope)})" if scope else ""))
+    )
+
+
+@handle_errors
+def runs(
+    run_id: Annotated[
+        int | None,
+        typer.Argument(callback=fits_64_bits, help="Show this run in detail.", metavar="RUN_ID"),
+    ] = None,
+    limit: Annotated[
+        int,
+        typer.Option(
+            min=1, callback=fits_64_bits, help="Show at most this many runs.", metavar="N"
+        ),
+    ] = 20,
+    pipeline: OnlyPipeline = None,
+    failed: Annotated[
+        bool,
+        typer.Option(
+            "--failed",
+            help="Only runs that did not succeed (failed, interrupted, abandoned).",
+            metavar="",
+        ),
+    ] = False,
+    db: Db = "capstone.db",
+    as_json: Json = False,
+) -> None:
+    """Run history, newest first: status, counts, watermark before and after, error.
+
+    With a RUN_ID: that run in detail, with its lineage per step and rejects per reason.
+
+    Example: capstone runs --limit 5 --json; capstone runs 3; capstone runs --failed
+    """
+    with existing(db) as store:
+        if run_id is not None:
+            detail = store.get_run(run_id)
+            if detail is None:
+                raise CapstoneError(f"there is no run {run_id}; `capstone runs` lists them")
+            steps = store.step_counts(run_id)
+            reasons = store.reject_reasons(run_id)
+        else:
+            history = store.runs(limit=limit, pipeline=pipeline, unsuccessful=failed)
+    if run_id is not None:
+        assert detail is not None
+        if as_json:
+            print_json(detail.model_dump() | {"by_step": all_steps(steps), "by_reason": reasons})
+            return
+        console.print(summary_table(detail))
+        console.print(steps_table(steps, f"lineage of run {run_id} by step"))
+        console.print(reasons_table(reasons, f"rejects of run {run_id} by reason"))
+        return
+    if as_json:
+        print_json([r.model_dump() for r in history])
+        return
+    console.print(runs_table(history, console.width))
+
+
+@handle_errors
+def lineage(
+    key_parts: Annotated[
+        list[str],
+        typer.Argument(metavar="KEY", help="The record key to trace; one value per key field."),
+    ],
+    pipeline: Annotated[
+        str | None,
+        typer.Option(
+            "--pipeline",
+            "-p",
+            help="Only this pipeline (needed for composite keys).",
+            metavar="NAME",
+        ),
+    ] = None,
+    config: ConfigPath = None,
+    db: Db = "capstone.db",
+    as_json: Json = False,
+) -> None:
+    """Every step every record with KEY went through, across runs, with source and position.
+
+    Answers "why does the target hold this value?". A composite key is given as its parts in
+    the order the pipeline declares them.
+
+    Example: capstone lineage evt-003; capstone lineage --pipeline orders O-1001 1
+    """
+    spec = None if pipeline is None else load_config(config).pipeline(pipeline)
+    key = lineage_key.from_parts(key_parts, spec)
+    with existing(db) as store:
+        entries = store.lineage(key, pipeline)
+    if not entries:  # the same exit code with --json: a script tells "no such key" by it
+        raise CapstoneError(f"no lineage for key {key!r}; check the key (keys are case-sensitive)")
+    if as_json:
+        print_json([entry.model_dump() for entry in entries])
+        return
+    console.print(lineage_table(entries, key, console.width))

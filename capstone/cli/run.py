@@ -1,0 +1,285 @@
+"""`capstone run` loads a file; `capstone replay` loads stored dead letters again."""
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+import capstone.pipeline
+from capstone.cli._errors import handle_errors
+from capstone.cli._options import (
+    ConfigPath,
+    Db,
+    Json,
+    LockTimeout,
+    Pipeline,
+    Quiet,
+    check_writable,
+    fits_64_bits,
+    is_stdout,
+)
+from capstone.cli._output import all_steps, console, plural, print_json, stdout_to_nowhere
+from capstone.cli.render import steps_table, summary_table
+from capstone.config import load_config
+from capstone.errors import CapstoneError, ConfigError
+from capstone.pipeline import MAX_BATCH_SIZE, RunOptions
+from capstone.sources import Format, SourceFile
+from capstone.store import Store
+from capstone.summary import RunSummary
+from capstone.timeutil import parse_duration, utcnow
+
+__all__ = ["replay", "run"]
+
+
+@handle_errors
+def run(
+    input_path: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            "-i",
+            help="File to load: JSON array, JSON Lines or CSV; - for stdin.",
+            metavar="FILE|-",
+        ),
+    ],
+    db: Db = "capstone.db",
+    pipeline: Pipeline = "events",
+    config: ConfigPath = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Also write the summary and the run log here as JSON (- for stdout, instead "
+            "of the table).",
+            metavar="FILE|-",
+        ),
+    ] = None,
+    lookback: Annotated[
+        str | None,
+        typer.Option(
+            help="Let records this far behind the watermark through (90s, 15m, 2h, 3d) "
+            "(default: the pipeline's, 0 for events).",
+            metavar="DURATION",
+        ),
+    ] = None,
+    input_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="json, jsonl or csv; detected from content when omitted.",
+            metavar="json|jsonl|csv",
+        ),
+    ] = None,
+    future_tolerance: Annotated[
+        str | None,
+        typer.Option(
+            help="Reject records whose event time is later than now plus this "
+            "(default: the pipeline's, 1d for events).",
+            metavar="DURATION",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=MAX_BATCH_SIZE, help="Records per staging batch.", metavar="N")
+    ] = 10_000,
+    lock_timeout: LockTimeout = 5.0,
+    report: Annotated[
+        bool, typer.Option("--report", help="Also print lineage grouped by step.", metavar="")
+    ] = False,
+    replay: Annotated[
+        bool,
+        typer.Option(
+            "--replay",
+            help="Load an edited dead-letter export: ignore the watermark, resolve.",
+            metavar="",
+        ),
+    ] = False,
+    as_json: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Load a file: validate, dead-letter rejects, stage, merge newest-wins, advance the watermark.
+
+    Example: capstone run --input data/sample_input.txt --output data/output_summary.json
+    """
+    if input_format is not None and input_format not in ("json", "jsonl", "csv"):
+        raise ConfigError(f"--format must be json, jsonl or csv, not {input_format!r}")
+    fmt: Format | None = input_format  # type: ignore[assignment]
+    spec = load_config(config).pipeline(pipeline)
+    options = RunOptions(
+        pipeline=pipeline,
+        lookback=None if lookback is None else parse_duration(lookback),
+        future_tolerance=None if future_tolerance is None else parse_duration(future_tolerance),
+        format=fmt,
+        batch_size=batch_size,
+        lock_timeout=lock_timeout,
+    )
+    if output is not None:
+        check_writable(output, db, input_path)
+    show_progress = not (quiet or as_json) and sys.stderr.isatty()
+    bar = _LoadBar(input_path, show=show_progress)
+
+    def committed(summary: RunSummary, store: Store) -> None:
+        bar.stop()
+        if output is not None:
+            _write_output(output, summary, store)
+        if not quiet and not is_stdout(output):
+            _show_run(summary, store, as_json=as_json, report=report)
+
+    def failed(summary: RunSummary, store: Store) -> None:
+        # For scripts: a run that failed or was interrupted is still described on stdout
+        # (--json) and in --output, as its run-log row says; the error line goes to stderr.
+        bar.stop()
+        try:
+            if output is not None:
+                _write_output(output, summary, store)
+            if as_json and not quiet and not is_stdout(output):  # `-o -` has printed it
+                print_json(summary.model_dump())
+        except BrokenPipeError:  # the reader left; the run's error still decides the exit code
+            stdout_to_nowhere()
+
+    try:
+        capstone.pipeline.run(
+            input_path,
+            db,
+            options,
+            bar.update if show_progress else None,
+            replay=replay,
+            spec=spec,
+            on_commit=committed,
+            on_failure=failed if output is not None or (as_json and not quiet) else None,
+        )
+    finally:
+        bar.stop()
+
+
+class _LoadBar:
+    """The progress bar on stderr, if `show`: it appears as the run starts and goes when it ends."""
+
+    def __init__(self, input_path: str, *, show: bool) -> None:
+        self._path = input_path
+        self._bar = Progress(
+            TextColumn("[bold]loading[/]"),
+            BarColumn(),
+            DownloadColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+            disable=not show,
+        )
+        self._task: TaskID | None = None
+        self._started = utcnow()
+
+    def update(self, records: int, bytes_read: int) -> None:
+        """The pipeline's progress callback; its first call comes as the run starts."""
+        if self._task is None:
+            self._bar.start()
+            self._task = self._bar.add_task("load", total=SourceFile(self._path).size, rate="")
+            self._started = utcnow()
+            return
+        seconds = max((utcnow() - self._started).total_seconds(), 1e-6)
+        self._bar.update(
+            self._task,
+            completed=bytes_read,
+            rate=f"{records:,} records · {records / seconds:,.0f}/s",
+        )
+
+    def stop(self) -> None:
+        self._bar.stop()
+
+
+def _write_output(path: Path, summary: RunSummary, store: Store) -> None:
+    document = summary.model_dump() | {"run_log": [r.model_dump() for r in store.runs()]}
+    text = orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+    if is_stdout(path):
+        sys.stdout.write(text.decode())
+        return
+    try:
+        path.write_bytes(text)
+    except OSError as error:
+        raise CapstoneError(
+            f"run {summary.run_id} ended ({summary.status}) but --output {path} could not be "
+            f"written ({error.strerror}); choose a writable path"
+        ) from None
+
+
+def _show_run(summary: RunSummary, store: Store, *, as_json: bool, report: bool) -> None:
+    steps = store.step_counts(summary.run_id) if report else []
+    if as_json:
+        data = summary.model_dump()
+        if report:
+            data["by_step"] = all_steps(steps)
+        print_json(data)
+        return
+    console.print(summary_table(summary))
+    if report:
+        console.print(steps_table(steps, f"lineage of run {summary.run_id} by step"))
+
+
+@handle_errors
+def replay(
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason",
+            "-r",
+            help="Only dead letters whose reason contains this (value, value.float_parsing).",
+            metavar="CODE",
+        ),
+    ] = None,
+    ids: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--id", callback=fits_64_bits, help="Only this dead letter (repeatable).", metavar="ID"
+        ),
+    ] = None,
+    pipeline: Pipeline = "events",
+    config: ConfigPath = None,
+    db: Db = "capstone.db",
+    lock_timeout: LockTimeout = 5.0,
+    as_json: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Re-validate stored dead letters under today's rules; accepted ones load and are resolved.
+
+    A replay is a run like any other: atomic, logged, with lineage. It ignores the watermark
+    (dead letters are late by definition) but keeps the timestamp guard.
+
+    Example: capstone replay --reason value.float_parsing
+    """
+    spec = load_config(config).pipeline(pipeline)
+    options = RunOptions(pipeline=pipeline, lock_timeout=lock_timeout)
+
+    def committed(summary: RunSummary, store: Store) -> None:
+        if not quiet:
+            _show_run(summary, store, as_json=as_json, report=False)
+
+    summary = capstone.pipeline.replay(
+        db, options, reason=reason, ids=ids, spec=spec, on_commit=committed
+    )
+    note = _unmatched_replay(summary.input_records, pipeline, reason, ids)
+    if note and not quiet:
+        typer.echo(f"capstone: {note}", err=True)
+
+
+def _unmatched_replay(found: int, pipeline: str, reason: str | None, ids: list[int] | None) -> str:
+    """What a replay's filters asked for that no open dead letter matched, or ''."""
+    listing = f"`capstone dead-letters --pipeline {pipeline}` lists them"
+    wanted = len(set(ids or []))
+    if wanted and found < wanted:
+        missing = wanted - found
+        return (
+            f"{missing} of the {plural(wanted, 'dead letter')} asked for with --id "
+            f"{'is' if missing == 1 else 'are'} not open in pipeline {pipeline} (resolved, "
+            f"another pipeline's, or unknown); {listing}"
+        )
+    if found == 0 and reason is not None:
+        return (
+            f"no open dead letters of pipeline {pipeline} have a reason containing {reason!r}; "
+            + listing
+        )
+    return ""
