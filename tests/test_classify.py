@@ -14,7 +14,7 @@ GOOD = {"key": "a", "name": "n", "value": 1, "ts": "2025-01-01T00:00:00"}
 
 
 def classify(*records: Any, skip_through: datetime | None = None) -> Any:
-    classifier = Classifier(skip_through, NOW + timedelta(days=1))
+    classifier = Classifier(skip_through, NOW + timedelta(days=1), watermark=skip_through)
     return classifier.classify([(i, "raw", r) for i, r in enumerate(records)])
 
 

@@ -169,6 +169,8 @@ def assert_failure(result: Result, db: str) -> None:
     assert lines[0].startswith("capstone: error: ")
     if is_sqlite(db) and not Path(db).exists():
         return
+    if not is_sqlite(db) and fetch(db, "SELECT to_regclass('run_log') IS NULL") == [(True,)]:
+        return  # the input was refused before the database was opened
     written = TABLES - {"run_log"}
     for table in sorted(written):
         assert count(db, table) == 0, table

@@ -129,14 +129,21 @@ class TestWatermark:
     def test_lookback_lets_late_records_through_and_guard_keeps_it_idempotent(
         self, db: str, write_jsonl: Any
     ) -> None:
-        """Within the lookback, a record is re-staged but the guard refuses it as stale."""
+        """Within the lookback, a record is re-staged but the guard refuses it as stale; behind
+        it, a late record of a new key loads and one the target holds is skipped."""
         first = write_jsonl([event("a", "2025-01-01T10:00:00"), event("b", "2025-01-01T12:00:00")])
         run(first, db)
         again = run(first, db, RunOptions(lookback=timedelta(hours=3)))
         assert (again.staged, again.loaded, again.stale, again.skipped) == (2, 0, 2, 0)
-        late = write_jsonl([event("c", "2025-01-01T11:30:00"), event("d", "2025-01-01T08:00:00")])
+        late = write_jsonl(
+            [
+                event("c", "2025-01-01T11:30:00"),
+                event("d", "2025-01-01T08:00:00"),
+                event("a", "2025-01-01T09:00:00"),
+            ]
+        )
         summary = run(late, db, RunOptions(lookback=timedelta(hours=1)))
-        assert (summary.loaded, summary.skipped) == (1, 1)
+        assert (summary.loaded, summary.late, summary.skipped) == (2, 2, 1)
 
     def test_each_pipeline_has_its_own_watermark(self, db: str, sample: str) -> None:
         """A run of another pipeline does not skip what the first pipeline saw."""

@@ -356,8 +356,11 @@ def test_a_required_json_field_refuses_null_and_blank(db: str, tmp_path: Path) -
     assert [letter.reason for letter in letters] == ["meta.missing", "meta.missing"]
 
 
-def test_a_bad_json_cell_at_or_below_the_watermark_is_skipped(db: str, tmp_path: Path) -> None:
-    """Like any invalid record, a row an earlier run already passed is skipped, not rejected."""
+def test_a_bad_json_cell_at_or_below_the_watermark_is_skipped_once_rejected(
+    db: str, tmp_path: Path
+) -> None:
+    """Like any invalid record behind the watermark, a row is rejected the first time and
+    skipped once its dead letter exists (an earlier run rejected it)."""
     spec = orders(tmp_path)
     good = tmp_path / "good.csv"
     good.write_text(
@@ -370,7 +373,9 @@ def test_a_bad_json_cell_at_or_below_the_watermark_is_skipped(db: str, tmp_path:
         "O-1,2,placed,9.5,2025-03-01T09:00:00,hello\n"
     )
     summary = run(str(late), db, spec=spec)
-    assert (summary.skipped, summary.rejected) == (1, 0)
+    assert (summary.skipped, summary.rejected) == (0, 1)
+    again = run(str(late), db, spec=spec)
+    assert (again.skipped, again.rejected, again.dead_letters) == (1, 0, 0)
 
 
 @pytest.mark.parametrize(
