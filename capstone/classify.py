@@ -29,9 +29,9 @@ from capstone.fates import (
     Screen,
 )
 from capstone.jsontext import has_non_finite, loads_exact
-from capstone.model import MAX_TEXT_LENGTH, reasons_from_error
-from capstone.schema import EVENTS, INT64_MAX, RecordShape, shape_of
+from capstone.model import INT64_MAX, RecordShape, reasons_from_error, shape_of
 from capstone.sources import Item, Malformed, parse_object
+from capstone.spec import EVENTS, MAX_TEXT_LENGTH
 from capstone.timeutil import parse_ts
 
 __all__ = ["Classifier"]

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from capstone.errors import ConfigError
-from capstone.schema import BUILTIN, EVENTS, PipelineSpec
+from capstone.spec import BUILTIN, EVENTS, PipelineSpec
 
 __all__ = ["CONFIG_NAME", "Config", "load_config", "starter_config"]
 

@@ -1,19 +1,33 @@
-"""The record model: what a valid event is, and how a failed validation reads."""
+"""Record models: what a valid record of a pipeline is, and how a failed validation reads.
 
+The seed's `Event` is written by hand (it is the hot path of the built-in pipeline); any other
+pipeline's model is generated from its spec with `pydantic.create_model`. `shape_of` gives the
+classifier a pipeline's model with the functions that turn a valid record into a staged row.
+"""
+
+import contextlib
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     StringConstraints,
     ValidationError,
+    create_model,
 )
+from pydantic_core import PydanticCustomError
 
 from capstone.fates import Reason
+from capstone.jsontext import has_non_finite
+from capstone.spec import EVENT_FIELDS, MAX_TEXT_LENGTH, FieldSpec, PipelineSpec
 from capstone.timeutil import to_utc_naive
 
 __all__ = [
@@ -24,9 +38,6 @@ __all__ = [
     "number_not_bool",
     "reasons_from_error",
 ]
-
-MAX_TEXT_LENGTH = 256
-"""Longest `key` or `name` accepted; longer ones are rejected, never truncated."""
 
 
 def number_not_bool(value: Any) -> Any:
@@ -84,3 +95,224 @@ def reasons_from_error(error: ValidationError) -> list[Reason]:
         message = item["msg"].removeprefix("Value error, ")
         reasons.append((f"{field}.{kind}", f"{field}: {message}"))
     return reasons
+
+
+# -- record models -------------------------------------------------------------------------------
+
+
+def _not_allowed(allowed: tuple[Any, ...]) -> Callable[[Any], Any]:
+    choices = ", ".join(repr(a) for a in allowed)
+
+    def check(value: Any) -> Any:
+        if value not in allowed:
+            raise PydanticCustomError(
+                "not_allowed", "must be one of {choices}", {"choices": choices}
+            )
+        return value
+
+    return check
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""Both backends store integers in 64 bits (SQLite INTEGER, PostgreSQL bigint)."""
+
+
+def _storable_json(value: Any) -> Any:
+    # orjson writes only 64-bit integers and bounded nesting; what it cannot write cannot be kept.
+    if has_non_finite(value):
+        raise PydanticCustomError("not_finite", "NaN and Infinity are not JSON numbers")
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError as error:
+        raise PydanticCustomError(
+            "unstorable", "cannot be stored as JSON: {error}", {"error": str(error)}
+        ) from None
+    return value
+
+
+def _present(value: Any) -> Any:
+    # null is a JSON value, but stored it is SQL NULL, the same as no value at all.
+    if value is None:
+        raise PydanticCustomError("missing", "required, so it cannot be null or a blank cell")
+    return value
+
+
+def _blank_is_missing(value: Any) -> Any:
+    # A CSV cell is always text; an empty one means "no value" for an optional field.
+    return None if value == "" else value
+
+
+def _integer_not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("booleans are not integers")
+    if isinstance(value, str) and "_" in value:
+        no_separators(value)
+    return value
+
+
+def _annotation(spec: FieldSpec) -> Any:
+    metadata: list[Any] = []
+    base: Any
+    if spec.type == "string":
+        base = str
+        metadata.append(
+            StringConstraints(
+                min_length=spec.min_length, max_length=spec.max_length, pattern=spec.pattern
+            )
+        )
+    elif spec.type == "integer":
+        base = int
+        low = INT64_MIN if spec.min is None else max(spec.min, INT64_MIN)
+        high = INT64_MAX if spec.max is None else min(spec.max, INT64_MAX)
+        metadata += [BeforeValidator(_integer_not_bool), Field(ge=low, le=high)]
+    elif spec.type == "float":
+        base = float
+        metadata += [BeforeValidator(number_not_bool), Field(ge=spec.min, le=spec.max)]
+    elif spec.type == "boolean":
+        base = bool
+    elif spec.type == "timestamp":
+        base = datetime
+        metadata += [BeforeValidator(iso_text_only), AfterValidator(to_utc_naive)]
+    else:
+        base = Any
+        metadata.append(AfterValidator(_storable_json))
+        if spec.required:
+            metadata.append(AfterValidator(_present))
+    if spec.allowed is not None:
+        metadata.append(AfterValidator(_not_allowed(spec.allowed)))
+    annotation: Any = Annotated[base, *metadata] if metadata else base
+    if not spec.required:
+        annotation = Annotated[annotation | None, BeforeValidator(_blank_is_missing)]
+    return annotation
+
+
+def build_model(spec: PipelineSpec) -> type[BaseModel]:
+    """A Pydantic model for the pipeline's records; errors name fields by their record names."""
+    extra = {"keep": "allow", "reject": "forbid", "drop": "ignore"}[spec.unknown]
+    definitions: dict[str, Any] = {}
+    for index, (name, field) in enumerate(spec.fields.items()):
+        # Internal names keep record fields such as `json` or `copy` clear of BaseModel's own.
+        default = ... if field.required else None
+        definitions[f"f{index}"] = (_annotation(field), Field(default, alias=name))
+    model: type[BaseModel] = create_model(
+        f"{spec.name.title().replace('_', '')}Record",
+        __config__=ConfigDict(
+            extra=extra,  # type: ignore[typeddict-item]
+            allow_inf_nan=False,
+            populate_by_name=False,
+        ),
+        **definitions,
+    )
+    return model
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordShape:
+    """What the classifier needs to turn a validated record into a staging row."""
+
+    spec: PipelineSpec
+    model: type[BaseModel]
+    values: Callable[[Any], tuple[Any, ...]]
+    """The record's column values in staging order (timestamps as ISO text, JSON as text)."""
+    event_time: Callable[[Any], datetime]
+    lineage_key: Callable[[Any], str]
+    strips_text: bool = False
+    """Whether the model stores strings without surrounding whitespace (the seed's shape)."""
+
+    def loose_key(self, record: dict[str, Any]) -> str | None:
+        """A best-effort key for a record that failed validation (None when it has none), written
+        as the model would have written it, so `capstone lineage KEY` finds the reject too."""
+        parts: list[Any] = []
+        for name in self.spec.key:
+            value = record.get(name)
+            if isinstance(value, str) and self.spec.fields[name].type == "integer":
+                with contextlib.suppress(ValueError):
+                    value = int(value)
+            elif isinstance(value, float) and self.spec.fields[name].type == "integer":
+                if value.is_integer():  # 2.0, which the model reads as 2
+                    value = int(value)
+            elif isinstance(value, str) and self.strips_text:
+                value = value.strip()
+            if not isinstance(value, (str, int)) or isinstance(value, bool):
+                return None
+            parts.append(value)
+        return self.spec.lineage_key(tuple(parts))[:MAX_TEXT_LENGTH]
+
+    @property
+    def json_fields(self) -> tuple[str, ...]:
+        """Fields of type json, whose CSV cells hold JSON text."""
+        return tuple(name for name, field in self.spec.fields.items() if field.type == "json")
+
+    def loose_event_time(self, record: dict[str, Any]) -> str | None:
+        value = record.get(self.spec.event_time)
+        return value if isinstance(value, str) else None
+
+
+def _event_values(event: Any) -> tuple[Any, ...]:
+    return (event.key, event.name, event.value, event.ts.isoformat())
+
+
+class _EventRejectingUnknown(Event):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class _EventDroppingUnknown(Event):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, frozen=True)
+
+
+_EVENT_MODELS: dict[str, type[BaseModel]] = {
+    "keep": Event,
+    "reject": _EventRejectingUnknown,
+    "drop": _EventDroppingUnknown,
+}
+
+
+def shape_of(spec: PipelineSpec) -> RecordShape:
+    """The record shape of a pipeline; the seed's fields use the hand-written `Event` model (with
+    the pipeline's policy for unknown fields), so they are read alike whatever that policy."""
+    # In order too: the model yields key, name, value, ts, the table's columns in that order.
+    if (
+        list(spec.fields.items()) == list(EVENT_FIELDS.items())
+        and spec.key == ("key",)
+        and spec.event_time == "ts"
+    ):
+        return RecordShape(
+            spec,
+            _EVENT_MODELS[spec.unknown],
+            _event_values,
+            lambda e: e.ts,
+            lambda e: e.key,
+            strips_text=True,
+        )
+    model = build_model(spec)
+    names = [f"f{i}" for i in range(len(spec.fields))]
+    converters: list[Callable[[Any], Any] | None] = []
+    for field in spec.fields.values():
+        converters.append(
+            _iso if field.type == "timestamp" else _json_text if field.type == "json" else None
+        )
+    event_time_name = names[spec.columns.index(spec.event_time)]
+    key_names = [names[spec.columns.index(k)] for k in spec.key]
+    pairs = list(zip(names, converters, strict=True))
+
+    def values(record: Any) -> tuple[Any, ...]:
+        data = record.__dict__
+        return tuple(data[n] if c is None else c(data[n]) for n, c in pairs)
+
+    def lineage_key(record: Any) -> str:
+        data = record.__dict__
+        return spec.lineage_key(tuple(data[n] for n in key_names))
+
+    def event_time(record: Any) -> datetime:
+        value: datetime = record.__dict__[event_time_name]
+        return value
+
+    return RecordShape(spec, model, values, event_time, lineage_key)

@@ -16,8 +16,9 @@ from capstone.config import load_config
 from capstone.dead_letters import replay_items
 from capstone.errors import CapstoneError, InterruptedRun, MissingDatabase, StoreError
 from capstone.fates import Batch, Merged
-from capstone.schema import Duration, PipelineSpec, shape_of
+from capstone.model import shape_of
 from capstone.sources import Format, Item, SourceFile
+from capstone.spec import Duration, PipelineSpec
 from capstone.store import RunTransaction, Store, open_store
 from capstone.summary import RunStatus, RunSummary
 from capstone.timeutil import earlier, format_ts, later, utcnow

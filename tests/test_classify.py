@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 
 from capstone.classify import Classifier
-from capstone.model import MAX_TEXT_LENGTH
 from capstone.sources import Malformed
+from capstone.spec import MAX_TEXT_LENGTH
 
 NOW = datetime(2025, 6, 1)
 GOOD = {"key": "a", "name": "n", "value": 1, "ts": "2025-01-01T00:00:00"}

@@ -17,8 +17,8 @@ from capstone import RunOptions, run
 from capstone.errors import LockError, WatermarkError
 from capstone.fates import Merged
 from capstone.pipeline import run_source
-from capstone.schema import EVENTS, PipelineSpec
 from capstone.sources import SourceFile
+from capstone.spec import EVENTS, PipelineSpec
 from capstone.store import open_store
 from capstone.store.postgres import PostgresStore
 from tests.conftest import fetch

@@ -25,7 +25,7 @@ from capstone.cli import app
 from capstone.cli.render import visible
 from capstone.compression import check_text, detect
 from capstone.errors import InputError
-from capstone.model import MAX_TEXT_LENGTH
+from capstone.spec import MAX_TEXT_LENGTH
 from capstone.store import is_postgres
 from capstone.timeutil import format_ts, parse_ts
 from tests.conftest import ROOT, fetch

@@ -6,8 +6,8 @@ import pytest
 
 from capstone.config import load_config, starter_config
 from capstone.errors import ConfigError
-from capstone.lineage_key import from_parts
-from capstone.schema import EVENTS, PipelineSpec
+from capstone.spec import EVENTS, PipelineSpec
+from capstone.spec import lineage_key_from_parts as from_parts
 
 
 @pytest.fixture

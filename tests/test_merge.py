@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from capstone import RunOptions, run
-from capstone.schema import FieldSpec, PipelineSpec
+from capstone.spec import FieldSpec, PipelineSpec
 from tests.conftest import fetch
 
 KEYS = st.sampled_from(["a", "b", "c", "d"])

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from capstone import RunOptions, run
 from capstone.errors import ConfigError, InterruptedRun, WatermarkError
 from capstone.pipeline import replay, status
-from capstone.schema import EVENTS, PipelineSpec
+from capstone.spec import EVENTS, PipelineSpec
 from capstone.store import Store, open_store
 from capstone.summary import RunSummary
 from capstone.timeutil import parse_duration

@@ -15,7 +15,7 @@ from capstone import RunOptions, run
 from capstone.cli import app
 from capstone.config import load_config, starter_config
 from capstone.errors import ConfigError, InputError
-from capstone.schema import PipelineSpec
+from capstone.spec import PipelineSpec
 from capstone.store import open_store
 from tests.conftest import fetch, stored_letters
 

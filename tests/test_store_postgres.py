@@ -21,7 +21,7 @@ from capstone.config import load_config
 from capstone.errors import LockError, StoreError
 from capstone.fates import Merged
 from capstone.pipeline import replay_dead_letters
-from capstone.schema import EVENTS, FieldSpec, PipelineSpec
+from capstone.spec import EVENTS, FieldSpec, PipelineSpec
 from capstone.store import open_store
 from capstone.store.postgres import (
     MAX_KEY_BYTES,

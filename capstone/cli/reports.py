@@ -5,7 +5,6 @@ from typing import Annotated
 
 import typer
 
-from capstone import lineage_key
 from capstone.cli._errors import handle_errors
 from capstone.cli._options import (
     ConfigPath,
@@ -20,6 +19,7 @@ from capstone.cli._output import all_steps, console, print_json
 from capstone.cli.render import lineage_table, reasons_table, runs_table, steps_table, summary_table
 from capstone.config import load_config
 from capstone.errors import CapstoneError
+from capstone.spec import lineage_key_from_parts
 
 __all__ = ["lineage", "report", "runs"]
 
@@ -135,7 +135,7 @@ def lineage(
     Example: capstone lineage evt-003; capstone lineage --pipeline orders O-1001 1
     """
     spec = None if pipeline is None else load_config(config).pipeline(pipeline)
-    key = lineage_key.from_parts(key_parts, spec)
+    key = lineage_key_from_parts(key_parts, spec)
     with existing(db) as store:
         entries = store.lineage(key, pipeline)
     if not entries:  # the same exit code with --json: a script tells "no such key" by it

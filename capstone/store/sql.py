@@ -31,7 +31,7 @@ from capstone.lineage import (
     of_rejects,
     of_skips,
 )
-from capstone.schema import FieldType, PipelineSpec
+from capstone.spec import FieldType, PipelineSpec
 from capstone.store.tables import TableSync, quote, sync_plan
 from capstone.summary import DeadLetter, RunStatus, RunSummary
 from capstone.timeutil import format_ts, utcnow

@@ -15,7 +15,7 @@ from typing import Any
 
 from capstone.errors import LockError, MissingDatabase, StoreError
 from capstone.fates import Merged, StagedRow
-from capstone.schema import PipelineSpec
+from capstone.spec import PipelineSpec
 from capstone.store.sql import (
     Dialect,
     SqlRun,

@@ -11,7 +11,7 @@ import orjson
 from pydantic import ValidationError
 
 from capstone.errors import ConfigError, StoreError
-from capstone.schema import PipelineSpec, plan_changes
+from capstone.spec import PipelineSpec
 
 __all__ = ["TableSync", "quote", "sync_plan"]
 
@@ -98,3 +98,57 @@ def sync_plan(
         )
     changes = [f"added optional field {name!r}" for name in plan.added] + plan.other
     return TableSync(add=plan.added, changes=changes)
+
+
+# -- schema changes ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SchemaPlan:
+    """How a stored definition becomes the configured one."""
+
+    added: list[str]
+    """Optional fields to add as columns."""
+    refused: list[str]
+    """Changes that would lose or reinterpret stored data."""
+    other: list[str]
+    """Changes with nothing to migrate (constraints, unknown-field policy, target)."""
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.refused or self.other)
+
+
+def plan_changes(old: PipelineSpec, new: PipelineSpec) -> SchemaPlan:
+    """Compare the stored definition with the configured one."""
+    added: list[str] = []
+    refused: list[str] = []
+    other: list[str] = []
+    if old.key != new.key:
+        refused.append(f"key ({', '.join(old.key)}) became ({', '.join(new.key)})")
+    if old.event_time != new.event_time:
+        refused.append(f"event_time {old.event_time!r} became {new.event_time!r}")
+    for name, spec in old.fields.items():
+        if name not in new.fields:
+            refused.append(f"field {name!r} was removed (its column holds data)")
+        elif new.fields[name].type != spec.type:
+            refused.append(f"field {name!r} changed type {spec.type} -> {new.fields[name].type}")
+        elif new.fields[name] != spec:
+            other.append(f"constraints of field {name!r} changed")
+    for name, added_spec in new.fields.items():
+        if name in old.fields:
+            continue
+        if name.lower() in {n.lower() for n in old.fields}:
+            refused.append(f"field {name!r} differs from stored {name.lower()!r} only in case")
+        elif added_spec.required:
+            refused.append(
+                f"new field {name!r} is required, but stored rows have no value for it "
+                "(add it with required = false)"
+            )
+        else:
+            added.append(name)
+    if old.unknown != new.unknown:
+        other.append(f"unknown fields policy {old.unknown} -> {new.unknown}")
+    if old.target != new.target:
+        other.append(f"target table {old.target} -> {new.target}")
+    return SchemaPlan(added, refused, other)

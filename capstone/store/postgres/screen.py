@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from capstone.fates import Reason, Screen, StagedRow
-from capstone.schema import PipelineSpec
+from capstone.spec import PipelineSpec
 
 __all__ = ["MAX_KEY_BYTES", "jsonb_text", "nul_free", "screen_for"]
 

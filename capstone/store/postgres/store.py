@@ -11,7 +11,7 @@ from psycopg.pq import TransactionStatus
 
 from capstone.errors import LockError, MissingDatabase, StoreError
 from capstone.fates import Merged, Screen, StagedRow
-from capstone.schema import PipelineSpec
+from capstone.spec import PipelineSpec
 from capstone.store.postgres.connection import connect, redact_url, secrets_of, store_error
 from capstone.store.postgres.locks import AdvisoryLocks
 from capstone.store.postgres.screen import jsonb_text, nul_free, screen_for

@@ -1,0 +1,288 @@
+"""Pipeline definitions: what a pipeline's records look like (fields, key, event time) and its
+settings.
+
+The built-in `events` pipeline is the seed's shape (key, name, value, ts); a `capstone.toml`
+declares others. A definition is checked by Pydantic here; `model` turns it into a record model,
+and `store.tables` compares it with the one stored in the database before a run.
+"""
+
+import math
+import re
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import SchemaError
+
+from capstone.errors import ConfigError
+from capstone.fates import RESERVED_COLUMNS, RESERVED_FIELDS, StagingLayout
+from capstone.jsontext import dumps_exact
+from capstone.timeutil import parse_duration
+
+__all__ = [
+    "EVENTS",
+    "MAX_TEXT_LENGTH",
+    "Duration",
+    "FieldSpec",
+    "FieldType",
+    "PipelineSpec",
+    "lineage_key_from_parts",
+]
+
+MAX_TEXT_LENGTH = 256
+"""Longest `key` or `name` of the seed's shape; longer ones are rejected, never truncated."""
+
+FieldType = Literal["string", "integer", "float", "boolean", "timestamp", "json"]
+Unknown = Literal["keep", "reject", "drop"]
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+RESERVED_TABLES = frozenset(
+    {
+        "run_log",
+        "run_steps",
+        "run_reasons",
+        "watermarks",
+        "staging",
+        "target",
+        "dead_letters",
+        "lineage",
+        "schema_migrations",
+        "pipeline_schemas",
+        "schema_changes",
+    }
+)
+BUILTIN = "events"
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except Exception as error:
+            raise ValueError(str(error).removeprefix("cannot read duration ")) from None
+    return value
+
+
+def _not_negative(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("a duration cannot be negative; use 0 or a span such as 2h")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_not_negative)]
+"""A span of time from "90s", "2h", "1h30m" or a number of seconds; never negative, since a
+negative lookback would skip records newer than the watermark."""
+
+
+class FieldSpec(BaseModel):
+    """One field of a record: its type and the constraints a valid value meets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: FieldType
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    min_length: int | None = Field(None, ge=0)
+    max_length: int | None = Field(None, ge=1)
+    pattern: str | None = None
+    allowed: tuple[str | int | float, ...] | None = Field(None, min_length=1)
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        # pydantic's default engine (Rust's regex) runs in time linear in the text, so no record
+        # can make a pattern backtrack for ever, and its `$` is the end of the text, not the
+        # place before a final newline. It has no lookaround and no backreferences.
+        if value is not None:
+            try:
+                TypeAdapter(Annotated[str, StringConstraints(pattern=value)])
+            except SchemaError:
+                raise ValueError(
+                    "is not a regular expression capstone can run: check the syntax (lookaround "
+                    "and backreferences are not supported)"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _fits_type(self) -> "FieldSpec":
+        numeric = self.type in ("integer", "float")
+        if (self.min is not None or self.max is not None) and not numeric:
+            raise ValueError(f"min and max apply to integer and float fields, not {self.type}")
+        textual = (self.min_length, self.max_length, self.pattern)
+        if any(v is not None for v in textual) and self.type != "string":
+            raise ValueError(
+                f"min_length, max_length and pattern apply to string fields, not {self.type}"
+            )
+        if self.allowed is not None and self.type not in ("string", "integer", "float"):
+            raise ValueError(
+                f"allowed applies to string, integer and float fields, not {self.type}"
+            )
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if any(bound is not None and not math.isfinite(bound) for bound in (self.min, self.max)):
+            raise ValueError("min and max must be finite numbers")
+        shortest, longest = self.min_length, self.max_length
+        if shortest is not None and longest is not None and shortest > longest:
+            raise ValueError(f"min_length ({shortest}) is greater than max_length ({longest})")
+        if self.allowed is not None and not all(map(self._takes, self.allowed)):
+            raise ValueError(f"allowed holds a value no {self.type} field can have")
+        return self
+
+    def _takes(self, value: str | int | float) -> bool:
+        # Settings that no value can meet would quietly reject every record.
+        if self.type == "string":
+            return isinstance(value, str)
+        if isinstance(value, (bool, str)):
+            return False
+        return isinstance(value, int) or (self.type == "float" and math.isfinite(value))
+
+
+EVENT_FIELDS: dict[str, FieldSpec] = {
+    "key": FieldSpec(type="string", min_length=1, max_length=MAX_TEXT_LENGTH),
+    "name": FieldSpec(type="string", min_length=1, max_length=MAX_TEXT_LENGTH),
+    "value": FieldSpec(type="float"),
+    "ts": FieldSpec(type="timestamp"),
+}
+
+
+class PipelineSpec(BaseModel):
+    """A named pipeline: where records go, what they look like, which fields identify them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=IDENTIFIER.pattern)
+    target: str = Field("", description="Target table; defaults to the pipeline's name.")
+    key: tuple[str, ...] = ("key",)
+    event_time: str = "ts"
+    fields: dict[str, FieldSpec] = Field(default_factory=lambda: dict(EVENT_FIELDS))
+    unknown: Unknown = "keep"
+    lookback: Duration = timedelta(0)
+    future_tolerance: Duration = timedelta(days=1)
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if not data.get("target"):
+                data["target"] = data.get("name", "")
+            if "fields" in data and ("key" not in data or "event_time" not in data):
+                raise ValueError(
+                    "a pipeline that declares fields must also name its key and event_time"
+                )
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PipelineSpec":
+        if not IDENTIFIER.fullmatch(self.target):
+            raise ValueError(
+                f"target {self.target!r} is not a table name: use letters, digits and _"
+            )
+        if self.target.lower() in RESERVED_TABLES and not self.is_builtin:
+            raise ValueError(f"target {self.target!r} is a capstone table; choose another name")
+        if self.target.lower().startswith(("sqlite_", "pg_")):
+            raise ValueError(f"target {self.target!r} uses a prefix the database reserves")
+        if not self.fields:
+            raise ValueError("declare at least the key and event_time fields")
+        for name in self.fields:
+            if not IDENTIFIER.fullmatch(name):
+                raise ValueError(f"field {name!r} is not a column name: use letters, digits and _")
+            if name.lower() in RESERVED_COLUMNS:
+                raise ValueError(f"field {name!r} is a column capstone adds; rename it")
+            if name.lower() in RESERVED_FIELDS:
+                raise ValueError(f"field {name!r} is a name dead-letter exports use; rename it")
+        if len({n.lower() for n in self.fields}) != len(self.fields):
+            raise ValueError("two fields differ only in case; column names must differ")
+        if not self.key or len(set(self.key)) != len(self.key):
+            raise ValueError("key must name one field, or several different ones")
+        for part in self.key:
+            spec = self.fields.get(part)
+            if spec is None:
+                raise ValueError(f"key field {part!r} is not declared under fields")
+            if not spec.required:
+                raise ValueError(f"key field {part!r} must be required")
+            if spec.type not in ("string", "integer"):
+                raise ValueError(f"key field {part!r} must be a string or integer, not {spec.type}")
+        event_time = self.fields.get(self.event_time)
+        if event_time is None:
+            raise ValueError(f"event_time field {self.event_time!r} is not declared under fields")
+        if event_time.type != "timestamp" or not event_time.required:
+            raise ValueError(f"event_time field {self.event_time!r} must be a required timestamp")
+        if self.event_time in self.key:
+            raise ValueError("event_time cannot be part of the key")
+        return self
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.name == BUILTIN and self.target == "target" and self.fields == EVENT_FIELDS
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The record's columns in staging and target, in declaration order."""
+        return tuple(self.fields)
+
+    @property
+    def text_key(self) -> bool:
+        """A single string key is its own lineage key; others get a `_lineage_key` column."""
+        return len(self.key) == 1 and self.fields[self.key[0]].type == "string"
+
+    @property
+    def staging(self) -> StagingLayout:
+        """Where each value sits in this pipeline's staged rows."""
+        return StagingLayout(self.columns, self.key, own_lineage_key=not self.text_key)
+
+    def lineage_key(self, parts: tuple[Any, ...]) -> str:
+        """The text that names one record's key in lineage and dead letters."""
+        if len(parts) == 1 and isinstance(parts[0], str):
+            return parts[0]
+        # A rejected record's key part may be an integer beyond 64 bits.
+        return dumps_exact(parts[0] if len(parts) == 1 else list(parts))
+
+    def definition(self) -> str:
+        """The canonical JSON stored with the target table, compared on every run."""
+        return self.model_dump_json(exclude={"name", "lookback", "future_tolerance"})
+
+
+EVENTS = PipelineSpec(name=BUILTIN, target="target")
+"""The seed's pipeline: key, name, value, ts, into the table `target`."""
+
+
+def lineage_key_from_parts(parts: Sequence[str], spec: PipelineSpec | None = None) -> str:
+    """The lineage text of a key: its single part, or the parts typed and joined as the pipeline
+    `spec` writes them (a JSON array for a composite key)."""
+    if spec is None:
+        if len(parts) != 1:
+            raise ConfigError("a key of several parts needs --pipeline to say whose key it is")
+        return parts[0]
+    if len(parts) != len(spec.key):
+        raise ConfigError(
+            f"pipeline {spec.name!r} has a key of {len(spec.key)} part(s) "
+            f"({', '.join(spec.key)}); give {len(spec.key)} value(s), not {len(parts)}"
+        )
+    typed: list[str | int] = []
+    for name, part in zip(spec.key, parts, strict=True):
+        if spec.fields[name].type == "integer":
+            try:
+                typed.append(int(part))
+            except ValueError:
+                raise ConfigError(f"key field {name!r} is an integer, not {part!r}") from None
+        else:
+            typed.append(part)
+    return spec.lineage_key(tuple(typed))
