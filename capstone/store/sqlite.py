@@ -16,16 +16,8 @@ from typing import Any
 from capstone.errors import LockError, MissingDatabase, StoreError
 from capstone.fates import Merged, StagedRow
 from capstone.spec import PipelineSpec
-from capstone.store.sql import (
-    Dialect,
-    SqlRun,
-    SqlStore,
-    column_definitions,
-    core_tables,
-    later_migrations,
-    pipeline_tables,
-    run_reasons_table,
-)
+from capstone.store.ddl import core_tables, later_migrations, pipeline_tables, run_reasons_table
+from capstone.store.sql import Dialect, SqlRun, SqlStore, column_definitions
 from capstone.store.tables import quote
 from capstone.summary import RunSummary
 

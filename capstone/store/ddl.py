@@ -1,0 +1,127 @@
+"""The core tables, written once: each backend's migrations render them with its type words.
+
+A backend's migrations are its history: what its first versions created, then what each later
+version added. They start from the same tables (`core_tables`), and later changes both backends
+take alike are `later_migrations`.
+"""
+
+from capstone.store.sql import Dialect
+
+__all__ = ["core_tables", "later_migrations", "pipeline_tables", "run_reasons_table"]
+
+
+def core_tables(d: Dialect) -> str:
+    """The first migration's tables, the same on every backend but for the type words."""
+    w = d.words
+    return f"""
+        CREATE TABLE run_log (
+            run_id {w["counter_pk"]},
+            pipeline {w["text"]} NOT NULL,
+            status {w["text"]} NOT NULL,
+            source {w["text"]},
+            started_at {w["ts"]} NOT NULL,
+            finished_at {w["ts"]},
+            duration_ms {w["bigint"]} NOT NULL DEFAULT 0,
+            input_records {w["bigint"]} NOT NULL DEFAULT 0,
+            staged {w["bigint"]} NOT NULL DEFAULT 0,
+            loaded {w["bigint"]} NOT NULL DEFAULT 0,
+            stale {w["bigint"]} NOT NULL DEFAULT 0,
+            rejected {w["bigint"]} NOT NULL DEFAULT 0,
+            skipped {w["bigint"]} NOT NULL DEFAULT 0,
+            dead_letters {w["bigint"]} NOT NULL DEFAULT 0,
+            lineage_entries {w["bigint"]} NOT NULL DEFAULT 0,
+            watermark_before {w["ts"]},
+            watermark_after {w["ts"]},
+            error {w["text"]},
+            host {w["text"]},
+            pid {w["int"]}
+        );
+        CREATE INDEX run_log_running ON run_log (pipeline) WHERE status = 'running';
+        CREATE TABLE run_steps (
+            run_id {w["bigint"]} NOT NULL REFERENCES run_log (run_id),
+            step {w["text"]} NOT NULL,
+            count {w["bigint"]} NOT NULL,
+            PRIMARY KEY (run_id, step)
+        ){w["table_options"]};
+        CREATE TABLE watermarks (
+            name {w["text"]} PRIMARY KEY,
+            value {w["text"]},
+            run_id {w["bigint"]},
+            updated_at {w["ts"]}
+        );
+        CREATE TABLE target (
+            key {w["text"]} PRIMARY KEY,
+            name {w["text"]} NOT NULL,
+            value {w["real"]} NOT NULL,
+            ts {w["ts"]} NOT NULL,
+            attributes {w["json"]},
+            run_id {w["bigint"]} NOT NULL
+        ){w["table_options"]};
+        CREATE TABLE dead_letters (
+            id {w["serial_pk"]},
+            pipeline {w["text"]} NOT NULL,
+            run_id {w["bigint"]} NOT NULL,
+            last_run_id {w["bigint"]} NOT NULL,
+            times_seen {w["int"]} NOT NULL DEFAULT 1,
+            position {w["bigint"]} NOT NULL,
+            key {w["text"]},
+            reason {w["text"]} NOT NULL,
+            message {w["text"]} NOT NULL,
+            raw {w["text"]} NOT NULL,
+            fingerprint {w["text"]} NOT NULL,
+            resolved_run_id {w["bigint"]},
+            UNIQUE (pipeline, fingerprint)
+        );
+        CREATE INDEX dead_letters_run ON dead_letters (run_id);
+        CREATE TABLE lineage (
+            id {w["row_id"]},
+            run_id {w["bigint"]} NOT NULL,
+            step {w["text"]} NOT NULL,
+            key {w["text"]},
+            position {w["bigint"]} NOT NULL,
+            detail {w["text"]}
+        )
+        """
+
+
+def run_reasons_table(d: Dialect) -> str:
+    w = d.words
+    return f"""
+        CREATE TABLE run_reasons (
+            run_id {w["bigint"]} NOT NULL REFERENCES run_log (run_id),
+            reason {w["text"]} NOT NULL,
+            count {w["bigint"]} NOT NULL,
+            PRIMARY KEY (run_id, reason)
+        ){w["table_options"]}
+        """
+
+
+def pipeline_tables(d: Dialect) -> str:
+    w = d.words
+    return f"""
+        CREATE TABLE pipeline_schemas (
+            pipeline {w["text"]} PRIMARY KEY,
+            target {w["text"]} NOT NULL UNIQUE,
+            definition {w["text"]} NOT NULL,
+            version {w["int"]} NOT NULL,
+            updated_at {w["text"]} NOT NULL
+        );
+        CREATE TABLE schema_changes (
+            id {w["serial_pk"]},
+            pipeline {w["text"]} NOT NULL,
+            version {w["int"]} NOT NULL,
+            change {w["text"]} NOT NULL,
+            run_id {w["bigint"]},
+            applied_at {w["text"]} NOT NULL
+        )
+        """
+
+
+def later_migrations(d: Dialect) -> list[tuple[str, str]]:
+    """Migrations both backends take alike, after their own first ones."""
+    return [
+        (
+            "late records: loaded behind the watermark",
+            f"ALTER TABLE run_log ADD COLUMN late {d.words['bigint']} NOT NULL DEFAULT 0",
+        ),
+    ]
