@@ -62,7 +62,8 @@ def run(
     lookback: Annotated[
         str | None,
         typer.Option(
-            help="Let records this far behind the watermark through (90s, 15m, 2h, 3d) "
+            help="Stage records this far behind the watermark without checking whether an "
+            "earlier run had them (90s, 15m, 2h, 3d); late records load without it "
             "(default: the pipeline's, 0 for events).",
             metavar="DURATION",
         ),
