@@ -749,13 +749,19 @@ class SqlRun(ABC):
         return Rejects(new, list(rows))
 
     def _known_letters(self, fingerprints: Sequence[str]) -> set[str]:
-        """Which of these fingerprints have a dead letter of this pipeline already."""
+        """Which of these fingerprints have a dead letter an earlier run of this pipeline wrote."""
         if not fingerprints:
             return set()
         found = self.store._all(
-            "SELECT fingerprint FROM dead_letters WHERE pipeline = :pipeline AND fingerprint IN "
+            # Letters this run wrote itself do not count: batching must not change a fate.
+            "SELECT fingerprint FROM dead_letters WHERE pipeline = :pipeline AND run_id <> :run "
+            "AND fingerprint IN "
             f"({self.store.dialect.list_of.format(name='prints', type='text')})",
-            {"pipeline": self.run.pipeline, "prints": self.store._list(sorted(set(fingerprints)))},
+            {
+                "pipeline": self.run.pipeline,
+                "run": self.run.run_id,
+                "prints": self.store._list(sorted(set(fingerprints))),
+            },
         )
         return {row["fingerprint"] for row in found}
 
