@@ -181,7 +181,8 @@ class Batch:
     resolved: list[int] = field(default_factory=list)
     """Dead-letter ids (from `_dead_letter` fields) of replayed records that were staged."""
     behind: int = 0
-    """How many staged records are at or below the watermark (checked for coverage at merge)."""
+    """How many staged records are at or below the watermark: they may turn out late, so the
+    store counts its late loads only when there are some."""
 
     def __len__(self) -> int:
         return len(self.staged) + len(self.rejected)

@@ -31,12 +31,15 @@ from capstone.spec import EVENT_FIELDS, MAX_TEXT_LENGTH, FieldSpec, PipelineSpec
 from capstone.timeutil import to_utc_naive
 
 __all__ = [
-    "MAX_TEXT_LENGTH",
+    "INT64_MAX",
     "Event",
+    "RecordShape",
+    "build_model",
     "iso_text_only",
     "no_separators",
     "number_not_bool",
     "reasons_from_error",
+    "shape_of",
 ]
 
 
@@ -97,7 +100,7 @@ def reasons_from_error(error: ValidationError) -> list[Reason]:
     return reasons
 
 
-# -- record models -------------------------------------------------------------------------------
+# -- generated models ----------------------------------------------------------------------------
 
 
 def _not_allowed(allowed: tuple[Any, ...]) -> Callable[[Any], Any]:
