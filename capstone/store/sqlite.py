@@ -126,42 +126,37 @@ class SQLiteRun(SqlRun):
         joined = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.key)
         params = {"run": self.run.run_id, "skip": skip_through, "watermark": watermark}
         # With no staged record behind the watermark (a first load, a feed on time) nothing can
-        # be covered or late: the statement leaves those tests out rather than evaluate them for
-        # every row (they made the lineage statement of a first load a third slower).
+        # be covered or late, and the statements below leave those tests out.
         behind = bool(self.behind and watermark)
-        covered = "COALESCE(ts <= :skip AND stored >= ts, 0)" if behind and skip_through else "0"
-        uncovered = "WHERE NOT (covered AND f.stage)" if behind and skip_through else ""
+        skipped = self._skip_covered(table, ts, lineage_key, joined, params) if behind else 0
         late_detail = (
             "WHEN applied AND ts <= :watermark "
             "THEN 'late: ' || ts || ' behind watermark ' || :watermark"
             if behind
             else ""
         )
-        # 1. Lineage, before the target changes. A record behind the watermark whose key the
-        #    target holds at the same or a later time is covered: one `skip` row. Any other is
-        #    applied when its event time is strictly newer than everything before it for its key:
-        #    the stored row and every earlier staged record (`newest_before`, one window pass).
-        #    It gets its `stage` row and its `load` or `stale` row. The window's sort hands rows
-        #    on in key order, so they append to the lineage (run_id, key) index (only speed
-        #    relies on that). Canonical timestamp text compares in time order.
+        first_id = self._last_lineage_id()
+        # 1. Lineage, before the target changes. A staged record is applied when its event time
+        #    is strictly newer than everything before it for its key: the stored row and every
+        #    earlier staged record (`newest_before`, one window pass). Each record gets its
+        #    `stage` row and its `load` or `stale` row. The window's sort hands rows on in key
+        #    order, so they append to the lineage (run_id, key) index (only speed relies on
+        #    that). Canonical timestamp text compares in time order.
         before = self.conn.total_changes
         self.conn.execute(
             f"""
             INSERT INTO lineage (run_id, step, key, position, detail)
             SELECT :run,
-                   CASE WHEN covered THEN 'skip' WHEN f.stage THEN 'stage'
-                        WHEN applied THEN 'load' ELSE 'stale' END,
+                   CASE WHEN f.stage THEN 'stage' WHEN applied THEN 'load' ELSE 'stale' END,
                    key, position,
-                   CASE WHEN covered THEN 'ts ' || ts
-                        WHEN f.stage THEN NULL
+                   CASE WHEN f.stage THEN NULL
                         {late_detail}
                         WHEN applied THEN 'ts ' || ts
                         ELSE 'kept ts ' || newest_before || ' over ' || ts END
             FROM (
-                SELECT key, position, ts, ts > newest_before AS applied, newest_before,
-                       {covered} AS covered
+                SELECT key, position, ts, ts > newest_before AS applied, newest_before
                 FROM (
-                    SELECT {lineage_key} AS key, s.position, s.{ts} AS ts, t.{ts} AS stored,
+                    SELECT {lineage_key} AS key, s.position, s.{ts} AS ts,
                            MAX(COALESCE(t.{ts}, ''), COALESCE(MAX(s.{ts}) OVER (
                                PARTITION BY {partition} ORDER BY s.seq
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), '')
@@ -169,22 +164,17 @@ class SQLiteRun(SqlRun):
                     FROM temp.staging AS s LEFT JOIN main.{table} AS t ON {joined}
                 )
             ) CROSS JOIN (SELECT 1 AS stage UNION ALL SELECT 0) AS f
-            {uncovered}
             """,
             params,
         )
-        written = self.conn.total_changes - before
-        self.lineage_entries += written
-        # Two rows per staged record, one per covered one.
-        skipped = 2 * self.staged - written
+        self.lineage_entries += self.conn.total_changes - before
         before = self.conn.total_changes
         # 2. The target. SQLite applies the rows of one INSERT ... SELECT in the SELECT's order,
         #    so feeding staging in input order through the strict guard is, by construction,
-        #    applying records one by one; a refused update changes nothing (a covered record is
-        #    refused too), so the change count is `loaded`. Ordering by key first keeps each
-        #    key's records in input order and walks the target's key index once, front to back.
-        #    (PostgreSQL cannot update a row twice in one statement: its backend upserts one
-        #    winner per key instead.)
+        #    applying records one by one; a refused update changes nothing, so the change count
+        #    is `loaded`. Ordering by key first keeps each key's records in input order and walks
+        #    the target's key index once, front to back. (PostgreSQL cannot update a row twice
+        #    in one statement: its backend upserts one winner per key instead.)
         columns = ", ".join(quote(c) for c in spec.columns)
         order = ", ".join(quote(k) for k in spec.key)
         updates = ", ".join(
@@ -202,17 +192,52 @@ class SQLiteRun(SqlRun):
         )
         loaded = self.conn.total_changes - before
         late = 0
-        if behind:
+        if behind:  # counted among the rows statement 1 wrote, found by their ids
             row = self.conn.execute(
-                "SELECT COUNT(*) FROM lineage WHERE run_id = ? AND step = 'load' "
+                "SELECT COUNT(*) FROM lineage WHERE id > ? AND step = 'load' "
                 "AND detail LIKE 'late: %'",
-                (self.run.run_id,),
+                (first_id,),
             ).fetchone()
             late = int(row[0])
         self.conn.execute("DELETE FROM temp.staging")
         staged = self.staged - skipped
         self.staged = self.behind = 0
         return Merged(loaded=loaded, stale=staged - loaded, skipped=skipped, late=late)
+
+    def _skip_covered(
+        self, table: str, ts: str, lineage_key: str, joined: str, params: dict[str, Any]
+    ) -> int:
+        """Take the records an earlier run had out of staging, with one `skip` lineage row each:
+        behind the skip line, their key is in the target at the same or a later event time.
+
+        Such a record can change nothing: the guard would refuse it, and no later record of its
+        key compares against it (the stored time is at least as new). Removing it first keeps a
+        rerun from paying for the merge of records it only needed to recognise.
+        """
+        if params["skip"] is None:
+            return 0
+        self.conn.execute("DROP TABLE IF EXISTS temp.covered")
+        self.conn.execute(
+            f"CREATE TEMP TABLE covered AS SELECT s.seq, {lineage_key} AS key, s.position, "
+            f"s.{ts} AS ts FROM temp.staging AS s JOIN main.{table} AS t ON {joined} "
+            f"WHERE s.{ts} <= :skip AND t.{ts} >= s.{ts}",
+            params,
+        )
+        before = self.conn.total_changes
+        self.conn.execute(
+            "INSERT INTO lineage (run_id, step, key, position, detail) "
+            "SELECT :run, 'skip', key, position, 'ts ' || ts FROM temp.covered",
+            params,
+        )
+        skipped = int(self.conn.total_changes - before)
+        self.lineage_entries += skipped
+        self.conn.execute("DELETE FROM temp.staging WHERE seq IN (SELECT seq FROM temp.covered)")
+        self.conn.execute("DROP TABLE temp.covered")
+        return skipped
+
+    def _last_lineage_id(self) -> int:
+        row = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM lineage").fetchone()
+        return int(row[0])
 
 
 class SQLiteStore(SqlStore):
