@@ -146,7 +146,8 @@ target = "orders"                  # the target table (default: the pipeline's n
 key = ["order_id", "line"]         # one field, or several for a composite key
 event_time = "updated_at"          # a required timestamp: the watermark and the newer-wins guard use it
 unknown = "keep"                   # fields not declared below: keep (JSON column), reject, or drop
-lookback = "0s"                    # let records this far behind the watermark through (90s, 15m, 2h, 3d)
+ties = "keep"                      # same event time as the stored row: keep it, or replace it (corrections)
+lookback = "0s"                    # stage records this far behind the watermark unchecked (90s, 15m, 2h, 3d)
 future_tolerance = "1d"            # reject event times later than now plus this
 
 # Types: string, integer, float, boolean, timestamp, json.

@@ -37,6 +37,7 @@ __all__ = [
     "FieldSpec",
     "FieldType",
     "PipelineSpec",
+    "Ties",
     "lineage_key_from_parts",
 ]
 
@@ -45,6 +46,9 @@ MAX_TEXT_LENGTH = 256
 
 FieldType = Literal["string", "integer", "float", "boolean", "timestamp", "json"]
 Unknown = Literal["keep", "reject", "drop"]
+Ties = Literal["keep", "replace"]
+"""What a record with the same event time as the stored row does: `keep` the stored row (the
+strict guard), or `replace` it (a corrected re-delivery wins)."""
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 RESERVED_TABLES = frozenset(
@@ -168,6 +172,7 @@ class PipelineSpec(BaseModel):
     event_time: str = "ts"
     fields: dict[str, FieldSpec] = Field(default_factory=lambda: dict(EVENT_FIELDS))
     unknown: Unknown = "keep"
+    ties: Ties = "keep"
     lookback: Duration = timedelta(0)
     future_tolerance: Duration = timedelta(days=1)
 

@@ -11,7 +11,7 @@ import re
 import socket
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cache
@@ -42,6 +42,8 @@ __all__ = [
     "SqlRun",
     "SqlStore",
     "column_definitions",
+    "guard",
+    "holds",
 ]
 
 Row = Mapping[str, Any]
@@ -69,6 +71,8 @@ class Dialect:
     `SqlStore._list`)."""
     join_in_order: str
     """A join that keeps the planner on the left table first (for the lineage lookup by key)."""
+    same: str
+    """Null-safe equality of two values."""
     error: type[Exception]
     """The driver's base exception, turned into a one-line StoreError (`_store_error`)."""
 
@@ -125,6 +129,28 @@ def column_definitions(
         + (" NOT NULL" if not_null and (name in spec.key or name == spec.event_time) else "")
         for name, f in spec.fields.items()
     ]
+
+
+def guard(spec: PipelineSpec) -> str:
+    """The comparison by which a record's event time beats the newest one before it: strictly
+    newer, or, where ties replace, the same or newer."""
+    return ">=" if spec.ties == "replace" else ">"
+
+
+def holds(spec: PipelineSpec, dialect: Dialect, staged: Callable[[str], str] | None = None) -> str:
+    """SQL true when the target row `t` already holds a staged record: an event time that would
+    refuse it, or (where ties replace) the same time with the same values, so that loading it
+    again would change nothing. `staged` names a staged column in SQL (default `s."name"`)."""
+    column = staged or (lambda name: f"s.{quote(name)}")
+    ts, stored = column(spec.event_time), f"t.{quote(spec.event_time)}"
+    if spec.ties == "keep":
+        return f"{stored} >= {ts}"
+    same = " AND ".join(
+        f"t.{quote(c)} {dialect.same} {column(c)}"
+        for c in (*spec.columns, "attributes")
+        if c not in spec.key and c != spec.event_time
+    )
+    return f"({stored} > {ts} OR ({stored} = {ts} AND {same}))"
 
 
 def _dead_letter(row: Row) -> DeadLetter:

@@ -17,7 +17,7 @@ from capstone.errors import LockError, MissingDatabase, StoreError
 from capstone.fates import Merged, StagedRow
 from capstone.spec import PipelineSpec
 from capstone.store.ddl import core_tables, later_migrations, pipeline_tables, run_reasons_table
-from capstone.store.sql import Dialect, SqlRun, SqlStore, column_definitions
+from capstone.store.sql import Dialect, SqlRun, SqlStore, column_definitions, guard, holds
 from capstone.store.tables import quote
 from capstone.summary import RunSummary
 
@@ -45,6 +45,7 @@ DIALECT = Dialect(
     list_of="SELECT value FROM json_each(:{name})",
     # CROSS JOIN keeps SQLite from scanning lineage instead of seeking its index once per run.
     join_in_order="CROSS JOIN",
+    same="IS",
     error=sqlite3.Error,
 )
 
@@ -125,6 +126,7 @@ class SQLiteRun(SqlRun):
         partition = ", ".join(f"s.{quote(k)}" for k in spec.key)
         joined = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.key)
         params = {"run": self.run.run_id, "skip": skip_through, "watermark": watermark}
+        wins = guard(spec)
         # With no staged record behind the watermark (a first load, a feed on time) nothing can
         # be covered or late, and the statements below leave those tests out.
         behind = bool(self.behind and watermark)
@@ -154,7 +156,7 @@ class SQLiteRun(SqlRun):
                         WHEN applied THEN 'ts ' || ts
                         ELSE 'kept ts ' || newest_before || ' over ' || ts END
             FROM (
-                SELECT key, position, ts, ts > newest_before AS applied, newest_before
+                SELECT key, position, ts, ts {wins} newest_before AS applied, newest_before
                 FROM (
                     SELECT {lineage_key} AS key, s.position, s.{ts} AS ts,
                            MAX(COALESCE(t.{ts}, ''), COALESCE(MAX(s.{ts}) OVER (
@@ -171,7 +173,8 @@ class SQLiteRun(SqlRun):
         before = self.conn.total_changes
         # 2. The target. SQLite applies the rows of one INSERT ... SELECT in the SELECT's order,
         #    so feeding staging in input order through the strict guard is, by construction,
-        #    applying records one by one; a refused update changes nothing, so the change count
+        #    applying records one by one (`wins` is the pipeline's tie rule: > keeps the stored
+        #    row on a tie, >= replaces it); a refused update changes nothing, so the change count
         #    is `loaded`. Ordering by key first keeps each key's records in input order and walks
         #    the target's key index once, front to back. (PostgreSQL cannot update a row twice
         #    in one statement: its backend upserts one winner per key instead.)
@@ -186,7 +189,7 @@ class SQLiteRun(SqlRun):
             SELECT {columns}, attributes, :run FROM temp.staging WHERE true ORDER BY {order}, seq
             ON CONFLICT ({", ".join(quote(k) for k in spec.key)}) DO UPDATE SET
                 {updates}, attributes = excluded.attributes, run_id = excluded.run_id
-            WHERE excluded.{ts} > {table}.{ts}
+            WHERE excluded.{ts} {wins} {table}.{ts}
             """,
             params,
         )
@@ -210,8 +213,9 @@ class SQLiteRun(SqlRun):
         """Take the records an earlier run had out of staging, with one `skip` lineage row each:
         behind the skip line, their key is in the target at the same or a later event time.
 
-        Such a record can change nothing: the guard would refuse it, and no later record of its
-        key compares against it (the stored time is at least as new). Removing it first keeps a
+        Such a record can change nothing: the guard would refuse it (or, replacing ties, write
+        the same row again), and no later record of its key compares against it (the stored time
+        is at least as new). Removing it first keeps a
         rerun from paying for the merge of records it only needed to recognise.
         """
         if params["skip"] is None:
@@ -220,7 +224,7 @@ class SQLiteRun(SqlRun):
         self.conn.execute(
             f"CREATE TEMP TABLE covered AS SELECT s.seq, {lineage_key} AS key, s.position, "
             f"s.{ts} AS ts FROM temp.staging AS s JOIN main.{table} AS t ON {joined} "
-            f"WHERE s.{ts} <= :skip AND t.{ts} >= s.{ts}",
+            f"WHERE s.{ts} <= :skip AND {holds(self.spec, DIALECT)}",
             params,
         )
         before = self.conn.total_changes

@@ -147,6 +147,8 @@ def plan_changes(old: PipelineSpec, new: PipelineSpec) -> SchemaPlan:
             )
         else:
             added.append(name)
+    if old.ties != new.ties:
+        other.append(f"ties {old.ties} -> {new.ties}")
     if old.unknown != new.unknown:
         other.append(f"unknown fields policy {old.unknown} -> {new.unknown}")
     if old.target != new.target:

@@ -16,7 +16,7 @@ from capstone.store.ddl import core_tables, later_migrations, pipeline_tables, r
 from capstone.store.postgres.connection import connect, redact_url, secrets_of, store_error
 from capstone.store.postgres.locks import AdvisoryLocks
 from capstone.store.postgres.screen import jsonb_text, nul_free, screen_for
-from capstone.store.sql import Dialect, SqlRun, SqlStore, column_definitions
+from capstone.store.sql import Dialect, SqlRun, SqlStore, column_definitions, guard, holds
 from capstone.store.tables import quote
 from capstone.summary import RunSummary
 
@@ -44,6 +44,7 @@ DIALECT = Dialect(
     ts_text="capstone_ts_text",
     list_of="SELECT unnest(CAST(:{name} AS {type}[]))",
     join_in_order="JOIN",
+    same="IS NOT DISTINCT FROM",
     error=psycopg.Error,
 )
 
@@ -122,9 +123,13 @@ class PostgresRun(SqlRun):
         )
         keys = ", ".join(alias[k] for k in spec.key)
         key_text = "lineage_key" if self.layout.own_lineage_key else alias[spec.key[0]]
+        wins = guard(spec)
+        staged_column = {**{n: f"s.{a}" for n, a in alias.items()}, spec.event_time: "s.ts"}
+        held = holds(spec, DIALECT, lambda name: staged_column.get(name, f"s.{name}"))
         execute("ANALYZE pg_temp.staging")
-        # A staged record is applied when its ts is strictly newer than everything before it for
-        # its key: the stored row and every earlier staged record. The last applied record of a
+        # A staged record is applied when its ts beats everything before it for its key (strictly
+        # newer, or as new where ties replace): the stored row and every earlier staged record;
+        # one the target already holds (`covered`, behind the watermark) is skipped instead. The last applied record of a
         # key is the one the target ends up holding; that equals applying records one by one.
         execute(
             f"""
@@ -132,12 +137,12 @@ class PostgresRun(SqlRun):
             SELECT p.*, p.applied AND p.seq = MAX(p.seq) FILTER (WHERE p.applied)
                                               OVER (PARTITION BY {keys}) AS winner
             FROM (
-                SELECT b.*, b.newest_before IS NULL OR b.ts > b.newest_before AS applied,
-                       COALESCE(b.ts <= {skip}::timestamp AND b.stored >= b.ts, false)
-                           AS covered,
+                SELECT b.*, (b.newest_before IS NULL OR b.ts {wins} b.newest_before)
+                                AND NOT b.covered AS applied,
                        COALESCE(b.ts <= {behind}::timestamp, false) AS behind
                 FROM (
-                    SELECT s.*, t.{ts} AS stored, GREATEST(t.{ts}, MAX(s.ts) OVER (
+                    SELECT s.*, COALESCE(s.ts <= {skip}::timestamp AND {held}, false) AS covered,
+                           GREATEST(t.{ts}, MAX(s.ts) OVER (
                                PARTITION BY {", ".join(f"s.{alias[k]}" for k in spec.key)}
                                ORDER BY s.seq
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) AS newest_before
@@ -170,7 +175,7 @@ class PostgresRun(SqlRun):
                 FROM pg_temp.merge_plan WHERE winner ORDER BY {keys}
                 ON CONFLICT ({", ".join(quote(k) for k in spec.key)}) DO UPDATE SET
                     {updates}, attributes = excluded.attributes, run_id = excluded.run_id
-                WHERE excluded.{ts} > t.{ts}
+                WHERE excluded.{ts} {wins} t.{ts}
                 RETURNING 1
             )
             SELECT COUNT(*) AS written, (SELECT COUNT(*) FROM pg_temp.merge_plan WHERE winner)
