@@ -159,6 +159,8 @@ class Merged:
     newer one): they were never staged, and their lineage says `skip`."""
     late: int
     """Loaded records behind the watermark: delivered after a newer event time was loaded."""
+    deleted: int = 0
+    """Loaded records that were tombstones (their delete field true): they removed their key."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,10 +24,18 @@ __all__ = [
     "iter_steps",
     "of_rejects",
     "of_skips",
+    "reported_steps",
 ]
 
-STEPS = ("stage", "load", "stale", "reject", "skip")
+STEPS = ("stage", "load", "delete", "stale", "reject", "skip")
 """Lineage steps, in the order a record can pass through them."""
+
+
+def reported_steps(found: dict[str, int]) -> list[str]:
+    """The steps a report lists: all of them, but `delete` only where a pipeline with
+    tombstones has taken it (every other pipeline's reports keep their shape)."""
+    return [step for step in STEPS if step != "delete" or found.get(step)]
+
 
 LineageRow = tuple[int, str, str | None, int, str | None]
 """(run_id, step, key, position, detail), as the `lineage` table takes it."""
@@ -74,7 +82,8 @@ def of_skips(
 def iter_steps(summary: "RunSummary") -> Iterator[tuple[str, int]]:
     """A run's lineage rows per step, from its counts (each record adds one row per step)."""
     yield "stage", summary.staged
-    yield "load", summary.loaded
+    yield "load", summary.loaded - summary.deleted
+    yield "delete", summary.deleted
     yield "stale", summary.stale
     yield "reject", summary.rejected
     yield "skip", summary.skipped

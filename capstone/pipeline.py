@@ -341,6 +341,7 @@ class _Tally:
             "staged": staged,
             "loaded": merged.loaded,
             "late": merged.late,
+            "deleted": merged.deleted,
             "stale": merged.stale,
             "rejected": self.rejected,
             "skipped": skipped,

@@ -67,6 +67,7 @@ RESERVED_TABLES = frozenset(
     }
 )
 BUILTIN = "events"
+TOMBSTONES = "__tombstones"
 
 
 def _duration(value: Any) -> Any:
@@ -173,6 +174,10 @@ class PipelineSpec(BaseModel):
     fields: dict[str, FieldSpec] = Field(default_factory=lambda: dict(EVENT_FIELDS))
     unknown: Unknown = "keep"
     ties: Ties = "keep"
+    delete_field: str | None = None
+    """A boolean field that, when true, makes a record a tombstone: applied, it removes its key
+    from the target and is kept in the pipeline's tombstone table, so no older record brings the
+    key back."""
     lookback: Duration = timedelta(0)
     future_tolerance: Duration = timedelta(days=1)
 
@@ -204,6 +209,8 @@ class PipelineSpec(BaseModel):
             raise ValueError(f"target {self.target!r} is a capstone table; choose another name")
         if self.target.lower().startswith(("sqlite_", "pg_")):
             raise ValueError(f"target {self.target!r} uses a prefix the database reserves")
+        if self.target.lower().endswith(TOMBSTONES):
+            raise ValueError(f"target {self.target!r} ends as capstone's tombstone tables do")
         if not self.fields:
             raise ValueError("declare at least the key and event_time fields")
         for name in self.fields:
@@ -232,7 +239,24 @@ class PipelineSpec(BaseModel):
             raise ValueError(f"event_time field {self.event_time!r} must be a required timestamp")
         if self.event_time in self.key:
             raise ValueError("event_time cannot be part of the key")
+        if self.delete_field is not None:
+            marker = self.fields.get(self.delete_field)
+            if marker is None or marker.type != "boolean" or self.delete_field in self.key:
+                raise ValueError(
+                    f"delete_field {self.delete_field!r} must name a declared boolean field "
+                    "outside the key"
+                )
+            if len(self.tombstones) > 63:
+                raise ValueError(
+                    f"target {self.target!r} is too long for its tombstone table "
+                    f"{self.tombstones!r} (63 characters at most); choose a shorter target"
+                )
         return self
+
+    @property
+    def tombstones(self) -> str:
+        """The table of the keys this pipeline's tombstones removed, with their event times."""
+        return self.target + TOMBSTONES
 
     @property
     def is_builtin(self) -> bool:

@@ -32,6 +32,8 @@ class RunSummary(BaseModel):
     loaded: int = 0
     late: int = 0
     """Loaded records that were behind the watermark: delivered late, loaded all the same."""
+    deleted: int = 0
+    """Loaded records that were tombstones: each removed its key from the target."""
     stale: int = 0
     rejected: int = 0
     skipped: int = 0

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from rich.console import Console
 
-from capstone.lineage import STEPS, StepCount
+from capstone.lineage import StepCount, reported_steps
 
 __all__ = ["all_steps", "console", "plural", "print_json", "stdout_to_nowhere"]
 
@@ -38,6 +38,7 @@ def plural(n: int, noun: str) -> str:
 
 
 def all_steps(counts: Sequence[StepCount]) -> dict[str, int]:
-    """Every step, in pipeline order, with 0 for those no record took: a stable shape for JSON."""
+    """Every step, in pipeline order, with 0 for those no record took: a stable shape for JSON
+    (`delete` appears once a pipeline with tombstones has deleted something)."""
     found = {c.step: c.count for c in counts}
-    return {step: found.get(step, 0) for step in STEPS}
+    return {step: found.get(step, 0) for step in reported_steps(found)}

@@ -14,7 +14,7 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from capstone.lineage import STEPS, LineageEntry, StepCount
+from capstone.lineage import LineageEntry, StepCount, reported_steps
 from capstone.pipeline import PipelineStatus
 from capstone.summary import DeadLetter, RunSummary
 
@@ -205,7 +205,7 @@ def steps_table(counts: Sequence[StepCount], title: str) -> Table:
     table = Table(title=Text(title), min_width=len(title) + 2)
     table.add_column("step")
     table.add_column("records", justify="right")
-    for step in STEPS:
+    for step in reported_steps(by_step):
         table.add_row(step, f"{by_step.get(step, 0):,}")
     table.add_row(Text("total", style="bold"), Text(f"{sum(by_step.values()):,}", style="bold"))
     return table

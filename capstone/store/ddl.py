@@ -124,4 +124,8 @@ def later_migrations(d: Dialect) -> list[tuple[str, str]]:
             "late records: loaded behind the watermark",
             f"ALTER TABLE run_log ADD COLUMN late {d.words['bigint']} NOT NULL DEFAULT 0",
         ),
+        (
+            "tombstones: loaded records that removed their key",
+            f"ALTER TABLE run_log ADD COLUMN deleted {d.words['bigint']} NOT NULL DEFAULT 0",
+        ),
     ]

@@ -42,6 +42,7 @@ __all__ = [
     "SqlRun",
     "SqlStore",
     "column_definitions",
+    "gone",
     "guard",
     "holds",
 ]
@@ -104,7 +105,7 @@ def _translate_params(statement: str, named: str) -> str:
 
 _RUN = (
     "SELECT run_id, pipeline, status, source, {ts}(started_at) AS started_at, "
-    "{ts}(finished_at) AS finished_at, duration_ms, input_records, staged, loaded, late, stale, "
+    "{ts}(finished_at) AS finished_at, duration_ms, input_records, staged, loaded, late, deleted, stale, "
     "rejected, skipped, dead_letters, lineage_entries, {ts}(watermark_before) AS "
     "watermark_before, {ts}(watermark_after) AS watermark, error FROM run_log"
 )
@@ -142,15 +143,33 @@ def holds(spec: PipelineSpec, dialect: Dialect, staged: Callable[[str], str] | N
     refuse it, or (where ties replace) the same time with the same values, so that loading it
     again would change nothing. `staged` names a staged column in SQL (default `s."name"`)."""
     column = staged or (lambda name: f"s.{quote(name)}")
-    ts, stored = column(spec.event_time), f"t.{quote(spec.event_time)}"
-    if spec.ties == "keep":
-        return f"{stored} >= {ts}"
-    same = " AND ".join(
+    ts = column(spec.event_time)
+
+    def held_by(table: str, same: str) -> str:
+        stored = f"{table}.{quote(spec.event_time)}"
+        if spec.ties == "keep":
+            return f"{stored} >= {ts}"
+        return f"({stored} > {ts} OR ({stored} = {ts} AND {same}))"
+
+    same_values = " AND ".join(
         f"t.{quote(c)} {dialect.same} {column(c)}"
         for c in (*spec.columns, "attributes")
         if c not in spec.key and c != spec.event_time
     )
-    return f"({stored} > {ts} OR ({stored} = {ts} AND {same}))"
+    in_target = held_by("t", same_values)
+    if spec.delete_field is None:
+        return in_target
+    # A tombstone `d` holds a record as new as it, or (replacing ties) a tombstone of that time.
+    in_tombstones = held_by("d", gone(spec, column))
+    return f"(COALESCE({in_target}, FALSE) OR COALESCE({in_tombstones}, FALSE))"
+
+
+def gone(spec: PipelineSpec, column: Callable[[str], str] | None = None) -> str:
+    """SQL true for a staged tombstone (its delete field true; never one without the field)."""
+    if spec.delete_field is None:
+        return "FALSE"
+    name = column(spec.delete_field) if column else f"s.{quote(spec.delete_field)}"
+    return f"COALESCE({name}, FALSE)"
 
 
 def _dead_letter(row: Row) -> DeadLetter:
@@ -391,6 +410,8 @@ class SqlStore(ABC):
         with self._translate(), self._locked(run.pipeline, lock_timeout, run.run_id):
             # Under the pipeline's lock, so two runs never migrate the same table.
             self._apply(spec, run.run_id, lock_timeout)
+            if spec.delete_field is not None:
+                self._create_tombstones(spec)
             yield self.run_class(self, run, spec)
 
     def end_run(self, run: RunSummary) -> None:
@@ -456,6 +477,19 @@ class SqlStore(ABC):
             return
         with self._table_change(spec, lock_timeout):
             self._change_table(spec, sync, run_id)
+
+    def _create_tombstones(self, spec: PipelineSpec) -> None:
+        """The pipeline's tombstone table: each removed key with the event time that removed it."""
+        types, words = self.dialect.types, self.dialect.words
+        columns = ", ".join(
+            f"{quote(name)} {types[spec.fields[name].type]} NOT NULL"
+            for name in (*spec.key, spec.event_time)
+        )
+        self.conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {self._table(spec.tombstones)} ({columns}, "
+            f"run_id {words['bigint']} NOT NULL, "
+            f"PRIMARY KEY ({', '.join(quote(k) for k in spec.key)})){words['table_options']}"
+        )
 
     def _change_table(self, spec: PipelineSpec, sync: TableSync, run_id: int) -> None:
         table, types, words = self._table(spec.target), self.dialect.types, self.dialect.words
@@ -851,7 +885,7 @@ class SqlRun(ABC):
             """
             UPDATE run_log SET status = :status, finished_at = :finished_at,
                 duration_ms = :duration_ms, input_records = :input_records, staged = :staged,
-                loaded = :loaded, late = :late, stale = :stale, rejected = :rejected, skipped = :skipped,
+                loaded = :loaded, late = :late, deleted = :deleted, stale = :stale, rejected = :rejected, skipped = :skipped,
                 dead_letters = :dead_letters, lineage_entries = :lineage_entries,
                 watermark_before = :watermark_before, watermark_after = :watermark, error = NULL
             WHERE run_id = :run_id

@@ -17,7 +17,15 @@ from capstone.errors import LockError, MissingDatabase, StoreError
 from capstone.fates import Merged, StagedRow
 from capstone.spec import PipelineSpec
 from capstone.store.ddl import core_tables, later_migrations, pipeline_tables, run_reasons_table
-from capstone.store.sql import Dialect, SqlRun, SqlStore, column_definitions, guard, holds
+from capstone.store.sql import (
+    Dialect,
+    SqlRun,
+    SqlStore,
+    column_definitions,
+    gone,
+    guard,
+    holds,
+)
 from capstone.store.tables import quote
 from capstone.summary import RunSummary
 
@@ -126,11 +134,21 @@ class SQLiteRun(SqlRun):
         partition = ", ".join(f"s.{quote(k)}" for k in spec.key)
         joined = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in spec.key)
         params = {"run": self.run.run_id, "skip": skip_through, "watermark": watermark}
-        wins = guard(spec)
+        wins, deletes = guard(spec), spec.delete_field is not None
+        # A pipeline with tombstones also compares each record with its key's tombstone `d`.
+        tombstone = (
+            f"LEFT JOIN main.{quote(spec.tombstones)} AS d ON "
+            + " AND ".join(f"d.{quote(k)} = s.{quote(k)}" for k in spec.key)
+            if deletes
+            else ""
+        )
+        stored = f"COALESCE(t.{ts}, d.{ts}, '')" if deletes else f"COALESCE(t.{ts}, '')"
         # With no staged record behind the watermark (a first load, a feed on time) nothing can
         # be covered or late, and the statements below leave those tests out.
         behind = bool(self.behind and watermark)
-        skipped = self._skip_covered(table, ts, lineage_key, joined, params) if behind else 0
+        skipped = (
+            self._skip_covered(table, ts, lineage_key, joined, tombstone, params) if behind else 0
+        )
         late_detail = (
             "WHEN applied AND ts <= :watermark "
             "THEN 'late: ' || ts || ' behind watermark ' || :watermark"
@@ -139,9 +157,9 @@ class SQLiteRun(SqlRun):
         )
         first_id = self._last_lineage_id()
         # 1. Lineage, before the target changes. A staged record is applied when its event time
-        #    is strictly newer than everything before it for its key: the stored row and every
+        #    beats everything before it for its key: the stored row (or tombstone) and every
         #    earlier staged record (`newest_before`, one window pass). Each record gets its
-        #    `stage` row and its `load` or `stale` row. The window's sort hands rows on in key
+        #    `stage` row and its `load` (`delete` for a tombstone) or `stale` row. The window's sort hands rows on in key
         #    order, so they append to the lineage (run_id, key) index (only speed relies on
         #    that). Canonical timestamp text compares in time order.
         before = self.conn.total_changes
@@ -149,21 +167,22 @@ class SQLiteRun(SqlRun):
             f"""
             INSERT INTO lineage (run_id, step, key, position, detail)
             SELECT :run,
-                   CASE WHEN f.stage THEN 'stage' WHEN applied THEN 'load' ELSE 'stale' END,
+                   CASE WHEN f.stage THEN 'stage' WHEN applied AND gone THEN 'delete'
+                        WHEN applied THEN 'load' ELSE 'stale' END,
                    key, position,
                    CASE WHEN f.stage THEN NULL
                         {late_detail}
                         WHEN applied THEN 'ts ' || ts
                         ELSE 'kept ts ' || newest_before || ' over ' || ts END
             FROM (
-                SELECT key, position, ts, ts {wins} newest_before AS applied, newest_before
+                SELECT key, position, ts, ts {wins} newest_before AS applied, newest_before, gone
                 FROM (
-                    SELECT {lineage_key} AS key, s.position, s.{ts} AS ts,
-                           MAX(COALESCE(t.{ts}, ''), COALESCE(MAX(s.{ts}) OVER (
+                    SELECT {lineage_key} AS key, s.position, s.{ts} AS ts, {gone(spec)} AS gone,
+                           MAX({stored}, COALESCE(MAX(s.{ts}) OVER (
                                PARTITION BY {partition} ORDER BY s.seq
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), '')
                            ) AS newest_before
-                    FROM temp.staging AS s LEFT JOIN main.{table} AS t ON {joined}
+                    FROM temp.staging AS s LEFT JOIN main.{table} AS t ON {joined} {tombstone}
                 )
             ) CROSS JOIN (SELECT 1 AS stage UNION ALL SELECT 0) AS f
             """,
@@ -183,10 +202,21 @@ class SQLiteRun(SqlRun):
         updates = ", ".join(
             f"{quote(c)} = excluded.{quote(c)}" for c in spec.columns if c not in spec.key
         )
+        # A tombstone goes in as a row with its delete field true, so that later records of its
+        # key compare with it; `_keep_tombstones` then moves such rows to the tombstone table.
+        # A record is never applied over an older tombstone of an earlier run.
+        beats_tombstone = (
+            f"NOT EXISTS (SELECT 1 FROM main.{quote(spec.tombstones)} AS d WHERE "
+            + " AND ".join(f"d.{quote(k)} = s.{quote(k)}" for k in spec.key)
+            + f" AND NOT (s.{ts} {wins} d.{ts}))"
+            if deletes
+            else "true"
+        )
         self.conn.execute(
             f"""
             INSERT INTO main.{table} ({columns}, attributes, run_id)
-            SELECT {columns}, attributes, :run FROM temp.staging WHERE true ORDER BY {order}, seq
+            SELECT {columns}, attributes, :run FROM temp.staging AS s WHERE {beats_tombstone}
+            ORDER BY {order}, seq
             ON CONFLICT ({", ".join(quote(k) for k in spec.key)}) DO UPDATE SET
                 {updates}, attributes = excluded.attributes, run_id = excluded.run_id
             WHERE excluded.{ts} {wins} {table}.{ts}
@@ -194,21 +224,60 @@ class SQLiteRun(SqlRun):
             params,
         )
         loaded = self.conn.total_changes - before
-        late = 0
-        if behind:  # counted among the rows statement 1 wrote, found by their ids
-            row = self.conn.execute(
-                "SELECT COUNT(*) FROM lineage WHERE id > ? AND step = 'load' "
-                "AND detail LIKE 'late: %'",
-                (first_id,),
-            ).fetchone()
-            late = int(row[0])
+        late = deleted = 0
+        if deletes:
+            self._keep_tombstones(params)
+            deleted = self._count_lineage(first_id, "step = 'delete'")
+        if behind:
+            late = self._count_lineage(
+                first_id, "step IN ('load', 'delete') AND detail LIKE 'late: %'"
+            )
         self.conn.execute("DELETE FROM temp.staging")
         staged = self.staged - skipped
         self.staged = self.behind = 0
-        return Merged(loaded=loaded, stale=staged - loaded, skipped=skipped, late=late)
+        return Merged(
+            loaded=loaded, stale=staged - loaded, skipped=skipped, late=late, deleted=deleted
+        )
+
+    def _count_lineage(self, after_id: int, condition: str) -> int:
+        """Rows the merge's lineage statement wrote (ids after `after_id`) that meet `condition`."""
+        row = self.conn.execute(
+            f"SELECT COUNT(*) FROM lineage WHERE id > ? AND {condition}", (after_id,)
+        ).fetchone()
+        return int(row[0])
+
+    def _keep_tombstones(self, params: dict[str, Any]) -> None:
+        """Move this run's tombstone rows from the target to the tombstone table, and drop the
+        tombstones of keys this run brought back."""
+        spec = self.spec
+        table, tombstones = f"main.{quote(spec.target)}", f"main.{quote(spec.tombstones)}"
+        keys = ", ".join(quote(k) for k in spec.key)
+        ts, marker = quote(spec.event_time), quote(spec.delete_field or "")
+        removed = (
+            f"({keys}) IN (SELECT {keys} FROM temp.staging WHERE COALESCE({marker}, FALSE)) "
+            f"AND COALESCE({marker}, FALSE) AND run_id = :run"
+        )
+        self.conn.execute(
+            f"INSERT INTO {tombstones} ({keys}, {ts}, run_id) "
+            f"SELECT {keys}, {ts}, run_id FROM {table} WHERE {removed} "
+            f"ON CONFLICT ({keys}) DO UPDATE SET {ts} = excluded.{ts}, run_id = excluded.run_id",
+            params,
+        )
+        self.conn.execute(f"DELETE FROM {table} WHERE {removed}", params)
+        self.conn.execute(
+            f"DELETE FROM {tombstones} WHERE ({keys}) IN (SELECT {keys} FROM {table} "
+            f"WHERE run_id = :run AND ({keys}) IN (SELECT {keys} FROM temp.staging))",
+            params,
+        )
 
     def _skip_covered(
-        self, table: str, ts: str, lineage_key: str, joined: str, params: dict[str, Any]
+        self,
+        table: str,
+        ts: str,
+        lineage_key: str,
+        joined: str,
+        tombstone: str,
+        params: dict[str, Any],
     ) -> int:
         """Take the records an earlier run had out of staging, with one `skip` lineage row each:
         behind the skip line, their key is in the target at the same or a later event time.
@@ -223,7 +292,8 @@ class SQLiteRun(SqlRun):
         self.conn.execute("DROP TABLE IF EXISTS temp.covered")
         self.conn.execute(
             f"CREATE TEMP TABLE covered AS SELECT s.seq, {lineage_key} AS key, s.position, "
-            f"s.{ts} AS ts FROM temp.staging AS s JOIN main.{table} AS t ON {joined} "
+            f"s.{ts} AS ts FROM temp.staging AS s "
+            f"{'LEFT ' if tombstone else ''}JOIN main.{table} AS t ON {joined} {tombstone} "
             f"WHERE s.{ts} <= :skip AND {holds(self.spec, DIALECT)}",
             params,
         )

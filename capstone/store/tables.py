@@ -147,6 +147,8 @@ def plan_changes(old: PipelineSpec, new: PipelineSpec) -> SchemaPlan:
             )
         else:
             added.append(name)
+    if old.delete_field != new.delete_field:
+        other.append(f"delete_field {old.delete_field or '-'} -> {new.delete_field or '-'}")
     if old.ties != new.ties:
         other.append(f"ties {old.ties} -> {new.ties}")
     if old.unknown != new.unknown:

@@ -16,7 +16,15 @@ from capstone.store.ddl import core_tables, later_migrations, pipeline_tables, r
 from capstone.store.postgres.connection import connect, redact_url, secrets_of, store_error
 from capstone.store.postgres.locks import AdvisoryLocks
 from capstone.store.postgres.screen import jsonb_text, nul_free, screen_for
-from capstone.store.sql import Dialect, SqlRun, SqlStore, column_definitions, guard, holds
+from capstone.store.sql import (
+    Dialect,
+    SqlRun,
+    SqlStore,
+    column_definitions,
+    gone,
+    guard,
+    holds,
+)
 from capstone.store.tables import quote
 from capstone.summary import RunSummary
 
@@ -125,12 +133,19 @@ class PostgresRun(SqlRun):
         key_text = "lineage_key" if self.layout.own_lineage_key else alias[spec.key[0]]
         wins = guard(spec)
         staged_column = {**{n: f"s.{a}" for n, a in alias.items()}, spec.event_time: "s.ts"}
-        held = holds(spec, DIALECT, lambda name: staged_column.get(name, f"s.{name}"))
+        column = staged_column.get
+        held = holds(spec, DIALECT, lambda name: column(name, f"s.{name}"))
+        deletes = spec.delete_field is not None
+        tombstones = self.store._table(spec.tombstones)
+        on_key = " AND ".join(f"d.{quote(k)} = s.{alias[k]}" for k in spec.key)
+        tombstone = f"LEFT JOIN {tombstones} AS d ON {on_key}" if deletes else ""
+        stored = f"t.{ts}, d.{ts}" if deletes else f"t.{ts}"
         execute("ANALYZE pg_temp.staging")
         # A staged record is applied when its ts beats everything before it for its key (strictly
         # newer, or as new where ties replace): the stored row and every earlier staged record;
-        # one the target already holds (`covered`, behind the watermark) is skipped instead. The last applied record of a
-        # key is the one the target ends up holding; that equals applying records one by one.
+        # one the target (or a tombstone) already holds (`covered`, behind the watermark) is
+        # skipped instead. The last applied record of a key, the winner, is what the target ends
+        # up holding (or, a tombstone, not holding); that equals applying records one by one.
         execute(
             f"""
             CREATE TEMP TABLE merge_plan ON COMMIT DROP AS
@@ -142,7 +157,8 @@ class PostgresRun(SqlRun):
                        COALESCE(b.ts <= {behind}::timestamp, false) AS behind
                 FROM (
                     SELECT s.*, COALESCE(s.ts <= {skip}::timestamp AND {held}, false) AS covered,
-                           GREATEST(t.{ts}, MAX(s.ts) OVER (
+                           {gone(spec, lambda name: column(name, name))} AS gone,
+                           GREATEST({stored}, MAX(s.ts) OVER (
                                PARTITION BY {", ".join(f"s.{alias[k]}" for k in spec.key)}
                                ORDER BY s.seq
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) AS newest_before
@@ -152,6 +168,7 @@ class PostgresRun(SqlRun):
                         FROM pg_temp.staging
                     ) AS s LEFT JOIN {target} AS t
                         ON {" AND ".join(f"t.{quote(k)} = s.{alias[k]}" for k in spec.key)}
+                    {tombstone}
                 ) AS b
             ) AS p
             """
@@ -172,14 +189,15 @@ class PostgresRun(SqlRun):
                 INSERT INTO {target} AS t ({", ".join(quote(c) for c in spec.columns)},
                                            attributes, run_id)
                 SELECT {values}, attributes, %(run)s
-                FROM pg_temp.merge_plan WHERE winner ORDER BY {keys}
+                FROM pg_temp.merge_plan WHERE winner AND NOT gone ORDER BY {keys}
                 ON CONFLICT ({", ".join(quote(k) for k in spec.key)}) DO UPDATE SET
                     {updates}, attributes = excluded.attributes, run_id = excluded.run_id
                 WHERE excluded.{ts} {wins} t.{ts}
                 RETURNING 1
             )
-            SELECT COUNT(*) AS written, (SELECT COUNT(*) FROM pg_temp.merge_plan WHERE winner)
-                AS winners FROM written
+            SELECT COUNT(*) AS written,
+                   (SELECT COUNT(*) FROM pg_temp.merge_plan WHERE winner AND NOT gone) AS winners
+            FROM written
             """,
             run,
         ).fetchone()
@@ -193,6 +211,8 @@ class PostgresRun(SqlRun):
                 + " AND p.applied AND t.run_id <> %(run)s",
                 run,
             )
+        if deletes:
+            self._keep_tombstones(target, tombstones, alias, run)
         # Key order again: the lineage key index takes the rows in sequence, not scattered.
         stage_rows = execute(
             "INSERT INTO lineage (run_id, step, key, position, detail) "
@@ -204,7 +224,8 @@ class PostgresRun(SqlRun):
         merge_rows = execute(
             f"""
             INSERT INTO lineage (run_id, step, key, position, detail)
-            SELECT %(run)s, CASE WHEN applied THEN 'load' ELSE 'stale' END, {key_text}, position,
+            SELECT %(run)s, CASE WHEN applied AND gone THEN 'delete' WHEN applied THEN 'load'
+                                 ELSE 'stale' END, {key_text}, position,
                    CASE WHEN applied AND behind THEN 'late: ' || ts_text || ' behind watermark '
                                                      || capstone_ts_text(%(watermark)s::timestamp)
                         WHEN applied THEN 'ts ' || ts_text
@@ -218,7 +239,8 @@ class PostgresRun(SqlRun):
         counts = execute(
             "SELECT COUNT(*) FILTER (WHERE NOT covered) AS staged, "
             "COUNT(*) FILTER (WHERE applied) AS loaded, COUNT(*) FILTER (WHERE covered) AS "
-            "skipped, COUNT(*) FILTER (WHERE applied AND behind) AS late FROM pg_temp.merge_plan"
+            "skipped, COUNT(*) FILTER (WHERE applied AND behind) AS late, "
+            "COUNT(*) FILTER (WHERE applied AND gone) AS deleted FROM pg_temp.merge_plan"
         ).fetchone()
         assert counts is not None
         execute("DROP TABLE pg_temp.merge_plan")
@@ -229,6 +251,33 @@ class PostgresRun(SqlRun):
             stale=int(counts["staged"]) - loaded,
             skipped=int(counts["skipped"]),
             late=int(counts["late"]),
+            deleted=int(counts["deleted"]),
+        )
+
+    def _keep_tombstones(
+        self, target: str, tombstones: str, alias: dict[str, str], run: dict[str, Any]
+    ) -> None:
+        """Winning tombstones remove their key from the target and keep its time; winning
+        records of a key with a tombstone bring the key back and drop the tombstone."""
+        spec, execute = self.spec, self.store.conn.execute
+        keys = ", ".join(quote(k) for k in spec.key)
+        on_target = " AND ".join(f"t.{quote(k)} = p.{alias[k]}" for k in spec.key)
+        on_tombstone = " AND ".join(f"d.{quote(k)} = p.{alias[k]}" for k in spec.key)
+        ts = quote(spec.event_time)
+        execute(
+            f"DELETE FROM {target} AS t USING pg_temp.merge_plan AS p "
+            f"WHERE p.winner AND p.gone AND {on_target}"
+        )
+        execute(
+            f"INSERT INTO {tombstones} ({keys}, {ts}, run_id) "
+            f"SELECT {', '.join(alias[k] for k in spec.key)}, ts, %(run)s "
+            "FROM pg_temp.merge_plan WHERE winner AND gone "
+            f"ON CONFLICT ({keys}) DO UPDATE SET {ts} = excluded.{ts}, run_id = excluded.run_id",
+            run,
+        )
+        execute(
+            f"DELETE FROM {tombstones} AS d USING pg_temp.merge_plan AS p "
+            f"WHERE p.winner AND NOT p.gone AND {on_tombstone}"
         )
 
 
