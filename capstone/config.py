@@ -147,6 +147,7 @@ key = ["order_id", "line"]         # one field, or several for a composite key
 event_time = "updated_at"          # a required timestamp: the watermark and the newer-wins guard use it
 unknown = "keep"                   # fields not declared below: keep (JSON column), reject, or drop
 ties = "keep"                      # same event time as the stored row: keep it, or replace it (corrections)
+# delete_field = "cancelled"       # a boolean field whose true value deletes the key (a tombstone)
 lookback = "0s"                    # stage records this far behind the watermark unchecked (90s, 15m, 2h, 3d)
 future_tolerance = "1d"            # reject event times later than now plus this
 

@@ -192,6 +192,11 @@ def summary_table(summary: RunSummary) -> Table:
         "lineage_entries",
     ):
         table.add_row(field, f"{getattr(summary, field):,}")
+        if field == "loaded":
+            # Parts of `loaded`, shown when there are any: late deliveries and tombstones.
+            for part in ("late", "deleted"):
+                if count := getattr(summary, part):
+                    table.add_row(f"  {part}", f"{count:,}")
     table.add_row("watermark", f"{summary.watermark_before or '-'} → {summary.watermark or '-'}")
     table.add_row("duration", f"{summary.duration_ms:,} ms")
     if summary.error:
