@@ -47,14 +47,12 @@ DIALECT = Dialect(
     },
     named=":{}",
     find="instr",
-    unlimited=-1,
-    json_param=":record",
-    ts_text="",
     list_of="SELECT value FROM json_each(:{name})",
+    error=sqlite3.Error,
+    unlimited=-1,
     # CROSS JOIN keeps SQLite from scanning lineage instead of seeking its index once per run.
     join_in_order="CROSS JOIN",
-    same="IS",
-    error=sqlite3.Error,
+    same="IS",  # IS NOT DISTINCT FROM only since SQLite 3.39
 )
 
 MIGRATIONS: list[tuple[str, str]] = [
