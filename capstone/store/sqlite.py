@@ -17,15 +17,8 @@ from capstone.errors import LockError, MissingDatabase, StoreError
 from capstone.fates import Merged, StagedRow
 from capstone.spec import PipelineSpec
 from capstone.store.ddl import core_tables, later_migrations, pipeline_tables, run_reasons_table
-from capstone.store.sql import (
-    Dialect,
-    SqlRun,
-    SqlStore,
-    column_definitions,
-    gone,
-    guard,
-    holds,
-)
+from capstone.store.guard import gone, guard, holds
+from capstone.store.sql import Dialect, SqlRun, SqlStore, column_definitions
 from capstone.store.tables import quote
 from capstone.summary import RunSummary
 
@@ -85,6 +78,36 @@ def _null(value: None) -> None:
 # `attributes` of every staged record cost 5% of a load. Registering NoneType's identity adapter
 # turns that into one dictionary hit; None still binds as NULL.
 sqlite3.register_adapter(type(None), _null)
+
+
+_KNOWN_ERRORS: tuple[tuple[tuple[str, ...], type[StoreError], str], ...] = (
+    (
+        ("file is not a database",),
+        StoreError,
+        "{path} is not a SQLite database; point --db at a capstone database or a new file",
+    ),
+    (
+        ("readonly",),
+        StoreError,
+        "{path} is read-only; make the file and its folder writable or use another --db",
+    ),
+    (
+        ("disk is full", "disk I/O error"),
+        StoreError,
+        "writing {path} failed ({text}); free disk space and run again, nothing was changed",
+    ),
+    (
+        ("unable to open",),
+        StoreError,
+        "cannot open database {path}; check that its folder exists and is writable",
+    ),
+    (
+        ("locked", "busy"),
+        LockError,
+        "database {path} is locked by another process; wait for it or raise --lock-timeout",
+    ),
+)
+"""What sqlite3's messages say, and the line capstone gives instead (the first match wins)."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -350,28 +373,11 @@ class SQLiteStore(SqlStore):
         return self.path
 
     def _store_error(self, error: Exception) -> StoreError:
-        text, path = str(error), self.path
-        if "file is not a database" in text:
-            return StoreError(
-                f"{path} is not a SQLite database; point --db at a capstone database or a new file"
-            )
-        if "readonly" in text:
-            return StoreError(
-                f"{path} is read-only; make the file and its folder writable or use another --db"
-            )
-        if "disk is full" in text or "disk I/O error" in text:
-            return StoreError(
-                f"writing {path} failed ({text}); free disk space and run again, nothing was changed"
-            )
-        if "unable to open" in text:
-            return StoreError(
-                f"cannot open database {path}; check that its folder exists and is writable"
-            )
-        if "locked" in text or "busy" in text:
-            return LockError(
-                f"database {path} is locked by another process; wait for it or raise --lock-timeout"
-            )
-        return StoreError(f"database {path}: {text}")
+        text = str(error)
+        for clues, kind, message in _KNOWN_ERRORS:
+            if any(clue in text for clue in clues):
+                return kind(message.format(path=self.path, text=text))
+        return StoreError(f"database {self.path}: {text}")
 
     def _run_many(self, statement: str, rows: Sequence[Any]) -> int:
         return int(self.conn.executemany(statement, rows).rowcount)

@@ -13,19 +13,11 @@ from capstone.errors import LockError, MissingDatabase, StoreError
 from capstone.fates import Merged, Screen, StagedRow
 from capstone.spec import PipelineSpec
 from capstone.store.ddl import core_tables, later_migrations, pipeline_tables, run_reasons_table
+from capstone.store.guard import gone, guard, holds
 from capstone.store.postgres.connection import connect, redact_url, secrets_of, store_error
 from capstone.store.postgres.locks import AdvisoryLocks
 from capstone.store.postgres.screen import jsonb_text, nul_free, screen_for
-from capstone.store.sql import (
-    STANDARD_WORDS,
-    Dialect,
-    SqlRun,
-    SqlStore,
-    column_definitions,
-    gone,
-    guard,
-    holds,
-)
+from capstone.store.sql import STANDARD_WORDS, Dialect, SqlRun, SqlStore, column_definitions
 from capstone.store.tables import quote
 from capstone.summary import RunSummary
 
