@@ -43,6 +43,8 @@ class RunSummary(BaseModel):
     watermark: str | None = None
     duration_ms: int = 0
     error: str | None = None
+    run_uuid: str | None = None
+    """The run's UUID: the run id of its OpenLineage events (None for runs logged before it)."""
 
     def is_balanced(self) -> bool:
         """True when every input record has exactly one fate and every staged one a merge result."""

@@ -128,4 +128,8 @@ def later_migrations(d: Dialect) -> list[tuple[str, str]]:
             "tombstones: loaded records that removed their key",
             f"ALTER TABLE run_log ADD COLUMN deleted {d.words['bigint']} NOT NULL DEFAULT 0",
         ),
+        (
+            "run uuid: the run id of the run's OpenLineage events",
+            f"ALTER TABLE run_log ADD COLUMN run_uuid {d.words['text']}",
+        ),
     ]

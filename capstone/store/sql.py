@@ -9,6 +9,7 @@ written once with `:name` parameters; `Dialect.sql` turns them into the driver's
 import os
 import re
 import socket
+import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -122,7 +123,7 @@ _RUN = (
     "SELECT run_id, pipeline, status, source, {ts}(started_at) AS started_at, "
     "{ts}(finished_at) AS finished_at, duration_ms, input_records, staged, loaded, late, deleted, stale, "
     "rejected, skipped, dead_letters, lineage_entries, {ts}(watermark_before) AS "
-    "watermark_before, {ts}(watermark_after) AS watermark, error FROM run_log"
+    "watermark_before, {ts}(watermark_after) AS watermark, error, run_uuid FROM run_log"
 )
 _DEAD_LETTER = (
     "SELECT id, pipeline, run_id, last_run_id, times_seen, position, key, reason, message, raw, "
@@ -347,12 +348,14 @@ class SqlStore(ABC):
         """Record a `running` row (committed at once) and return it; waits at most
         `lock_timeout` seconds for the database to accept the write."""
         started = format_ts(utcnow())
+        run_uuid = str(uuid.uuid4())
         with self._translate():
             self._begin_write(pipeline, lock_timeout)
             try:
                 row = self._one(
-                    "INSERT INTO run_log (pipeline, status, source, started_at, host, pid) "
-                    "VALUES (:pipeline, :status, :source, :started, :host, :pid) RETURNING run_id",
+                    "INSERT INTO run_log (pipeline, status, source, started_at, host, pid, run_uuid) "
+                    "VALUES (:pipeline, :status, :source, :started, :host, :pid, :uuid) "
+                    "RETURNING run_id",
                     {
                         "pipeline": pipeline,
                         "status": RunStatus.RUNNING,
@@ -360,6 +363,7 @@ class SqlStore(ABC):
                         "started": started,
                         "host": socket.gethostname(),
                         "pid": os.getpid(),
+                        "uuid": run_uuid,
                     },
                 )
                 assert row is not None
@@ -374,6 +378,7 @@ class SqlStore(ABC):
             status=RunStatus.RUNNING,
             source=source,
             started_at=started,
+            run_uuid=run_uuid,
         )
 
     @contextmanager
