@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from capstone import openlineage
 from capstone.classify import Classifier
 from capstone.config import load_config
 from capstone.dead_letters import replay_items
@@ -192,6 +193,7 @@ def run_source(
         options,
         source.name,
         lambda _tx: source.records(),
+        source=source,
         progress=progress,
         bytes_read=source.bytes_read,
         replay=replay,
@@ -356,6 +358,7 @@ def _execute(
     source_name: str,
     items: Callable[[RunTransaction], Iterable[Item]],
     *,
+    source: SourceFile | None = None,
     progress: Progress | None = None,
     bytes_read: Callable[[], int] = lambda: 0,
     replay: bool = False,
@@ -372,7 +375,9 @@ def _execute(
     # A definition change the stored table cannot take is refused before the run is logged.
     store.check_pipeline(spec)
     run = store.begin_run(spec.name, source_name, options.lock_timeout)
+    events = openlineage.run_events()
     try:
+        events.start(run, spec, source, store)
         with store.run_transaction(run, options.lock_timeout, spec) as tx:
             now = utcnow()
             old = check_stored(spec.name, tx.read_watermark(), now, tolerance)
@@ -408,17 +413,30 @@ def _execute(
             if not summary.is_balanced():
                 raise StoreError(f"run {run.run_id} does not balance ({summary}); nothing was kept")
             tx.finish(summary, dict(tally.reasons))
+        events.complete(summary, tally.reasons)
         return summary
     except KeyboardInterrupt:
-        _record_end(store, run, RunStatus.INTERRUPTED, "interrupted by signal", clock)
+        ended = _record_end(store, run, RunStatus.INTERRUPTED, "interrupted by signal", clock)
+        _interrupt_events(events, store, ended)
         raise _interrupted(store, run) from None
     except CapstoneError as error:
-        _record_end(store, run, RunStatus.FAILED, str(error), clock)
+        events.fail(_record_end(store, run, RunStatus.FAILED, str(error), clock), str(error))
         error.run_id = run.run_id
         raise
     except Exception as error:
-        _record_end(store, run, RunStatus.FAILED, f"{type(error).__name__}: {error}", clock)
+        message = f"{type(error).__name__}: {error}"
+        events.fail(_record_end(store, run, RunStatus.FAILED, message, clock), message)
         raise
+
+
+def _interrupt_events(events: openlineage.RunEvents, store: Store, run: RunSummary) -> None:
+    """ABORT for a run the signal rolled back; COMPLETE (once) for one it caught as it committed."""
+    if not _committed(store, run):
+        events.abort(run)
+        return
+    with contextlib.suppress(CapstoneError):
+        if (stored := store.get_run(run.run_id)) is not None:
+            events.complete(stored, store.reject_reasons(run.run_id))
 
 
 def _interrupted(store: Store, run: RunSummary) -> InterruptedRun:
@@ -451,7 +469,7 @@ def interrupted_after_commit(run: RunSummary) -> InterruptedRun:
     return error
 
 
-def _record_end(store: Store, run: RunSummary, status: str, error: str, clock: float) -> None:
+def _record_end(store: Store, run: RunSummary, status: str, error: str, clock: float) -> RunSummary:
     ended = run.model_copy(
         update={
             "status": status,
@@ -463,3 +481,4 @@ def _record_end(store: Store, run: RunSummary, status: str, error: str, clock: f
     # When the database cannot be written (disk full, locked), the original error matters more.
     with contextlib.suppress(CapstoneError):
         store.end_run(ended)
+    return ended

@@ -218,6 +218,10 @@ class SqlStore(ABC):
     def _where(self) -> str:
         """The database as messages name it."""
 
+    @abstractmethod
+    def dataset(self, table: str) -> tuple[str, str]:
+        """The OpenLineage dataset (namespace, name) of `table`, as its naming spec spells it."""
+
     def _clean(self, text: str) -> str:
         """Text as the backend can store it (PostgreSQL cannot hold NUL)."""
         return text

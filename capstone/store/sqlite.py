@@ -372,6 +372,9 @@ class SQLiteStore(SqlStore):
     def _where(self) -> str:
         return self.path
 
+    def dataset(self, table: str) -> tuple[str, str]:
+        return f"sqlite:{os.path.abspath(self.path)}", table
+
     def _store_error(self, error: Exception) -> StoreError:
         text = str(error)
         for clues, kind, message in _KNOWN_ERRORS:

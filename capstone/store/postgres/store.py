@@ -296,6 +296,12 @@ class PostgresStore(SqlStore):
     def _where(self) -> str:
         return f"schema {self.schema!r} of {self.display_url}"
 
+    def dataset(self, table: str) -> tuple[str, str]:
+        info = self.conn.info
+        # A Unix socket's folder is no host name: the server is this machine's.
+        host = "localhost" if info.host.startswith("/") else info.host
+        return f"postgres://{host}:{info.port}", f"{info.dbname}.{self.schema}.{table}"
+
     def _store_error(self, error: Exception) -> StoreError:
         return store_error(error, self.display_url, self._secrets, self.schema, self.conn.closed)
 
