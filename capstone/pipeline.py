@@ -125,14 +125,17 @@ def replay(
     ids: Sequence[int] | None = None,
     spec: PipelineSpec | None = None,
     on_commit: AfterRun | None = None,
+    on_failure: AfterRun | None = None,
 ) -> RunSummary:
     """Re-validate the stored dead letters of the database at `db`, which must exist, as
-    `replay_dead_letters` does, and return the run's summary; `on_commit` as in `run`."""
+    `replay_dead_letters` does, and return the run's summary; `on_commit` and `on_failure` as
+    in `run`."""
     options = options or RunOptions()
     return _in_store(
         open_store(db, create=False),
         lambda store: replay_dead_letters(store, options, reason=reason, ids=ids, spec=spec),
         on_commit,
+        on_failure,
     )
 
 

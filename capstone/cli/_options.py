@@ -99,17 +99,20 @@ def check_run_exists(store: Store, run_id: int | None) -> None:
         raise CapstoneError(f"there is no run {run_id}; `capstone runs` lists them")
 
 
-def check_writable(path: Path, db: str, input_path: str | None = None) -> None:
-    """Refuse an --output the command could not write, or that would overwrite the database or
-    the input, before anything is loaded rather than after the COMMIT."""
+def check_writable(
+    path: Path, db: str, input_path: str | None = None, option: str = "--output"
+) -> None:
+    """Refuse an --output (or another `option` naming a file) the command could not write, or
+    that would overwrite the database or the input, before anything is loaded rather than after
+    the COMMIT."""
     if is_stdout(path):
         return
     folder = path.parent
     if path.is_dir():
-        raise ConfigError(f"--output {str(path)!r} is a folder; name a file to write")
+        raise ConfigError(f"{option} {str(path)!r} is a folder; name a file to write")
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise ConfigError(
-            f"--output {path} is in {folder}, which is not a writable folder; choose another"
+            f"{option} {path} is in {folder}, which is not a writable folder; choose another"
         )
     taken = dict.fromkeys(database_files(db), f"the database {db}")
     if input_path is not None and input_path != "-":
@@ -117,4 +120,4 @@ def check_writable(path: Path, db: str, input_path: str | None = None) -> None:
     target = os.path.realpath(path)
     for other, what in taken.items():
         if os.path.realpath(other) == target:
-            raise ConfigError(f"--output {path} would overwrite {what}; choose another file")
+            raise ConfigError(f"{option} {path} would overwrite {what}; choose another file")

@@ -26,6 +26,7 @@ from capstone.cli._output import all_steps, console, plural, print_json, stdout_
 from capstone.cli.render import steps_table, summary_table
 from capstone.config import load_config
 from capstone.errors import CapstoneError, ConfigError
+from capstone.metrics import write_metrics
 from capstone.pipeline import MAX_BATCH_SIZE, RunOptions
 from capstone.sources import Format, SourceFile
 from capstone.store import Store
@@ -33,6 +34,16 @@ from capstone.summary import RunSummary
 from capstone.timeutil import parse_duration, utcnow
 
 __all__ = ["replay", "run"]
+
+MetricsFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--metrics-file",
+        help="Also write the run's counters and duration here in the Prometheus text format "
+        "(node_exporter's textfile collector), atomically; failed runs too.",
+        metavar="FILE",
+    ),
+]
 
 
 @handle_errors
@@ -101,6 +112,7 @@ def run(
     ] = False,
     as_json: Json = False,
     quiet: Quiet = False,
+    metrics_file: MetricsFile = None,
 ) -> None:
     """Load a file: validate, dead-letter rejects, stage, merge newest-wins, advance the watermark.
 
@@ -120,11 +132,13 @@ def run(
     )
     if output is not None:
         check_writable(output, db, input_path)
+    metrics = _Metrics(metrics_file, pipeline, db, input_path)
     show_progress = not (quiet or as_json) and sys.stderr.isatty()
     bar = _LoadBar(input_path, show=show_progress)
 
     def committed(summary: RunSummary, store: Store) -> None:
         bar.stop()
+        metrics.write(summary)
         if output is not None:
             _write_output(output, summary, store)
         if not quiet and not is_stdout(output):
@@ -134,6 +148,7 @@ def run(
         # For scripts: a run that failed or was interrupted is still described on stdout
         # (--json) and in --output, as its run-log row says; the error line goes to stderr.
         bar.stop()
+        metrics.write(summary)
         try:
             if output is not None:
                 _write_output(output, summary, store)
@@ -143,18 +158,44 @@ def run(
             stdout_to_nowhere()
 
     try:
-        capstone.pipeline.run(
-            input_path,
-            db,
-            options,
-            bar.update if show_progress else None,
-            replay=replay,
-            spec=spec,
-            on_commit=committed,
-            on_failure=failed if output is not None or (as_json and not quiet) else None,
-        )
+        with metrics:
+            capstone.pipeline.run(
+                input_path,
+                db,
+                options,
+                bar.update if show_progress else None,
+                replay=replay,
+                spec=spec,
+                on_commit=committed,
+                on_failure=failed
+                if output is not None or metrics_file is not None or (as_json and not quiet)
+                else None,
+            )
     finally:
         bar.stop()
+
+
+class _Metrics:
+    """--metrics-file: written once per command, for the run that ended or, when the command
+    failed before a run began, as a failure without one."""
+
+    def __init__(self, path: Path | None, pipeline: str, db: str, input_path: str | None) -> None:
+        if path is not None:
+            check_writable(path, db, input_path, "--metrics-file")
+        self._path, self._pipeline, self._written = path, pipeline, False
+
+    def write(self, summary: RunSummary | None) -> None:
+        if self._path is None or self._written:
+            return
+        self._written = True
+        write_metrics(self._path, self._pipeline, summary)
+
+    def __enter__(self) -> "_Metrics":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self.write(None)
 
 
 class _LoadBar:
@@ -244,6 +285,7 @@ def replay(
     lock_timeout: LockTimeout = 5.0,
     as_json: Json = False,
     quiet: Quiet = False,
+    metrics_file: MetricsFile = None,
 ) -> None:
     """Re-validate stored dead letters under today's rules; accepted ones load and are resolved.
 
@@ -254,14 +296,23 @@ def replay(
     """
     spec = load_config(config).pipeline(pipeline)
     options = RunOptions(pipeline=pipeline, lock_timeout=lock_timeout)
+    metrics = _Metrics(metrics_file, pipeline, db, None)
 
     def committed(summary: RunSummary, store: Store) -> None:
+        metrics.write(summary)
         if not quiet:
             _show_run(summary, store, as_json=as_json, report=False)
 
-    summary = capstone.pipeline.replay(
-        db, options, reason=reason, ids=ids, spec=spec, on_commit=committed
-    )
+    with metrics:
+        summary = capstone.pipeline.replay(
+            db,
+            options,
+            reason=reason,
+            ids=ids,
+            spec=spec,
+            on_commit=committed,
+            on_failure=lambda ended, _store: metrics.write(ended),
+        )
     note = _unmatched_replay(summary.input_records, pipeline, reason, ids)
     if note and not quiet:
         typer.echo(f"capstone: {note}", err=True)
