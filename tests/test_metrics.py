@@ -31,6 +31,13 @@ def parse(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return samples
 
 
+def broken_input(folder: Path) -> str:
+    """A JSON array with text after it: the run reads it and fails."""
+    path = folder / "broken.json"
+    path.write_text('[{"key": "a"}] {"key": "b"}')
+    return str(path)
+
+
 def value_of(
     samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
 ) -> float:
@@ -72,13 +79,9 @@ class TestRun:
         self, runner: CliRunner, db: str, tmp_path: Path
     ) -> None:
         """A run that fails writes success 0, and no records: nothing was kept."""
-        bad = tmp_path / "bad.json"
-        bad.write_text('[{"key": "a"}] {"key": "b"}')
         path = tmp_path / "capstone.prom"
-        result = runner.invoke(
-            app, ["run", "-i", str(bad), "--db", db, "-q", "--metrics-file", str(path)]
-        )
-        assert result.exit_code == 1
+        command = ["run", "-i", broken_input(tmp_path), "--db", db, "--metrics-file", str(path)]
+        assert runner.invoke(app, command).exit_code == 1
         found = parse(path.read_text(encoding="utf-8"))
         assert value_of(found, "capstone_run_success") == 0
         assert value_of(found, "capstone_run_id") == 1

@@ -19,6 +19,7 @@ from capstone.cli import app
 from capstone.errors import InputError, InterruptedRun
 from capstone.store import open_store
 from tests.conftest import ROOT, event, fetch
+from tests.test_metrics import broken_input
 
 REQUIRED = ("eventTime", "eventType", "producer", "schemaURL")
 """The RunEvent's required fields besides run.runId, job.namespace and job.name."""
@@ -183,10 +184,8 @@ class TestFileTransport:
         self, events_file: Path, db: str, tmp_path: Path
     ) -> None:
         """A run that fails sends FAIL with the error message facet, under the START's run id."""
-        bad = tmp_path / "bad.json"
-        bad.write_text('[{"key": "a"}] {"key": "b"}')
         with pytest.raises(InputError) as failure:
-            capstone.pipeline.run(str(bad), db)
+            capstone.pipeline.run(broken_input(tmp_path), db)
         start, fail = read_events(events_file)
         assert [start["eventType"], fail["eventType"]] == ["START", "FAIL"]
         assert start["run"]["runId"] == fail["run"]["runId"] == stored_uuid(db, 1)
