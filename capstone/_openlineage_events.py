@@ -48,7 +48,7 @@ __all__ = ["PRODUCER", "ClientEvents"]
 PRODUCER = f"urn:capstone:{__version__}"
 """Who wrote the events: capstone and its version (a URI, as the spec asks)."""
 _FACETS = f"urn:capstone:{__version__}:facets"
-"""Where capstone's own facets are defined: `docs/operating.md` describes their fields."""
+"""Where capstone's own facets are defined; README.md ("Operating capstone") lists their fields."""
 
 _CLIENT_VERSION = version("openlineage-python")
 
