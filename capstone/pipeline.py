@@ -16,6 +16,7 @@ from capstone.config import load_config
 from capstone.dead_letters import replay_items
 from capstone.errors import CapstoneError, InterruptedRun, MissingDatabase, StoreError
 from capstone.fates import Batch, Merged
+from capstone.inputs import expand_inputs
 from capstone.model import shape_of
 from capstone.sources import Format, Item, SourceFile
 from capstone.spec import Duration, PipelineSpec
@@ -28,6 +29,8 @@ __all__ = [
     "MAX_BATCH_SIZE",
     "MAX_LOCK_TIMEOUT",
     "AfterRun",
+    "FeedRuns",
+    "FileProgress",
     "PipelineStatus",
     "Progress",
     "RunOptions",
@@ -36,6 +39,7 @@ __all__ = [
     "replay",
     "replay_dead_letters",
     "run",
+    "run_many",
     "run_source",
     "status",
 ]
@@ -45,6 +49,10 @@ Progress = Callable[[int, int], None]
 
 AfterRun = Callable[[RunSummary, Store], None]
 """Called once a run has ended with its summary and the store, still open (to read the run log)."""
+
+FileProgress = Callable[[str, int, int], Progress | None]
+"""Called as each file of `run_many` starts with (path, its place from 1, files in all); returns
+the file's Progress callback, or None."""
 
 T = TypeVar("T")
 
@@ -114,6 +122,91 @@ def run(
             on_commit,
             on_failure,
         )
+
+
+class FeedRuns(BaseModel):
+    """What `run_many` did: one run per file it reached, in input order."""
+
+    runs: list[RunSummary]
+    """Each file's run as the run log has it (a failed file's run is logged failed)."""
+    unread: list[str] = []
+    """Files left alone because an earlier file failed (without `keep_going`)."""
+
+    @property
+    def failed(self) -> list[RunSummary]:
+        return [r for r in self.runs if r.status != RunStatus.SUCCESS]
+
+
+def run_many(
+    inputs: Sequence[str],
+    db: str = "capstone.db",
+    options: RunOptions | None = None,
+    progress: FileProgress | None = None,
+    *,
+    spec: PipelineSpec | None = None,
+    keep_going: bool = False,
+    on_file: Callable[[RunSummary], None] | None = None,
+) -> FeedRuns:
+    """Load each file `expand_inputs(inputs)` names as its own run (own transaction, run-log row
+    and summary), in order, into the database at `db`.
+
+    A file that fails is rolled back and logged failed; the files before it stay committed.
+    Without `keep_going` the files after it are left unread (`FeedRuns.unread`). `on_file` is
+    called with each file's summary as its run ends. A Ctrl-C rolls back the current file only
+    and raises InterruptedRun naming the runs that were committed.
+    """
+    options = options or RunOptions()
+    pipeline = resolve_pipeline(options, spec)
+    files = expand_inputs(inputs)
+    done: list[RunSummary] = []
+    with open_store(db) as store:
+        for place, path in enumerate(files, 1):
+            tracker = None if progress is None else progress(path, place, len(files))
+            try:
+                summary = _run_file(store, path, options, tracker, pipeline)
+            except InterruptedRun as error:
+                raise _interrupted_feed(error, done) from None
+            except CapstoneError as error:
+                summary = _failed_file(store, pipeline.name, path, error)
+            done.append(summary)
+            if on_file is not None:
+                on_file(summary)
+            if summary.status != RunStatus.SUCCESS and not keep_going:
+                return FeedRuns(runs=done, unread=files[place:])
+    return FeedRuns(runs=done)
+
+
+def _run_file(
+    store: Store, path: str, options: RunOptions, progress: Progress | None, spec: PipelineSpec
+) -> RunSummary:
+    with SourceFile(path, options.format) as source:
+        return run_source(source, store, options, progress, spec=spec)
+
+
+def _failed_file(store: Store, pipeline: str, path: str, error: CapstoneError) -> RunSummary:
+    """The run-log row of a file that failed; one is logged for a file that failed before its
+    run began (unreadable, not text), so that every file of a feed has its row."""
+    if error.run_id is None:
+        name = "<stdin>" if path == "-" else path
+        run = store.begin_run(pipeline, name)
+        _record_end(store, run, RunStatus.FAILED, str(error), time.perf_counter())
+        error.run_id = run.run_id
+    ended = store.get_run(error.run_id)
+    if ended is None:  # pragma: no cover - the row was just written
+        raise error
+    return ended
+
+
+def _interrupted_feed(error: InterruptedRun, done: Sequence[RunSummary]) -> InterruptedRun:
+    kept = [str(r.run_id) for r in done if r.status == RunStatus.SUCCESS]
+    if not kept:
+        return error
+    feed = InterruptedRun(
+        f"{error}; the {len(kept)} earlier file run(s) of this invocation stay committed "
+        f"(runs {', '.join(kept)})"
+    )
+    feed.run_id = error.run_id
+    return feed
 
 
 def replay(

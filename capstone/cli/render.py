@@ -20,6 +20,7 @@ from capstone.summary import DeadLetter, RunSummary
 
 __all__ = [
     "dead_letters_table",
+    "feed_table",
     "lineage_table",
     "pipelines_table",
     "reasons_table",
@@ -254,6 +255,46 @@ def runs_table(runs: Sequence[RunSummary], width: int | None = None) -> Table:
     for run in runs:
         if run.error:
             _note(table, f"run {run.run_id}: {run.error}")
+    return table
+
+
+def feed_table(runs: Sequence[RunSummary], width: int | None = None) -> Table:
+    """One row per file's run, in input order, and a total row; errors under the table."""
+    columns = [
+        _Column("file", flexible=16, clip_left=True),
+        _Column("run", right=True),
+        _Column("status"),
+        _Column("in", right=True),
+        _Column("loaded", right=True),
+        _Column("stale", right=True, drop=2),
+        _Column("rejected", right=True),
+        _Column("skipped", right=True),
+        _Column("ms", right=True, drop=1),
+    ]
+    counts = ("input_records", "loaded", "stale", "rejected", "skipped", "duration_ms")
+
+    def row(file: Text, run: str, status: Text, values: Sequence[int]) -> list[Text]:
+        return [file, Text(run), status, *(Text(f"{v:,}") for v in values)]
+
+    rows = [
+        row(
+            _text(r.source or ""), str(r.run_id), _status(r.status), [getattr(r, c) for c in counts]
+        )
+        for r in runs
+    ]
+    ok = sum(r.status == "success" for r in runs)
+    rows.append(
+        row(
+            Text("total", style="bold"),
+            "",
+            Text(f"{ok}/{len(runs)} ok"),
+            [sum(getattr(r, c) for r in runs) for c in counts],
+        )
+    )
+    table = _fitted("runs of this invocation", columns, rows, width)
+    for r in runs:
+        if r.error:
+            _note(table, f"run {r.run_id}: {r.error}")
     return table
 
 

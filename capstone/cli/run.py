@@ -23,11 +23,13 @@ from capstone.cli._options import (
     is_stdout,
 )
 from capstone.cli._output import all_steps, console, plural, print_json, stdout_to_nowhere
-from capstone.cli.render import steps_table, summary_table
+from capstone.cli.render import feed_table, steps_table, summary_table
 from capstone.config import load_config
 from capstone.errors import CapstoneError, ConfigError
+from capstone.inputs import expand_inputs
 from capstone.pipeline import MAX_BATCH_SIZE, RunOptions
 from capstone.sources import Format, SourceFile
+from capstone.spec import PipelineSpec
 from capstone.store import Store
 from capstone.summary import RunSummary
 from capstone.timeutil import parse_duration, utcnow
@@ -37,13 +39,14 @@ __all__ = ["replay", "run"]
 
 @handle_errors
 def run(
-    input_path: Annotated[
-        str,
+    inputs: Annotated[
+        list[str],
         typer.Option(
             "--input",
             "-i",
-            help="File to load: JSON array, JSON Lines or CSV; - for stdin.",
-            metavar="FILE|-",
+            help="File to load (JSON array, JSON Lines or CSV, plain or gzip/bzip2/xz/zstd), - for "
+            "stdin, a folder, or a quoted glob ('landing/**/*.gz'); repeatable: one run per file.",
+            metavar="FILE|-|FOLDER|GLOB",
         ),
     ],
     db: Db = "capstone.db",
@@ -99,10 +102,20 @@ def run(
             metavar="",
         ),
     ] = False,
+    keep_going: Annotated[
+        bool,
+        typer.Option(
+            "--keep-going",
+            help="With many files: after a file fails, go on with the next (still exit 1).",
+            metavar="",
+        ),
+    ] = False,
     as_json: Json = False,
     quiet: Quiet = False,
 ) -> None:
     """Load a file: validate, dead-letter rejects, stage, merge newest-wins, advance the watermark.
+
+    Many files (repeated --input, a folder, a glob) load one run each, in order.
 
     Example: capstone run --input data/sample_input.txt --output data/output_summary.json
     """
@@ -118,9 +131,27 @@ def run(
         batch_size=batch_size,
         lock_timeout=lock_timeout,
     )
+    files = expand_inputs(inputs)
     if output is not None:
-        check_writable(output, db, input_path)
+        for path in files:
+            check_writable(output, db, path)
     show_progress = not (quiet or as_json) and sys.stderr.isatty()
+    if files != [inputs[0]] or len(inputs) > 1:
+        if replay:
+            raise ConfigError("--replay loads one dead-letter export; give a single --input file")
+        _run_feed(
+            files,
+            db,
+            options,
+            spec,
+            output=output,
+            as_json=as_json,
+            quiet=quiet,
+            keep_going=keep_going,
+            show_progress=show_progress,
+        )
+        return
+    input_path = files[0]
     bar = _LoadBar(input_path, show=show_progress)
 
     def committed(summary: RunSummary, store: Store) -> None:
@@ -157,13 +188,69 @@ def run(
         bar.stop()
 
 
+def _run_feed(
+    files: list[str],
+    db: str,
+    options: RunOptions,
+    spec: PipelineSpec,
+    *,
+    output: Path | None,
+    as_json: bool,
+    quiet: bool,
+    keep_going: bool,
+    show_progress: bool,
+) -> None:
+    """Many files: one run each, then one table (or JSON document) for them all."""
+    bars: list[_LoadBar] = []
+
+    def progress(path: str, place: int, count: int) -> capstone.pipeline.Progress | None:
+        for bar in bars:
+            bar.stop()
+        bars[:] = [_LoadBar(path, show=show_progress, label=f"{place}/{count} {path}")]
+        return bars[0].update if show_progress else None
+
+    try:
+        feed = capstone.pipeline.run_many(
+            files, db, options, progress, spec=spec, keep_going=keep_going
+        )
+    finally:
+        for bar in bars:
+            bar.stop()
+    document = {
+        "runs": [r.model_dump() for r in feed.runs],
+        "skipped_files": [],
+    }
+    if output is not None:
+        text = orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
+        if is_stdout(output):
+            sys.stdout.write(text)
+        else:
+            output.write_text(text)
+    if not quiet and not is_stdout(output):
+        if as_json:
+            print_json(document)
+        else:
+            console.print(feed_table(feed.runs, console.width))
+    if feed.failed:
+        first = feed.failed[0]
+        rest = (
+            f"; {len(feed.unread)} later file(s) not loaded (--keep-going loads them)"
+            if feed.unread
+            else ""
+        )
+        raise CapstoneError(
+            f"{plural(len(feed.failed), 'file')} of {len(feed.runs) + len(feed.unread)} failed; "
+            f"run {first.run_id} ({first.source}): {first.error}{rest}"
+        )
+
+
 class _LoadBar:
     """The progress bar on stderr, if `show`: it appears as the run starts and goes when it ends."""
 
-    def __init__(self, input_path: str, *, show: bool) -> None:
+    def __init__(self, input_path: str, *, show: bool, label: str = "loading") -> None:
         self._path = input_path
         self._bar = Progress(
-            TextColumn("[bold]loading[/]"),
+            TextColumn("{task.description}", markup=False, style="bold"),
             BarColumn(),
             DownloadColumn(),
             TextColumn("{task.fields[rate]}"),
@@ -172,6 +259,7 @@ class _LoadBar:
             transient=True,
             disable=not show,
         )
+        self._label = label
         self._task: TaskID | None = None
         self._started = utcnow()
 
@@ -179,7 +267,7 @@ class _LoadBar:
         """The pipeline's progress callback; its first call comes as the run starts."""
         if self._task is None:
             self._bar.start()
-            self._task = self._bar.add_task("load", total=SourceFile(self._path).size, rate="")
+            self._task = self._bar.add_task(self._label, total=SourceFile(self._path).size, rate="")
             self._started = utcnow()
             return
         seconds = max((utcnow() - self._started).total_seconds(), 1e-6)
