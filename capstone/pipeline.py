@@ -1,6 +1,7 @@
 """The orchestrator: source -> classify -> stage / dead-letter / skip -> merge -> finish, in one transaction."""
 
 import contextlib
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -14,13 +15,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from capstone.classify import Classifier
 from capstone.config import load_config
 from capstone.dead_letters import replay_items
-from capstone.errors import CapstoneError, InterruptedRun, MissingDatabase, StoreError
+from capstone.errors import (
+    CapstoneError,
+    ConfigError,
+    InterruptedRun,
+    MissingDatabase,
+    StoreError,
+)
 from capstone.fates import Batch, Merged
 from capstone.inputs import expand_inputs
+from capstone.manifest import FileIdentity, LoadedFile, identify
 from capstone.model import shape_of
 from capstone.sources import Format, Item, SourceFile
 from capstone.spec import Duration, PipelineSpec
-from capstone.store import RunTransaction, Store, open_store
+from capstone.store import RunTransaction, Store, database_files, open_store
 from capstone.summary import RunStatus, RunSummary
 from capstone.timeutil import earlier, format_ts, later, utcnow
 from capstone.watermark import advance, check_stored
@@ -35,6 +43,7 @@ __all__ = [
     "Progress",
     "RunOptions",
     "dismiss_dead_letters",
+    "feed_files",
     "interrupted_after_commit",
     "replay",
     "replay_dead_letters",
@@ -77,6 +86,8 @@ class RunOptions(BaseModel):
     format: Format | None = None
     batch_size: int = Field(10_000, ge=1, le=MAX_BATCH_SIZE)
     lock_timeout: float = Field(5.0, ge=0, le=MAX_LOCK_TIMEOUT)
+    force: bool = False
+    """Load a file even when the manifest says its content was loaded before."""
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -113,11 +124,12 @@ def run(
     """
     options = options or RunOptions()
     pipeline = resolve_pipeline(options, spec)
+    file = None if replay else identify(input_path)
     with SourceFile(input_path, options.format) as source:
         return _in_store(
             open_store(db),
             lambda store: run_source(
-                source, store, options, progress, replay=replay, spec=pipeline
+                source, store, options, progress, replay=replay, spec=pipeline, file=file
             ),
             on_commit,
             on_failure,
@@ -157,7 +169,7 @@ def run_many(
     """
     options = options or RunOptions()
     pipeline = resolve_pipeline(options, spec)
-    files = expand_inputs(inputs)
+    files = feed_files(inputs, db)
     done: list[RunSummary] = []
     with open_store(db) as store:
         for place, path in enumerate(files, 1):
@@ -176,11 +188,22 @@ def run_many(
     return FeedRuns(runs=done)
 
 
+def feed_files(inputs: Sequence[str], db: str) -> list[str]:
+    """The files `run_many` loads: `expand_inputs(inputs)` without the database's own files (a
+    landing folder may hold the SQLite database)."""
+    own = {os.path.realpath(path) for path in database_files(db)}
+    files = [path for path in expand_inputs(inputs) if os.path.realpath(path) not in own]
+    if not files:
+        raise ConfigError(f"--input names only the database {db}; give the files to load")
+    return files
+
+
 def _run_file(
     store: Store, path: str, options: RunOptions, progress: Progress | None, spec: PipelineSpec
 ) -> RunSummary:
+    file = identify(path)
     with SourceFile(path, options.format) as source:
-        return run_source(source, store, options, progress, spec=spec)
+        return run_source(source, store, options, progress, spec=spec, file=file)
 
 
 def _failed_file(store: Store, pipeline: str, path: str, error: CapstoneError) -> RunSummary:
@@ -273,11 +296,16 @@ def run_source(
     *,
     replay: bool = False,
     spec: PipelineSpec | None = None,
+    file: FileIdentity | None = None,
 ) -> RunSummary:
     """Run the pipeline over an opened source; on any error roll back and log the run as failed.
 
     `replay=True` loads an edited dead-letter export: nothing is skipped by the watermark, and
     records carrying `_dead_letter` ids resolve those dead letters when they are staged.
+
+    With the source's `file` identity the run goes through the manifest: content the pipeline
+    loaded before is skipped whole, unread (unless `options.force`), and a loaded file is
+    recorded with its data.
     """
     return _execute(
         store,
@@ -289,6 +317,7 @@ def run_source(
         bytes_read=source.bytes_read,
         replay=replay,
         csv=source.format == "csv",
+        file=file,
     )
 
 
@@ -452,6 +481,7 @@ def _execute(
     bytes_read: Callable[[], int] = lambda: 0,
     replay: bool = False,
     csv: bool = False,
+    file: FileIdentity | None = None,
 ) -> RunSummary:
     clock = time.perf_counter()
     if progress is not None:
@@ -468,6 +498,10 @@ def _execute(
         with store.run_transaction(run, options.lock_timeout, spec) as tx:
             now = utcnow()
             old = check_stored(spec.name, tx.read_watermark(), now, tolerance)
+            if file is not None and not options.force:
+                loaded = tx.loaded_content(file.sha256)
+                if loaded is not None:
+                    return _same_content(tx, run, loaded, old, clock)
             skip_through = None if old is None or replay else earlier(old, lookback)
             classifier = Classifier(
                 skip_through=skip_through,
@@ -499,6 +533,11 @@ def _execute(
             )
             if not summary.is_balanced():
                 raise StoreError(f"run {run.run_id} does not balance ({summary}); nothing was kept")
+            if file is not None:
+                before = tx.last_load_of(file.resolved_path)
+                if before is not None and before.sha256 != file.sha256:
+                    summary = summary.model_copy(update={"changed_since": before.run_id})
+                tx.record_file(file, summary.input_records, summary.finished_at or "")
             tx.finish(summary, dict(tally.reasons))
         return summary
     except KeyboardInterrupt:
@@ -511,6 +550,28 @@ def _execute(
     except Exception as error:
         _record_end(store, run, RunStatus.FAILED, f"{type(error).__name__}: {error}", clock)
         raise
+
+
+def _same_content(
+    tx: RunTransaction, run: RunSummary, loaded: LoadedFile, old: datetime | None, clock: float
+) -> RunSummary:
+    """Finish a run whose file's content an earlier run `loaded`: every record skipped, none
+    read, no lineage (the earlier run's lineage has every record)."""
+    watermark = None if old is None else format_ts(old)
+    summary = run.model_copy(
+        update={
+            "status": RunStatus.SUCCESS,
+            "finished_at": format_ts(utcnow()),
+            "input_records": loaded.records,
+            "skipped": loaded.records,
+            "watermark_before": watermark,
+            "watermark": watermark,
+            "same_content_as": loaded.run_id,
+            "duration_ms": round((time.perf_counter() - clock) * 1000),
+        }
+    )
+    tx.finish(summary, {})
+    return summary
 
 
 def _interrupted(store: Store, run: RunSummary) -> InterruptedRun:

@@ -1,15 +1,21 @@
 """Many input files in one invocation: one run per file, in order, and what a failure stops."""
 
+import bz2
+import gzip
+import io
 import json
+import lzma
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
+import zstandard
 from typer.testing import CliRunner
 
 from capstone.cli import app
 from capstone.errors import ConfigError, InputError
-from capstone.pipeline import run_many
+from capstone.pipeline import RunOptions, run, run_many
 from tests.conftest import event, fetch
 
 
@@ -121,3 +127,154 @@ class TestCliFeeds:
         result = runner.invoke(app, ["run", "-i", str(tmp_path / "*.gz"), "--db", db])
         assert result.exit_code == 2
         assert "matches no file" in result.stderr
+
+
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "": lambda data: data,
+    ".gz": gzip.compress,
+    ".bz2": bz2.compress,
+    ".xz": lzma.compress,
+    ".zst": zstandard.ZstdCompressor().compress,
+}
+
+
+def landing(folder: Path, days: int = 12) -> list[Path]:
+    """A landing folder of daily files, each compressed another way (or not at all)."""
+    folder.mkdir(exist_ok=True)
+    suffixes = list(COMPRESSORS)
+    paths = []
+    for day in range(1, days + 1):
+        suffix = suffixes[day % len(suffixes)]
+        plain = write_day(folder, day, keys=4)
+        path = plain.with_name(plain.name + suffix)
+        path.write_bytes(COMPRESSORS[suffix](plain.read_bytes()))
+        if suffix:
+            plain.unlink()
+        paths.append(path)
+    return paths
+
+
+def counts(db: str) -> dict[str, int]:
+    tables = ("run_log", "target", "lineage", "dead_letters", "files", "run_steps")
+    return {t: fetch(db, f"SELECT COUNT(*) FROM {t}")[0][0] for t in tables}
+
+
+class TestManifest:
+    def test_a_loaded_folder_is_skipped_whole_when_loaded_again(
+        self, db: str, tmp_path: Path
+    ) -> None:
+        """Rerunning a folder of mixed compressed files skips every file unread; only the run log grows."""
+        folder = tmp_path / "landing"
+        paths = landing(folder)
+        first = run_many([str(folder)], db)
+        assert [r.loaded for r in first.runs] == [4] * len(paths)
+        before = counts(db)
+        again = run_many([str(folder)], db)
+        assert [r.same_content_as for r in again.runs] == [r.run_id for r in first.runs]
+        assert all(r.skipped == r.input_records == 4 and r.lineage_entries == 0 for r in again.runs)
+        assert all(r.is_balanced() for r in again.runs)
+        after = counts(db)
+        assert after.pop("run_log") == before.pop("run_log") + len(paths)
+        assert after == before
+
+    def test_renamed_changed_and_new_files(self, db: str, tmp_path: Path) -> None:
+        """A renamed file is skipped, a changed one loads again saying so, a new one loads."""
+        folder = tmp_path / "landing"
+        paths = landing(folder, days=5)
+        first = run_many([str(folder)], db)
+        paths[0].rename(folder / "renamed-delivery.jsonl.bz2.again")
+        write_day(folder, 2, keys=6, name=paths[1].name)  # corrected, plain now
+        write_day(folder, 9)
+        feed = run_many([str(folder)], db)
+        by_name = {Path(r.source or "").name: r for r in feed.runs}
+        renamed = by_name["renamed-delivery.jsonl.bz2.again"]
+        assert renamed.same_content_as == first.runs[0].run_id
+        changed = by_name[paths[1].name]
+        assert changed.changed_since == first.runs[1].run_id
+        assert (changed.input_records, changed.loaded, changed.skipped) == (6, 2, 4)
+        new = by_name["events-2025-01-09.jsonl"]
+        assert (new.loaded, new.same_content_as, new.changed_since) == (3, None, None)
+        assert fetch(db, "SELECT COUNT(*) FROM target") == [(4 * 5 + 2 + 3,)]
+
+    def test_force_loads_known_content(self, db: str, tmp_path: Path) -> None:
+        """With force a file is read again and recorded again; newest-wins keeps the target as it was."""
+        path = write_day(tmp_path, 1)
+        run_many([str(path)], db)
+        again = run_many([str(path)], db, RunOptions(force=True))
+        assert again.runs[0].same_content_as is None
+        assert again.runs[0].skipped == 3
+        assert again.runs[0].lineage_entries > 0
+        assert fetch(db, "SELECT COUNT(*) FROM files") == [(2,)]
+
+    def test_a_failed_file_leaves_no_manifest_row_and_loads_next_time(
+        self, db: str, tmp_path: Path
+    ) -> None:
+        """File 3 of 5 fails: next invocation skips 1-2 by manifest and loads 3-5."""
+        for day in (1, 2, 4, 5):
+            write_day(tmp_path, day)
+        broken = cut_gzip(tmp_path / "events-2025-01-03.jsonl.gz")
+        first = run_many([str(tmp_path)], db)
+        assert [r.status for r in first.runs] == ["success", "success", "failed"]
+        assert fetch(db, "SELECT COUNT(*) FROM files") == [(2,)]
+        broken.write_bytes(
+            gzip.compress(
+                (tmp_path / "events-2025-01-01.jsonl").read_bytes().replace(b"k1-", b"k3-")
+            )
+        )
+        second = run_many([str(tmp_path)], db)
+        assert [r.error for r in second.runs][:1] == [None]
+        assert [r.same_content_as is not None for r in second.runs] == [
+            True,
+            True,
+            False,
+            False,
+            False,
+        ]
+        assert [r.loaded for r in second.runs] == [0, 0, 3, 3, 3]
+        assert fetch(db, "SELECT COUNT(*) FROM files") == [(5,)]
+
+    def test_stdin_has_no_manifest_entry(
+        self, db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Standard input cannot be hashed before reading: it loads, and the manifest stays empty."""
+        data = write_day(tmp_path, 1).read_bytes()
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+        summary = run("-", db)
+        assert summary.loaded == 3
+        assert fetch(db, "SELECT COUNT(*) FROM files") == [(0,)]
+
+
+class TestCliManifest:
+    def test_rerun_lists_skipped_files_and_files_lists_the_manifest(
+        self, runner: CliRunner, db: str, tmp_path: Path
+    ) -> None:
+        """--json names skipped files; `capstone files` lists the manifest newest first."""
+        folder = tmp_path / "landing"
+        landing(folder, days=3)
+        assert runner.invoke(app, ["run", "-i", str(folder), "--db", db]).exit_code == 0
+        result = runner.invoke(app, ["run", "-i", str(folder), "--db", db, "--json"])
+        assert result.exit_code == 0, result.output
+        document = json.loads(result.stdout)
+        assert len(document["skipped_files"]) == 3
+        assert all(r["same_content_as"] for r in document["runs"])
+        listed = runner.invoke(app, ["files", "--db", db, "--json", "--limit", "2"])
+        assert listed.exit_code == 0, listed.output
+        rows = json.loads(listed.stdout)
+        assert [r["run_id"] for r in rows] == [3, 2]
+        assert rows[0]["records"] == 4
+        table = runner.invoke(app, ["files", "--db", db])
+        assert "loaded files" in table.output
+
+    def test_single_file_rerun_says_which_run_had_it(
+        self, runner: CliRunner, db: str, sample: str
+    ) -> None:
+        """Loading the seed twice: the second run skips all 7 and names run 1."""
+        assert runner.invoke(app, ["run", "-i", sample, "--db", db]).exit_code == 0
+        result = runner.invoke(app, ["run", "-i", sample, "--db", db])
+        assert result.exit_code == 0, result.output
+        assert "same content as run 1" in result.output
+        forced = runner.invoke(app, ["run", "-i", sample, "--db", db, "--force", "--json"])
+        assert forced.exit_code == 0, forced.output
+        summary = json.loads(forced.stdout)
+        assert summary["skipped"] == 7
+        assert "same_content_as" not in summary

@@ -53,6 +53,7 @@ def main(
 app.command()(run.run)
 app.command()(reports.report)
 app.command()(reports.runs)
+app.command()(reports.files)
 app.command()(run.replay)
 app.command()(reports.lineage)
 app.command("reset-watermark")(admin.reset_watermark)

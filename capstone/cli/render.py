@@ -15,12 +15,15 @@ from rich.table import Table
 from rich.text import Text
 
 from capstone.lineage import STEPS, LineageEntry, StepCount
+from capstone.manifest import LoadedFile
 from capstone.pipeline import PipelineStatus
 from capstone.summary import DeadLetter, RunSummary
 
 __all__ = [
     "dead_letters_table",
     "feed_table",
+    "file_note",
+    "files_table",
     "lineage_table",
     "pipelines_table",
     "reasons_table",
@@ -195,9 +198,20 @@ def summary_table(summary: RunSummary) -> Table:
         table.add_row(field, f"{getattr(summary, field):,}")
     table.add_row("watermark", f"{summary.watermark_before or '-'} → {summary.watermark or '-'}")
     table.add_row("duration", f"{summary.duration_ms:,} ms")
+    if note := file_note(summary):
+        table.add_row("file", note)
     if summary.error:
         table.add_row("error", _text(summary.error))
     return table
+
+
+def file_note(run: RunSummary) -> str:
+    """What the manifest said of a run's file, or ''."""
+    if run.same_content_as is not None:
+        return f"skipped unread: same content as run {run.same_content_as}"
+    if run.changed_since is not None:
+        return f"loaded again: changed since run {run.changed_since}"
+    return ""
 
 
 def steps_table(counts: Sequence[StepCount], title: str) -> Table:
@@ -255,6 +269,8 @@ def runs_table(runs: Sequence[RunSummary], width: int | None = None) -> Table:
     for run in runs:
         if run.error:
             _note(table, f"run {run.run_id}: {run.error}")
+        elif note := file_note(run):
+            _note(table, f"run {run.run_id}: {note}")
     return table
 
 
@@ -295,7 +311,35 @@ def feed_table(runs: Sequence[RunSummary], width: int | None = None) -> Table:
     for r in runs:
         if r.error:
             _note(table, f"run {r.run_id}: {r.error}")
+        elif note := file_note(r):
+            _note(table, f"run {r.run_id}: {note}")
     return table
+
+
+def files_table(files: Sequence[LoadedFile], width: int | None = None) -> Table:
+    """The file manifest, newest first."""
+    columns = [
+        _Column("run", right=True),
+        _Column("pipeline", drop=3, flexible=12),
+        _Column("path", flexible=16, clip_left=True),
+        _Column("records", right=True),
+        _Column("bytes", right=True, drop=2),
+        _Column("sha256", drop=1),
+        _Column("loaded (UTC)", drop=4),
+    ]
+    rows = [
+        [
+            Text(str(f.run_id)),
+            _text(f.pipeline),
+            _text(f.path),
+            Text(f"{f.records:,}"),
+            Text(f"{f.size:,}"),
+            Text(f.sha256[:12]),
+            Text(f.loaded_at.replace("T", " ")[:19]),
+        ]
+        for f in files
+    ]
+    return _fitted("loaded files", columns, rows, width)
 
 
 def reasons_table(reasons: dict[str, int], title: str) -> Table:

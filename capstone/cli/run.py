@@ -26,8 +26,7 @@ from capstone.cli._output import all_steps, console, plural, print_json, stdout_
 from capstone.cli.render import feed_table, steps_table, summary_table
 from capstone.config import load_config
 from capstone.errors import CapstoneError, ConfigError
-from capstone.inputs import expand_inputs
-from capstone.pipeline import MAX_BATCH_SIZE, RunOptions
+from capstone.pipeline import MAX_BATCH_SIZE, RunOptions, feed_files
 from capstone.sources import Format, SourceFile
 from capstone.spec import PipelineSpec
 from capstone.store import Store
@@ -102,6 +101,15 @@ def run(
             metavar="",
         ),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Load a file even if the pipeline loaded the same content before (the file "
+            "manifest, `capstone files`, would skip it unread).",
+            metavar="",
+        ),
+    ] = False,
     keep_going: Annotated[
         bool,
         typer.Option(
@@ -130,8 +138,9 @@ def run(
         format=fmt,
         batch_size=batch_size,
         lock_timeout=lock_timeout,
+        force=force,
     )
-    files = expand_inputs(inputs)
+    files = feed_files(inputs, db)
     if output is not None:
         for path in files:
             check_writable(output, db, path)
@@ -218,7 +227,7 @@ def _run_feed(
             bar.stop()
     document = {
         "runs": [r.model_dump() for r in feed.runs],
-        "skipped_files": [],
+        "skipped_files": [r.source for r in feed.runs if r.same_content_as is not None],
     }
     if output is not None:
         text = orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
