@@ -18,12 +18,14 @@ from capstone.dead_letters import replay_items
 from capstone.errors import (
     CapstoneError,
     ConfigError,
+    InputError,
     InterruptedRun,
     MissingDatabase,
     StoreError,
 )
 from capstone.fates import Batch, Merged
 from capstone.inputs import expand_inputs
+from capstone.limits import MaxRejects, RejectLimit, over_limit
 from capstone.manifest import FileIdentity, LoadedFile, identify
 from capstone.model import shape_of
 from capstone.sources import Format, Item, SourceFile
@@ -88,6 +90,8 @@ class RunOptions(BaseModel):
     lock_timeout: float = Field(5.0, ge=0, le=MAX_LOCK_TIMEOUT)
     force: bool = False
     """Load a file even when the manifest says its content was loaded before."""
+    max_rejects: MaxRejects | None = None
+    """Fail a file's run past this many rejects (None: the pipeline's `max_rejects`)."""
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -513,10 +517,15 @@ def _execute(
                 watermark=old,
             )
             tally = _Tally()
+            limit = options.max_rejects or spec.max_rejects
             for chunk in _batches(items(tx), options.batch_size):
                 tally.add(tx, classifier.classify(chunk))
                 if progress is not None:
                     progress(tally.records, bytes_read())
+                if limit is not None and limit.exceeded(tally.rejected, tally.records, final=False):
+                    raise _too_many_rejects(limit, source_name, tally, spec)
+            if limit is not None and limit.exceeded(tally.rejected, tally.records, final=True):
+                raise _too_many_rejects(limit, source_name, tally, spec)
             skip_text = None if skip_through is None else format_ts(skip_through)
             merged = tx.merge(skip_text, None if old is None else format_ts(old))
             watermark = advance(old, tally.newest)
@@ -550,6 +559,15 @@ def _execute(
     except Exception as error:
         _record_end(store, run, RunStatus.FAILED, f"{type(error).__name__}: {error}", clock)
         raise
+
+
+def _too_many_rejects(
+    limit: RejectLimit, source: str, tally: _Tally, spec: PipelineSpec
+) -> InputError:
+    required = [*spec.key, spec.event_time]
+    return InputError(
+        over_limit(limit, source, tally.rejected, tally.records, tally.reasons, required)
+    )
 
 
 def _same_content(

@@ -7,6 +7,7 @@ import json
 import lzma
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -15,7 +16,9 @@ from typer.testing import CliRunner
 
 from capstone.cli import app
 from capstone.errors import ConfigError, InputError
+from capstone.limits import RejectLimit
 from capstone.pipeline import RunOptions, run, run_many
+from capstone.spec import PipelineSpec
 from tests.conftest import event, fetch
 
 
@@ -278,3 +281,55 @@ class TestCliManifest:
         summary = json.loads(forced.stdout)
         assert summary["skipped"] == 7
         assert "same_content_as" not in summary
+
+
+class TestMaxRejects:
+    def test_a_file_over_the_limit_keeps_nothing(self, db: str, write_jsonl: Any) -> None:
+        """Past --max-rejects the run fails, and no record, letter, lineage or manifest row stays."""
+        good = [event(f"k{n}", "2025-01-01T00:00:00Z") for n in range(8)]
+        path = write_jsonl([*good, {"key": "x"}, {"key": "y"}])
+        with pytest.raises(InputError, match=r"2 of 10 records rejected, over --max-rejects 10%"):
+            run(path, db, RunOptions(max_rejects=RejectLimit.parse("10%")))
+        left = counts(db)
+        assert left.pop("run_log") == 1
+        assert set(left.values()) == {0}
+        assert fetch(db, "SELECT status FROM run_log") == [("failed",)]
+
+    def test_at_the_limit_the_file_loads(self, db: str, write_jsonl: Any) -> None:
+        """Rejects up to the limit are dead-lettered as usual."""
+        path = write_jsonl([event("a", "2025-01-01T00:00:00Z"), {"key": "x"}, {"key": "y"}])
+        summary = run(path, db, RunOptions(max_rejects=RejectLimit.parse(2)))
+        assert (summary.loaded, summary.rejected) == (1, 2)
+
+    def test_a_count_limit_stops_early(self, db: str, write_jsonl: Any) -> None:
+        """A count is judged batch by batch: the run stops once it is passed."""
+        path = write_jsonl([{"n": n} for n in range(50)])
+        with pytest.raises(InputError, match=r"3 of 3 records rejected, over --max-rejects 2"):
+            run(path, db, RunOptions(max_rejects=RejectLimit.parse("2"), batch_size=3))
+
+    def test_the_pipeline_setting_applies(self, db: str, write_jsonl: Any) -> None:
+        """A pipeline's max_rejects setting refuses a file as the option does."""
+        spec = PipelineSpec(name="strict", max_rejects="0")  # type: ignore[arg-type]
+        with pytest.raises(InputError, match="over --max-rejects 0"):
+            run(write_jsonl([{"key": "x"}]), db, spec=spec)
+        assert spec.definition() == PipelineSpec(name="strict").definition()
+
+    def test_bad_limits_are_refused(self) -> None:
+        """Only a count or a percentage up to 100% is a limit."""
+        for bad in ("x", "-1", "1.5", "101%", True):
+            with pytest.raises(ValueError, match="max_rejects"):
+                RejectLimit.parse(bad)
+
+    def test_cli_names_the_reason_and_the_likely_pipeline(
+        self, runner: CliRunner, db: str, write_jsonl: Any
+    ) -> None:
+        """Every record lacking the key: one line with the count, the reason and a --pipeline hint."""
+        path = write_jsonl([{"id": n, "created_at": "2025-01-01T00:00:00Z"} for n in range(5)])
+        result = runner.invoke(app, ["run", "-i", path, "--db", db, "--max-rejects", "5%"])
+        assert result.exit_code == 1
+        assert "5 of 5 records rejected, over --max-rejects 5%" in result.stderr
+        assert "most common reason: key.missing" in result.stderr
+        assert "another pipeline (--pipeline NAME" in result.stderr
+        bad = runner.invoke(app, ["run", "-i", path, "--db", db, "--max-rejects", "lots"])
+        assert bad.exit_code == 2
+        assert "--max-rejects must be a count" in bad.stderr

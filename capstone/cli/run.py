@@ -26,6 +26,7 @@ from capstone.cli._output import all_steps, console, plural, print_json, stdout_
 from capstone.cli.render import feed_table, steps_table, summary_table
 from capstone.config import load_config
 from capstone.errors import CapstoneError, ConfigError
+from capstone.limits import RejectLimit
 from capstone.pipeline import MAX_BATCH_SIZE, RunOptions, feed_files
 from capstone.sources import Format, SourceFile
 from capstone.spec import PipelineSpec
@@ -101,6 +102,15 @@ def run(
             metavar="",
         ),
     ] = False,
+    max_rejects: Annotated[
+        str | None,
+        typer.Option(
+            "--max-rejects",
+            help="Fail a file's run, keeping nothing, when more of its records than this are "
+            "rejected: a count (100) or a percentage (5%) (default: the pipeline's, no limit).",
+            metavar="N|N%",
+        ),
+    ] = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -139,6 +149,7 @@ def run(
         batch_size=batch_size,
         lock_timeout=lock_timeout,
         force=force,
+        max_rejects=None if max_rejects is None else _reject_limit(max_rejects),
     )
     files = feed_files(inputs, db)
     if output is not None:
@@ -195,6 +206,13 @@ def run(
         )
     finally:
         bar.stop()
+
+
+def _reject_limit(value: str) -> RejectLimit:
+    try:
+        return RejectLimit.parse(value)
+    except ValueError as error:
+        raise ConfigError(f"--{error}".replace("max_rejects", "max-rejects", 1)) from None
 
 
 def _run_feed(
