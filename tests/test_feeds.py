@@ -309,7 +309,7 @@ class TestMaxRejects:
 
     def test_the_pipeline_setting_applies(self, db: str, write_jsonl: Any) -> None:
         """A pipeline's max_rejects setting refuses a file as the option does."""
-        spec = PipelineSpec(name="strict", max_rejects="0")  # type: ignore[arg-type]
+        spec = PipelineSpec(name="strict", max_rejects="0")
         with pytest.raises(InputError, match="over --max-rejects 0"):
             run(write_jsonl([{"key": "x"}]), db, spec=spec)
         assert spec.definition() == PipelineSpec(name="strict").definition()
