@@ -20,6 +20,7 @@ from capstone.errors import (
     ConfigError,
     InputError,
     InterruptedRun,
+    LockError,
     MissingDatabase,
     StoreError,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "dismiss_dead_letters",
     "feed_files",
     "interrupted_after_commit",
+    "load_file",
     "replay",
     "replay_dead_letters",
     "run",
@@ -179,10 +181,12 @@ def run_many(
         for place, path in enumerate(files, 1):
             tracker = None if progress is None else progress(path, place, len(files))
             try:
-                summary = _run_file(store, path, options, tracker, pipeline)
+                summary = load_file(store, path, options, pipeline, tracker)
             except InterruptedRun as error:
                 raise _interrupted_feed(error, done) from None
-            except CapstoneError as error:
+            except LockError as error:
+                if error.run_id is None:
+                    raise
                 summary = _failed_file(store, pipeline.name, path, error)
             done.append(summary)
             if on_file is not None:
@@ -200,6 +204,28 @@ def feed_files(inputs: Sequence[str], db: str) -> list[str]:
     if not files:
         raise ConfigError(f"--input names only the database {db}; give the files to load")
     return files
+
+
+def load_file(
+    store: Store,
+    path: str,
+    options: RunOptions,
+    spec: PipelineSpec,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Load one file of a feed as its own run through the manifest and return its run-log row,
+    whether it succeeded or failed (a file that failed before its run began is logged failed
+    too). Raises InterruptedRun on Ctrl-C, LockError when another run held the pipeline or the
+    database too long (a failed run may be logged: try again later), and StoreError when the
+    database cannot log a run at all."""
+    try:
+        return _run_file(store, path, options, progress, spec)
+    except (InterruptedRun, LockError):
+        raise
+    except CapstoneError as error:
+        if isinstance(error, StoreError) and error.run_id is None:
+            raise
+        return _failed_file(store, spec.name, path, error)
 
 
 def _run_file(

@@ -149,6 +149,7 @@ def test_reset_watermark_asks_first(runner: CliRunner, db: str, sample: str) -> 
 
 COMMANDS = [
     ["run"],
+    ["watch"],
     ["report"],
     ["runs"],
     ["files"],
