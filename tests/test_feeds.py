@@ -1,10 +1,16 @@
 """Many input files in one invocation: one run per file, in order, and what a failure stops."""
 
 import bz2
+import contextlib
 import gzip
 import io
 import json
 import lzma
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -333,3 +339,39 @@ class TestMaxRejects:
         bad = runner.invoke(app, ["run", "-i", path, "--db", db, "--max-rejects", "lots"])
         assert bad.exit_code == 2
         assert "--max-rejects must be a count" in bad.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_in_file_3_of_5_keeps_files_1_and_2(db_path: str, tmp_path: Path) -> None:
+    """SIGKILL during file 3: 1 and 2 stay committed with their manifest rows, 3 is rolled back;
+    the next invocation skips 1 and 2 by the manifest and loads 3 to 5."""
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    for day in (1, 2, 4, 5):
+        write_day(folder, day)
+    with gzip.open(folder / "events-2025-01-03.jsonl.gz", "wt") as fh:
+        for n in range(400_000):
+            fh.write(
+                f'{{"key": "big{n}", "name": "n", "value": 1, "ts": "2025-01-03T00:00:00Z"}}\n'
+            )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "capstone", "run", "-i", str(folder), "--db", db_path, "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(sqlite3.OperationalError):
+            if fetch(db_path, "SELECT run_id FROM run_log WHERE status = 'running'") == [(3,)]:
+                time.sleep(0.5)
+                break
+        time.sleep(0.02)
+    process.kill()
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert fetch(db_path, "SELECT run_id FROM files ORDER BY run_id") == [(1,), (2,)]
+    assert fetch(db_path, "SELECT COUNT(*) FROM target") == [(6,)]
+    feed = run_many([str(folder)], db_path)
+    assert [r.same_content_as for r in feed.runs] == [1, 2, None, None, None]
+    assert [r.loaded for r in feed.runs] == [0, 0, 400_000, 3, 3]
+    assert fetch(db_path, "SELECT status FROM run_log WHERE run_id = 3") == [("abandoned",)]
