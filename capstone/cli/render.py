@@ -265,11 +265,13 @@ def runs_table(runs: Sequence[RunSummary], width: int | None = None) -> Table:
         ]
         for run in runs
     ]
-    table = _fitted("runs", columns, rows, width)
+    return _with_run_notes(_fitted("runs", columns, rows, width), runs)
+
+
+def _with_run_notes(table: Table, runs: Sequence[RunSummary]) -> Table:
+    """Each run's error, or what the manifest said of its file, as a line under the table."""
     for run in runs:
-        if run.error:
-            _note(table, f"run {run.run_id}: {run.error}")
-        elif note := file_note(run):
+        if note := run.error or file_note(run):
             _note(table, f"run {run.run_id}: {note}")
     return table
 
@@ -307,13 +309,7 @@ def feed_table(runs: Sequence[RunSummary], width: int | None = None) -> Table:
             [sum(getattr(r, c) for r in runs) for c in counts],
         )
     )
-    table = _fitted("runs of this invocation", columns, rows, width)
-    for r in runs:
-        if r.error:
-            _note(table, f"run {r.run_id}: {r.error}")
-        elif note := file_note(r):
-            _note(table, f"run {r.run_id}: {note}")
-    return table
+    return _with_run_notes(_fitted("runs of this invocation", columns, rows, width), runs)
 
 
 def files_table(files: Sequence[LoadedFile], width: int | None = None) -> Table:
