@@ -1,6 +1,7 @@
 """The orchestrator: source -> classify -> stage / dead-letter / skip -> merge -> finish, in one transaction."""
 
 import contextlib
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -15,12 +16,23 @@ from capstone import openlineage
 from capstone.classify import Classifier
 from capstone.config import load_config
 from capstone.dead_letters import replay_items
-from capstone.errors import CapstoneError, InterruptedRun, MissingDatabase, StoreError
+from capstone.errors import (
+    CapstoneError,
+    ConfigError,
+    InputError,
+    InterruptedRun,
+    LockError,
+    MissingDatabase,
+    StoreError,
+)
 from capstone.fates import Batch, Merged
+from capstone.inputs import expand_inputs
+from capstone.limits import MaxRejects, RejectLimit, over_limit
+from capstone.manifest import FileIdentity, LoadedFile, identify
 from capstone.model import shape_of
 from capstone.sources import Format, Item, SourceFile
 from capstone.spec import Duration, PipelineSpec
-from capstone.store import RunTransaction, Store, open_store
+from capstone.store import RunTransaction, Store, database_files, open_store
 from capstone.summary import RunStatus, RunSummary
 from capstone.timeutil import earlier, format_ts, later, utcnow
 from capstone.watermark import advance, check_stored
@@ -29,14 +41,19 @@ __all__ = [
     "MAX_BATCH_SIZE",
     "MAX_LOCK_TIMEOUT",
     "AfterRun",
+    "FeedRuns",
+    "FileProgress",
     "PipelineStatus",
     "Progress",
     "RunOptions",
     "dismiss_dead_letters",
+    "feed_files",
     "interrupted_after_commit",
+    "load_file",
     "replay",
     "replay_dead_letters",
     "run",
+    "run_many",
     "run_source",
     "status",
 ]
@@ -46,6 +63,10 @@ Progress = Callable[[int, int], None]
 
 AfterRun = Callable[[RunSummary, Store], None]
 """Called once a run has ended with its summary and the store, still open (to read the run log)."""
+
+FileProgress = Callable[[str, int, int], Progress | None]
+"""Called as each file of `run_many` starts with (path, its place from 1, files in all); returns
+the file's Progress callback, or None."""
 
 T = TypeVar("T")
 
@@ -70,6 +91,10 @@ class RunOptions(BaseModel):
     format: Format | None = None
     batch_size: int = Field(10_000, ge=1, le=MAX_BATCH_SIZE)
     lock_timeout: float = Field(5.0, ge=0, le=MAX_LOCK_TIMEOUT)
+    force: bool = False
+    """Load a file even when the manifest says its content was loaded before."""
+    max_rejects: MaxRejects | None = None
+    """Fail a file's run past this many rejects (None: the pipeline's `max_rejects`)."""
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -106,15 +131,136 @@ def run(
     """
     options = options or RunOptions()
     pipeline = resolve_pipeline(options, spec)
+    file = None if replay else identify(input_path)
     with SourceFile(input_path, options.format) as source:
         return _in_store(
             open_store(db),
             lambda store: run_source(
-                source, store, options, progress, replay=replay, spec=pipeline
+                source, store, options, progress, replay=replay, spec=pipeline, file=file
             ),
             on_commit,
             on_failure,
         )
+
+
+class FeedRuns(BaseModel):
+    """What `run_many` did: one run per file it reached, in input order."""
+
+    runs: list[RunSummary]
+    """Each file's run as the run log has it (a failed file's run is logged failed)."""
+    unread: list[str] = []
+    """Files left alone because an earlier file failed (without `keep_going`)."""
+
+    @property
+    def failed(self) -> list[RunSummary]:
+        return [r for r in self.runs if r.status != RunStatus.SUCCESS]
+
+
+def run_many(
+    inputs: Sequence[str],
+    db: str = "capstone.db",
+    options: RunOptions | None = None,
+    progress: FileProgress | None = None,
+    *,
+    spec: PipelineSpec | None = None,
+    keep_going: bool = False,
+    on_file: Callable[[RunSummary], None] | None = None,
+) -> FeedRuns:
+    """Load each file `expand_inputs(inputs)` names as its own run (own transaction, run-log row
+    and summary), in order, into the database at `db`.
+
+    A file that fails is rolled back and logged failed; the files before it stay committed.
+    Without `keep_going` the files after it are left unread (`FeedRuns.unread`). `on_file` is
+    called with each file's summary as its run ends. A Ctrl-C rolls back the current file only
+    and raises InterruptedRun naming the runs that were committed.
+    """
+    options = options or RunOptions()
+    pipeline = resolve_pipeline(options, spec)
+    files = feed_files(inputs, db)
+    done: list[RunSummary] = []
+    with open_store(db) as store:
+        for place, path in enumerate(files, 1):
+            tracker = None if progress is None else progress(path, place, len(files))
+            try:
+                summary = load_file(store, path, options, pipeline, tracker)
+            except InterruptedRun as error:
+                raise _interrupted_feed(error, done) from None
+            except LockError as error:
+                if error.run_id is None:
+                    raise
+                summary = _failed_file(store, pipeline.name, path, error)
+            done.append(summary)
+            if on_file is not None:
+                on_file(summary)
+            if summary.status != RunStatus.SUCCESS and not keep_going:
+                return FeedRuns(runs=done, unread=files[place:])
+    return FeedRuns(runs=done)
+
+
+def feed_files(inputs: Sequence[str], db: str) -> list[str]:
+    """The files `run_many` loads: `expand_inputs(inputs)` without the database's own files (a
+    landing folder may hold the SQLite database)."""
+    own = {os.path.realpath(path) for path in database_files(db)}
+    files = [path for path in expand_inputs(inputs) if os.path.realpath(path) not in own]
+    if not files:
+        raise ConfigError(f"--input names only the database {db}; give the files to load")
+    return files
+
+
+def load_file(
+    store: Store,
+    path: str,
+    options: RunOptions,
+    spec: PipelineSpec,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Load one file of a feed as its own run through the manifest and return its run-log row,
+    whether it succeeded or failed (a file that failed before its run began is logged failed
+    too). Raises InterruptedRun on Ctrl-C, LockError when another run held the pipeline or the
+    database too long (a failed run may be logged: try again later), and StoreError when the
+    database cannot log a run at all."""
+    try:
+        return _run_file(store, path, options, progress, spec)
+    except (InterruptedRun, LockError):
+        raise
+    except CapstoneError as error:
+        if isinstance(error, StoreError) and error.run_id is None:
+            raise
+        return _failed_file(store, spec.name, path, error)
+
+
+def _run_file(
+    store: Store, path: str, options: RunOptions, progress: Progress | None, spec: PipelineSpec
+) -> RunSummary:
+    file = identify(path)
+    with SourceFile(path, options.format) as source:
+        return run_source(source, store, options, progress, spec=spec, file=file)
+
+
+def _failed_file(store: Store, pipeline: str, path: str, error: CapstoneError) -> RunSummary:
+    """The run-log row of a file that failed; one is logged for a file that failed before its
+    run began (unreadable, not text), so that every file of a feed has its row."""
+    if error.run_id is None:
+        name = "<stdin>" if path == "-" else path
+        run = store.begin_run(pipeline, name)
+        _record_end(store, run, RunStatus.FAILED, str(error), time.perf_counter())
+        error.run_id = run.run_id
+    ended = store.get_run(error.run_id)
+    if ended is None:  # pragma: no cover - the row was just written
+        raise error
+    return ended
+
+
+def _interrupted_feed(error: InterruptedRun, done: Sequence[RunSummary]) -> InterruptedRun:
+    kept = [str(r.run_id) for r in done if r.status == RunStatus.SUCCESS]
+    if not kept:
+        return error
+    feed = InterruptedRun(
+        f"{error}; the {len(kept)} earlier file run(s) of this invocation stay committed "
+        f"(runs {', '.join(kept)})"
+    )
+    feed.run_id = error.run_id
+    return feed
 
 
 def replay(
@@ -184,11 +330,16 @@ def run_source(
     *,
     replay: bool = False,
     spec: PipelineSpec | None = None,
+    file: FileIdentity | None = None,
 ) -> RunSummary:
     """Run the pipeline over an opened source; on any error roll back and log the run as failed.
 
     `replay=True` loads an edited dead-letter export: nothing is skipped by the watermark, and
     records carrying `_dead_letter` ids resolve those dead letters when they are staged.
+
+    With the source's `file` identity the run goes through the manifest: content the pipeline
+    loaded before is skipped whole, unread (unless `options.force`), and a loaded file is
+    recorded with its data.
     """
     return _execute(
         store,
@@ -201,6 +352,7 @@ def run_source(
         bytes_read=source.bytes_read,
         replay=replay,
         csv=source.format == "csv",
+        file=file,
     )
 
 
@@ -366,6 +518,7 @@ def _execute(
     bytes_read: Callable[[], int] = lambda: 0,
     replay: bool = False,
     csv: bool = False,
+    file: FileIdentity | None = None,
 ) -> RunSummary:
     clock = time.perf_counter()
     if progress is not None:
@@ -384,6 +537,11 @@ def _execute(
         with store.run_transaction(run, options.lock_timeout, spec) as tx:
             now = utcnow()
             old = check_stored(spec.name, tx.read_watermark(), now, tolerance)
+            loaded = None if file is None or options.force else tx.loaded_content(file.sha256)
+            if loaded is not None:
+                summary = _same_content(tx, run, loaded, old, clock)
+                events.complete(summary, {})
+                return summary
             skip_through = None if old is None or replay else earlier(old, lookback)
             classifier = Classifier(
                 skip_through=skip_through,
@@ -395,10 +553,13 @@ def _execute(
                 watermark=old,
             )
             tally = _Tally()
+            limit = options.max_rejects or spec.max_rejects
             for chunk in _batches(items(tx), options.batch_size):
                 tally.add(tx, classifier.classify(chunk))
                 if progress is not None:
                     progress(tally.records, bytes_read())
+                _check_rejects(limit, source_name, tally, spec, final=False)
+            _check_rejects(limit, source_name, tally, spec, final=True)
             skip_text = None if skip_through is None else format_ts(skip_through)
             merged = tx.merge(skip_text, None if old is None else format_ts(old))
             watermark = advance(old, tally.newest)
@@ -415,6 +576,8 @@ def _execute(
             )
             if not summary.is_balanced():
                 raise StoreError(f"run {run.run_id} does not balance ({summary}); nothing was kept")
+            if file is not None:
+                summary = _record_file(tx, file, summary)
             tx.finish(summary, dict(tally.reasons))
         events.complete(summary, tally.reasons)
         return summary
@@ -440,6 +603,55 @@ def _interrupt_events(events: openlineage.RunEvents, store: Store, run: RunSumma
     with contextlib.suppress(CapstoneError):
         if (stored := store.get_run(run.run_id)) is not None:
             events.complete(stored, store.reject_reasons(run.run_id))
+
+
+def _record_file(tx: RunTransaction, file: FileIdentity, summary: RunSummary) -> RunSummary:
+    """Enter the file in the manifest, in the run's transaction; the summary notes the run that
+    loaded the same path with other content before."""
+    before = tx.last_load_of(file.resolved_path)
+    if before is not None and before.sha256 != file.sha256:
+        summary = summary.model_copy(update={"changed_since": before.run_id})
+    tx.record_file(file, summary.input_records, summary.finished_at or "")
+    return summary
+
+
+def _check_rejects(
+    limit: RejectLimit | None, source: str, tally: _Tally, spec: PipelineSpec, *, final: bool
+) -> None:
+    """Fail the run once its rejects pass the limit (a percentage only at the end)."""
+    if limit is not None and limit.exceeded(tally.rejected, tally.records, final=final):
+        raise _too_many_rejects(limit, source, tally, spec)
+
+
+def _too_many_rejects(
+    limit: RejectLimit, source: str, tally: _Tally, spec: PipelineSpec
+) -> InputError:
+    required = [*spec.key, spec.event_time]
+    return InputError(
+        over_limit(limit, source, tally.rejected, tally.records, tally.reasons, required)
+    )
+
+
+def _same_content(
+    tx: RunTransaction, run: RunSummary, loaded: LoadedFile, old: datetime | None, clock: float
+) -> RunSummary:
+    """Finish a run whose file's content an earlier run `loaded`: every record skipped, none
+    read, no lineage (the earlier run's lineage has every record)."""
+    watermark = None if old is None else format_ts(old)
+    summary = run.model_copy(
+        update={
+            "status": RunStatus.SUCCESS,
+            "finished_at": format_ts(utcnow()),
+            "input_records": loaded.records,
+            "skipped": loaded.records,
+            "watermark_before": watermark,
+            "watermark": watermark,
+            "same_content_as": loaded.run_id,
+            "duration_ms": round((time.perf_counter() - clock) * 1000),
+        }
+    )
+    tx.finish(summary, {})
+    return summary
 
 
 def _interrupted(store: Store, run: RunSummary) -> InterruptedRun:

@@ -28,6 +28,7 @@ from pydantic_core import SchemaError
 from capstone.errors import ConfigError
 from capstone.fates import RESERVED_COLUMNS, RESERVED_FIELDS, StagingLayout
 from capstone.jsontext import dumps_exact
+from capstone.limits import MaxRejects
 from capstone.timeutil import parse_duration
 
 __all__ = [
@@ -180,6 +181,8 @@ class PipelineSpec(BaseModel):
     key back."""
     lookback: Duration = timedelta(0)
     future_tolerance: Duration = timedelta(days=1)
+    max_rejects: MaxRejects | None = None
+    """More rejects than this in a file fail its run, keeping nothing (default: no limit)."""
 
     @field_validator("key", mode="before")
     @classmethod
@@ -286,7 +289,7 @@ class PipelineSpec(BaseModel):
 
     def definition(self) -> str:
         """The canonical JSON stored with the target table, compared on every run."""
-        return self.model_dump_json(exclude={"name", "lookback", "future_tolerance"})
+        return self.model_dump_json(exclude={"name", "lookback", "future_tolerance", "max_rejects"})
 
 
 EVENTS = PipelineSpec(name=BUILTIN, target="target")

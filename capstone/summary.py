@@ -3,7 +3,7 @@
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
 __all__ = ["DeadLetter", "RunStatus", "RunSummary"]
 
@@ -45,6 +45,20 @@ class RunSummary(BaseModel):
     error: str | None = None
     run_uuid: str | None = None
     """The run's UUID: the run id of its OpenLineage events (None for runs logged before it)."""
+    same_content_as: int | None = None
+    """Set when the file was skipped whole: the run that loaded the same content before."""
+    changed_since: int | None = None
+    """Set when the file's path was loaded before with other content: that run."""
+
+    @model_serializer(mode="wrap")
+    def _notes_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The file notes appear only when they say something: a run of a new file reads as
+        # it always has (the README's summary, scripts reading --output).
+        data: dict[str, Any] = handler(self)
+        for name in ("same_content_as", "changed_since"):
+            if data.get(name, 0) is None:
+                del data[name]
+        return data
 
     def is_balanced(self) -> bool:
         """True when every input record has exactly one fate and every staged one a merge result."""

@@ -46,7 +46,9 @@ def test_every_record_has_exactly_one_fate(
     for number, (lines, lookback_hours) in enumerate(runs):
         path = folder / f"{number}.jsonl"
         path.write_text("".join(line + "\n" for line in lines))
-        summary = run(str(path), db, RunOptions(lookback=timedelta(hours=lookback_hours)))
+        summary = run(
+            str(path), db, RunOptions(lookback=timedelta(hours=lookback_hours), force=True)
+        )
         assert summary.input_records == len(lines)
         assert summary.is_balanced()
         [(lineage,)] = fetch(db, f"SELECT COUNT(*) FROM lineage WHERE run_id = {summary.run_id}")

@@ -5,7 +5,7 @@ from pathlib import Path
 import orjson
 from typer.testing import CliRunner
 
-from capstone import run
+from capstone import RunOptions, run
 from capstone.cli import app
 from capstone.store import open_store
 
@@ -13,7 +13,7 @@ from capstone.store import open_store
 def test_lineage_traces_every_step_of_a_key(runner: CliRunner, db: str, sample: str) -> None:
     """lineage evt-003 shows both records' stage and load steps, with source and position."""
     run(sample, db)
-    run(sample, db)
+    run(sample, db, RunOptions(force=True))
     result = runner.invoke(app, ["lineage", "evt-003", "--db", db, "--json"])
     assert result.exit_code == 0, result.output
     steps = [(e["run_id"], e["position"], e["step"]) for e in orjson.loads(result.stdout)]

@@ -285,7 +285,7 @@ def test_record_at_the_watermark_equal_to_the_stored_row_is_skipped_on_rerun(
     """Rerun, the record that set the watermark (and is the stored row) is skipped, not staged."""
     path = write_jsonl([event("a", at(12))])
     first = run(path, db)
-    again = run(path, db)
+    again = run(path, db, RunOptions(force=True))
     assert first.watermark == at(12)
     assert (again.staged, again.skipped, again.late) == (0, 1, 0)
     assert lineage(db, again.run_id) == [("skip", "a", f"ts {at(12)}")]

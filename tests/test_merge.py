@@ -15,7 +15,7 @@ KEYS = st.sampled_from(["a", "b", "c", "d"])
 TIMES = st.integers(0, 6).map(lambda h: (datetime(2025, 1, 1) + timedelta(hours=h)).isoformat())
 RECORD = st.tuples(KEYS, TIMES, st.integers(0, 1000))
 BATCHES = st.lists(st.lists(RECORD, max_size=12), min_size=1, max_size=4)
-EVERYTHING = RunOptions(lookback=timedelta(days=100_000))  # no skips: test the guard alone
+EVERYTHING = RunOptions(lookback=timedelta(days=100_000), force=True)  # test the guard alone
 
 
 def reference(

@@ -133,7 +133,7 @@ class TestWatermark:
         it, a late record of a new key loads and one the target holds is skipped."""
         first = write_jsonl([event("a", "2025-01-01T10:00:00"), event("b", "2025-01-01T12:00:00")])
         run(first, db)
-        again = run(first, db, RunOptions(lookback=timedelta(hours=3)))
+        again = run(first, db, RunOptions(lookback=timedelta(hours=3), force=True))
         assert (again.staged, again.loaded, again.stale, again.skipped) == (2, 0, 2, 0)
         late = write_jsonl(
             [
@@ -175,7 +175,7 @@ class TestLineageAndAccounting:
         """Seeing the same rejected record again does not duplicate its dead letter."""
         bad = write_jsonl(["{oops"])
         first = run(bad, db)
-        second = run(bad, db)
+        second = run(bad, db, RunOptions(force=True))
         assert (first.dead_letters, second.dead_letters) == (1, 0)
         assert second.rejected == 1
 

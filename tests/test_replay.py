@@ -258,7 +258,7 @@ def test_a_bad_record_repeated_in_one_run_counts_every_sighting(
     batches, as it counts repeats in later runs."""
     bad = GOOD.replace('"value": 1', '"value": "x"')
     path = write_jsonl([bad, bad, GOOD.replace('"key": "a"', '"key": ""')])
-    options = RunOptions(batch_size=batch_size, lookback=timedelta(days=1))
+    options = RunOptions(batch_size=batch_size, lookback=timedelta(days=1), force=True)
     first = run(path, db, options)
     assert (first.rejected, first.dead_letters) == (3, 2)
     assert [d.times_seen for d in stored_letters(db)] == [2, 1]
@@ -478,7 +478,7 @@ def test_a_resolved_letter_opens_again_when_its_record_comes_back(
     ]
     out.write_bytes(b"\n".join(fixed) + b"\n")
     assert run(str(out), db, replay=True).loaded == 2
-    again = run(sample, db, RunOptions(lookback=timedelta(days=3650)))
+    again = run(sample, db, RunOptions(lookback=timedelta(days=3650), force=True))
     assert (again.rejected, again.dead_letters) == (2, 0)
     result = runner.invoke(app, ["dead-letters", "--db", db, "--json"])
     letters = orjson.loads(result.stdout)

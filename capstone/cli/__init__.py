@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from capstone import __version__
-from capstone.cli import admin, dead_letters, reports, run
+from capstone.cli import admin, dead_letters, reports, run, watch
 
 __all__ = ["app"]
 
@@ -51,8 +51,10 @@ def main(
 
 # The commands, in the order `capstone --help` lists them.
 app.command()(run.run)
+app.command()(watch.watch)
 app.command()(reports.report)
 app.command()(reports.runs)
+app.command()(reports.files)
 app.command()(run.replay)
 app.command()(reports.lineage)
 app.command("reset-watermark")(admin.reset_watermark)

@@ -15,11 +15,15 @@ from rich.table import Table
 from rich.text import Text
 
 from capstone.lineage import LineageEntry, StepCount, reported_steps
+from capstone.manifest import LoadedFile
 from capstone.pipeline import PipelineStatus
 from capstone.summary import DeadLetter, RunSummary
 
 __all__ = [
     "dead_letters_table",
+    "feed_table",
+    "file_note",
+    "files_table",
     "lineage_table",
     "pipelines_table",
     "reasons_table",
@@ -199,9 +203,20 @@ def summary_table(summary: RunSummary) -> Table:
                     table.add_row(f"  {part}", f"{count:,}")
     table.add_row("watermark", f"{summary.watermark_before or '-'} → {summary.watermark or '-'}")
     table.add_row("duration", f"{summary.duration_ms:,} ms")
+    if note := file_note(summary):
+        table.add_row("file", note)
     if summary.error:
         table.add_row("error", _text(summary.error))
     return table
+
+
+def file_note(run: RunSummary) -> str:
+    """What the manifest said of a run's file, or ''."""
+    if run.same_content_as is not None:
+        return f"skipped unread: same content as run {run.same_content_as}"
+    if run.changed_since is not None:
+        return f"loaded again: changed since run {run.changed_since}"
+    return ""
 
 
 def steps_table(counts: Sequence[StepCount], title: str) -> Table:
@@ -255,11 +270,77 @@ def runs_table(runs: Sequence[RunSummary], width: int | None = None) -> Table:
         ]
         for run in runs
     ]
-    table = _fitted("runs", columns, rows, width)
+    return _with_run_notes(_fitted("runs", columns, rows, width), runs)
+
+
+def _with_run_notes(table: Table, runs: Sequence[RunSummary]) -> Table:
+    """Each run's error, or what the manifest said of its file, as a line under the table."""
     for run in runs:
-        if run.error:
-            _note(table, f"run {run.run_id}: {run.error}")
+        if note := run.error or file_note(run):
+            _note(table, f"run {run.run_id}: {note}")
     return table
+
+
+def feed_table(runs: Sequence[RunSummary], width: int | None = None) -> Table:
+    """One row per file's run, in input order, and a total row; errors under the table."""
+    columns = [
+        _Column("file", flexible=16, clip_left=True),
+        _Column("run", right=True),
+        _Column("status"),
+        _Column("in", right=True),
+        _Column("loaded", right=True),
+        _Column("stale", right=True, drop=2),
+        _Column("rejected", right=True),
+        _Column("skipped", right=True),
+        _Column("ms", right=True, drop=1),
+    ]
+    counts = ("input_records", "loaded", "stale", "rejected", "skipped", "duration_ms")
+
+    def row(file: Text, run: str, status: Text, values: Sequence[int]) -> list[Text]:
+        return [file, Text(run), status, *(Text(f"{v:,}") for v in values)]
+
+    rows = [
+        row(
+            _text(r.source or ""), str(r.run_id), _status(r.status), [getattr(r, c) for c in counts]
+        )
+        for r in runs
+    ]
+    ok = sum(r.status == "success" for r in runs)
+    rows.append(
+        row(
+            Text("total", style="bold"),
+            "",
+            Text(f"{ok}/{len(runs)} ok"),
+            [sum(getattr(r, c) for r in runs) for c in counts],
+        )
+    )
+    return _with_run_notes(_fitted("runs of this invocation", columns, rows, width), runs)
+
+
+def files_table(files: Sequence[LoadedFile], width: int | None = None) -> Table:
+    """The file manifest, newest first."""
+    columns = [
+        _Column("run", right=True),
+        _Column("pipeline", drop=3, flexible=12),
+        _Column("path", flexible=16, clip_left=True),
+        _Column("records", right=True),
+        _Column("bytes", right=True, drop=2),
+        _Column("sha256", drop=1),
+        _Column("loaded (UTC)", drop=4),
+    ]
+    rows = [
+        [
+            Text(str(f.run_id)),
+            _text(f.pipeline),
+            _text(f.path),
+            Text(f"{f.records:,}"),
+            Text(f"{f.size:,}"),
+            Text(f.sha256[:12]),
+            Text(f.loaded_at.replace("T", " ")[:19]),
+        ]
+        for f in files
+    ]
+    return _fitted("loaded files", columns, rows, width)
 
 
 def reasons_table(reasons: dict[str, int], title: str) -> Table:

@@ -16,12 +16,19 @@ from capstone.cli._options import (
     fits_64_bits,
 )
 from capstone.cli._output import all_steps, console, print_json
-from capstone.cli.render import lineage_table, reasons_table, runs_table, steps_table, summary_table
+from capstone.cli.render import (
+    files_table,
+    lineage_table,
+    reasons_table,
+    runs_table,
+    steps_table,
+    summary_table,
+)
 from capstone.config import load_config
 from capstone.errors import CapstoneError
 from capstone.spec import lineage_key_from_parts
 
-__all__ = ["lineage", "report", "runs"]
+__all__ = ["files", "lineage", "report", "runs"]
 
 
 @handle_errors
@@ -106,6 +113,33 @@ def runs(
         print_json([r.model_dump() for r in history])
         return
     console.print(runs_table(history, console.width))
+
+
+@handle_errors
+def files(
+    pipeline: OnlyPipeline = None,
+    limit: Annotated[
+        int,
+        typer.Option(
+            min=1, callback=fits_64_bits, help="Show at most this many files.", metavar="N"
+        ),
+    ] = 20,
+    db: Db = "capstone.db",
+    as_json: Json = False,
+) -> None:
+    """The file manifest, newest first: each loaded file's path, records, SHA-256 and run.
+
+    A file whose content is listed here is skipped unread when it comes again, under any name
+    (run --force loads it anyway).
+
+    Example: capstone files --pipeline events --limit 5
+    """
+    with existing(db) as store:
+        loaded = store.files(pipeline, limit)
+    if as_json:
+        print_json([f.model_dump() for f in loaded])
+        return
+    console.print(files_table(loaded, console.width))
 
 
 @handle_errors

@@ -23,12 +23,14 @@ from capstone.cli._options import (
     is_stdout,
 )
 from capstone.cli._output import all_steps, console, plural, print_json, stdout_to_nowhere
-from capstone.cli.render import steps_table, summary_table
+from capstone.cli.render import feed_table, steps_table, summary_table
 from capstone.config import load_config
 from capstone.errors import CapstoneError, ConfigError
+from capstone.limits import RejectLimit
 from capstone.metrics import write_metrics
-from capstone.pipeline import MAX_BATCH_SIZE, RunOptions
+from capstone.pipeline import MAX_BATCH_SIZE, RunOptions, feed_files
 from capstone.sources import Format, SourceFile
+from capstone.spec import PipelineSpec
 from capstone.store import Store
 from capstone.summary import RunSummary
 from capstone.timeutil import parse_duration, utcnow
@@ -48,13 +50,14 @@ MetricsFile = Annotated[
 
 @handle_errors
 def run(
-    input_path: Annotated[
-        str,
+    inputs: Annotated[
+        list[str],
         typer.Option(
             "--input",
             "-i",
-            help="File to load: JSON array, JSON Lines or CSV; - for stdin.",
-            metavar="FILE|-",
+            help="File to load (JSON array, JSON Lines or CSV, plain or gzip/bzip2/xz/zstd), - for "
+            "stdin, a folder, or a quoted glob ('landing/**/*.gz'); repeatable: one run per file.",
+            metavar="FILE|-|FOLDER|GLOB",
         ),
     ],
     db: Db = "capstone.db",
@@ -110,11 +113,39 @@ def run(
             metavar="",
         ),
     ] = False,
+    max_rejects: Annotated[
+        str | None,
+        typer.Option(
+            "--max-rejects",
+            help="Fail a file's run, keeping nothing, when more of its records than this are "
+            "rejected: a count (100) or a percentage (5%) (default: the pipeline's, no limit).",
+            metavar="N|N%",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Load a file even if the pipeline loaded the same content before (the file "
+            "manifest, `capstone files`, would skip it unread).",
+            metavar="",
+        ),
+    ] = False,
+    keep_going: Annotated[
+        bool,
+        typer.Option(
+            "--keep-going",
+            help="With many files: after a file fails, go on with the next (still exit 1).",
+            metavar="",
+        ),
+    ] = False,
     as_json: Json = False,
     quiet: Quiet = False,
     metrics_file: MetricsFile = None,
 ) -> None:
     """Load a file: validate, dead-letter rejects, stage, merge newest-wins, advance the watermark.
+
+    Many files (repeated --input, a folder, a glob) load one run each, in order.
 
     Example: capstone run --input data/sample_input.txt --output data/output_summary.json
     """
@@ -129,11 +160,37 @@ def run(
         format=fmt,
         batch_size=batch_size,
         lock_timeout=lock_timeout,
+        force=force,
+        max_rejects=None if max_rejects is None else _reject_limit(max_rejects),
     )
+    metrics = _Metrics(metrics_file, pipeline, db, inputs[0] if len(inputs) == 1 else None)
+    with metrics:  # a failure before any run began is written as one
+        files = feed_files(inputs, db)
+        if metrics_file is not None and len(files) > 1:
+            raise ConfigError(
+                "--metrics-file describes one run; give a single --input file, or run each file "
+                "with its own metrics file"
+            )
     if output is not None:
-        check_writable(output, db, input_path)
-    metrics = _Metrics(metrics_file, pipeline, db, input_path)
+        for path in files:
+            check_writable(output, db, path)
     show_progress = not (quiet or as_json) and sys.stderr.isatty()
+    if files != [inputs[0]] or len(inputs) > 1:
+        if replay:
+            raise ConfigError("--replay loads one dead-letter export; give a single --input file")
+        _run_feed(
+            files,
+            db,
+            options,
+            spec,
+            output=output,
+            as_json=as_json,
+            quiet=quiet,
+            keep_going=keep_going,
+            show_progress=show_progress,
+        )
+        return
+    input_path = files[0]
     bar = _LoadBar(input_path, show=show_progress)
 
     def committed(summary: RunSummary, store: Store) -> None:
@@ -198,13 +255,76 @@ class _Metrics:
             self.write(None)
 
 
+def _reject_limit(value: str) -> RejectLimit:
+    try:
+        return RejectLimit.parse(value)
+    except ValueError as error:
+        raise ConfigError(f"--{error}".replace("max_rejects", "max-rejects", 1)) from None
+
+
+def _run_feed(
+    files: list[str],
+    db: str,
+    options: RunOptions,
+    spec: PipelineSpec,
+    *,
+    output: Path | None,
+    as_json: bool,
+    quiet: bool,
+    keep_going: bool,
+    show_progress: bool,
+) -> None:
+    """Many files: one run each, then one table (or JSON document) for them all."""
+    bars: list[_LoadBar] = []
+
+    def progress(path: str, place: int, count: int) -> capstone.pipeline.Progress | None:
+        for bar in bars:
+            bar.stop()
+        bars[:] = [_LoadBar(path, show=show_progress, label=f"{place}/{count} {path}")]
+        return bars[0].update if show_progress else None
+
+    try:
+        feed = capstone.pipeline.run_many(
+            files, db, options, progress, spec=spec, keep_going=keep_going
+        )
+    finally:
+        for bar in bars:
+            bar.stop()
+    document = {
+        "runs": [r.model_dump() for r in feed.runs],
+        "skipped_files": [r.source for r in feed.runs if r.same_content_as is not None],
+    }
+    if output is not None:
+        text = orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
+        if is_stdout(output):
+            sys.stdout.write(text)
+        else:
+            output.write_text(text)
+    if not quiet and not is_stdout(output):
+        if as_json:
+            print_json(document)
+        else:
+            console.print(feed_table(feed.runs, console.width))
+    if feed.failed:
+        first = feed.failed[0]
+        rest = (
+            f"; {len(feed.unread)} later file(s) not loaded (--keep-going loads them)"
+            if feed.unread
+            else ""
+        )
+        raise CapstoneError(
+            f"{plural(len(feed.failed), 'file')} of {len(feed.runs) + len(feed.unread)} failed; "
+            f"run {first.run_id} ({first.source}): {first.error}{rest}"
+        )
+
+
 class _LoadBar:
     """The progress bar on stderr, if `show`: it appears as the run starts and goes when it ends."""
 
-    def __init__(self, input_path: str, *, show: bool) -> None:
+    def __init__(self, input_path: str, *, show: bool, label: str = "loading") -> None:
         self._path = input_path
         self._bar = Progress(
-            TextColumn("[bold]loading[/]"),
+            TextColumn("{task.description}", markup=False, style="bold"),
             BarColumn(),
             DownloadColumn(),
             TextColumn("{task.fields[rate]}"),
@@ -213,6 +333,7 @@ class _LoadBar:
             transient=True,
             disable=not show,
         )
+        self._label = label
         self._task: TaskID | None = None
         self._started = utcnow()
 
@@ -220,7 +341,7 @@ class _LoadBar:
         """The pipeline's progress callback; its first call comes as the run starts."""
         if self._task is None:
             self._bar.start()
-            self._task = self._bar.add_task("load", total=SourceFile(self._path).size, rate="")
+            self._task = self._bar.add_task(self._label, total=SourceFile(self._path).size, rate="")
             self._started = utcnow()
             return
         seconds = max((utcnow() - self._started).total_seconds(), 1e-6)

@@ -7,7 +7,7 @@ take alike are `later_migrations`.
 
 from capstone.store.sql import Dialect
 
-__all__ = ["core_tables", "later_migrations", "pipeline_tables", "run_reasons_table"]
+__all__ = ["core_tables", "files_table", "later_migrations", "pipeline_tables", "run_reasons_table"]
 
 
 def core_tables(d: Dialect) -> str:
@@ -132,4 +132,29 @@ def later_migrations(d: Dialect) -> list[tuple[str, str]]:
             "run uuid: the run id of the run's OpenLineage events",
             f"ALTER TABLE run_log ADD COLUMN run_uuid {d.words['text']}",
         ),
+        ("file manifest: each loaded file's content, written with its run", files_table(d)),
     ]
+
+
+def files_table(d: Dialect) -> str:
+    """The manifest (`capstone.manifest`), and the run log's note of a file skipped because its
+    content was loaded before, or loaded again because its content changed."""
+    w = d.words
+    return f"""
+        CREATE TABLE files (
+            id {w["serial_pk"]},
+            pipeline {w["text"]} NOT NULL,
+            path {w["text"]} NOT NULL,
+            resolved_path {w["text"]} NOT NULL,
+            size {w["bigint"]} NOT NULL,
+            mtime {w["ts"]} NOT NULL,
+            sha256 {w["text"]} NOT NULL,
+            records {w["bigint"]} NOT NULL,
+            run_id {w["bigint"]} NOT NULL REFERENCES run_log (run_id),
+            loaded_at {w["ts"]} NOT NULL
+        );
+        CREATE INDEX files_content ON files (pipeline, sha256);
+        CREATE INDEX files_path ON files (pipeline, resolved_path);
+        ALTER TABLE run_log ADD COLUMN same_content_as {w["bigint"]};
+        ALTER TABLE run_log ADD COLUMN changed_since {w["bigint"]}
+        """

@@ -32,6 +32,7 @@ from capstone.lineage import (
     of_rejects,
     of_skips,
 )
+from capstone.manifest import FileIdentity, LoadedFile
 from capstone.spec import FieldType, PipelineSpec
 from capstone.store.tables import TableSync, quote, sync_plan
 from capstone.summary import DeadLetter, RunStatus, RunSummary
@@ -123,7 +124,8 @@ _RUN = (
     "SELECT run_id, pipeline, status, source, {ts}(started_at) AS started_at, "
     "{ts}(finished_at) AS finished_at, duration_ms, input_records, staged, loaded, late, deleted, stale, "
     "rejected, skipped, dead_letters, lineage_entries, {ts}(watermark_before) AS "
-    "watermark_before, {ts}(watermark_after) AS watermark, error, run_uuid FROM run_log"
+    "watermark_before, {ts}(watermark_after) AS watermark, error, run_uuid, same_content_as, "
+    "changed_since FROM run_log"
 )
 _DEAD_LETTER = (
     "SELECT id, pipeline, run_id, last_run_id, times_seen, position, key, reason, message, raw, "
@@ -490,6 +492,8 @@ class SqlStore(ABC):
             )
         if sync.clear_watermark:
             self._run("DELETE FROM watermarks WHERE name = :name", {"name": spec.name})
+            # The new table holds none of the files loaded before: they load again.
+            self._run("DELETE FROM files WHERE pipeline = :name", {"name": spec.name})
         now = format_ts(utcnow())
         row = self._one(
             "INSERT INTO pipeline_schemas AS p (pipeline, target, definition, version, updated_at) "
@@ -624,6 +628,35 @@ class SqlStore(ABC):
                 {"key": self._clean(key), "pipeline": pipeline},
             )
         return [LineageEntry.model_validate(dict(row)) for row in rows]
+
+    # -- the file manifest ----------------------------------------------------------------------
+
+    def _manifest_row(self, where: str, pipeline: str, value: str) -> LoadedFile | None:
+        rows = self._manifest(
+            f"pipeline = :pipeline AND {where}", {"pipeline": pipeline, "value": value}, 1
+        )
+        return rows[0] if rows else None
+
+    def _manifest(
+        self, where: str, params: Mapping[str, Any], limit: int | None
+    ) -> list[LoadedFile]:
+        ts = self.dialect.ts_text
+        rows = self._all(
+            "SELECT pipeline, path, resolved_path, size, "
+            f"{ts}(mtime) AS mtime, sha256, records, run_id, {ts}(loaded_at) AS loaded_at "
+            f"FROM files WHERE {where} ORDER BY id DESC LIMIT :limit",
+            {**params, "limit": self.dialect.unlimited if limit is None else limit},
+        )
+        return [LoadedFile.model_validate(dict(row)) for row in rows]
+
+    def files(self, pipeline: str | None = None, limit: int | None = None) -> list[LoadedFile]:
+        """The manifest of loaded files, newest first (all pipelines', or one's)."""
+        with self._translate():
+            return self._manifest(
+                "CAST(:pipeline AS TEXT) IS NULL OR pipeline = :pipeline",
+                {"pipeline": pipeline},
+                limit,
+            )
 
     # -- watermarks -----------------------------------------------------------------------------
 
@@ -843,6 +876,38 @@ class SqlRun(ABC):
             },
         )
 
+    # -- the file manifest ----------------------------------------------------------------------
+
+    def loaded_content(self, sha256: str) -> LoadedFile | None:
+        """The newest manifest row of this pipeline with this content, or None."""
+        return self.store._manifest_row("sha256 = :value", self.run.pipeline, sha256)
+
+    def last_load_of(self, resolved_path: str) -> LoadedFile | None:
+        """The newest manifest row of this pipeline for this path, or None."""
+        return self.store._manifest_row(
+            "resolved_path = :value", self.run.pipeline, self.store._clean(resolved_path)
+        )
+
+    def record_file(self, file: FileIdentity, records: int, loaded_at: str) -> None:
+        """Add the run's file to the manifest (committed by `finish`, with the data)."""
+        clean = self.store._clean
+        self.store._run(
+            "INSERT INTO files (pipeline, path, resolved_path, size, mtime, sha256, records, "
+            "run_id, loaded_at) VALUES (:pipeline, :path, :resolved, :size, :mtime, :sha256, "
+            ":records, :run, :at)",
+            {
+                "pipeline": self.run.pipeline,
+                "path": clean(file.path),
+                "resolved": clean(file.resolved_path),
+                "size": file.size,
+                "mtime": file.mtime,
+                "sha256": file.sha256,
+                "records": records,
+                "run": self.run.run_id,
+                "at": loaded_at,
+            },
+        )
+
     def finish(self, summary: RunSummary, reasons: dict[str, int]) -> None:
         """Store the watermark, the run's success row, its step and reject-reason counts, commit."""
         store, run_id = self.store, summary.run_id
@@ -863,7 +928,10 @@ class SqlRun(ABC):
         )
         store._many(
             "INSERT INTO run_steps (run_id, step, count) VALUES (:run, :step, :count)",
-            [{"run": run_id, "step": s, "count": n} for s, n in iter_steps(summary) if n],
+            # A file skipped whole by the manifest has counts but wrote no lineage.
+            [{"run": run_id, "step": s, "count": n} for s, n in iter_steps(summary) if n]
+            if summary.lineage_entries
+            else [],
         )
         store._run(
             """
@@ -871,10 +939,12 @@ class SqlRun(ABC):
                 duration_ms = :duration_ms, input_records = :input_records, staged = :staged,
                 loaded = :loaded, late = :late, deleted = :deleted, stale = :stale, rejected = :rejected, skipped = :skipped,
                 dead_letters = :dead_letters, lineage_entries = :lineage_entries,
-                watermark_before = :watermark_before, watermark_after = :watermark, error = NULL
+                watermark_before = :watermark_before, watermark_after = :watermark, error = NULL,
+                same_content_as = :same_content_as, changed_since = :changed_since
             WHERE run_id = :run_id
             """,
-            summary.model_dump(),
+            summary.model_dump()
+            | {"same_content_as": summary.same_content_as, "changed_since": summary.changed_since},
         )
         store.conn.execute("COMMIT")
         store._release_run(run_id)
