@@ -56,6 +56,16 @@ def load_config(path: Path | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read config file {path} ({error}); check the file") from None
     try:
+        return _parse(path, text)
+    except RecursionError:
+        raise ConfigError(
+            f"{path}{_deepest(text)}: arrays or tables nest too deeply (capstone settings nest "
+            "at most a few levels); fix it (`capstone init` writes a commented example)"
+        ) from None
+
+
+def _parse(path: Path, text: str) -> Config:
+    try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}; fix the syntax") from None
@@ -112,6 +122,18 @@ def _config_error(
         f"{path}{_at(text, loc)}: {setting}: {message}{extra}; fix it (`capstone init` writes "
         "a commented example)"
     )
+
+
+def _deepest(text: str, limit: int = 100) -> str:
+    """' line N' for the line where brackets and braces first nest `limit` deep (strings and
+    comments skipped roughly: a hint for the reader, not a parser)."""
+    depth = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        for char in re.sub(r"#.*|\"(?:[^\"\\]|\\.)*\"|'[^']*'", "", line):
+            depth += (char in "[{") - (char in "]}")
+            if depth >= limit:
+                return f" line {number}"
+    return ""
 
 
 def _at(text: str, loc: tuple[str, ...]) -> str:

@@ -27,7 +27,14 @@ from pydantic_core import PydanticCustomError
 
 from capstone.fates import Reason
 from capstone.jsontext import has_non_finite
-from capstone.spec import EVENT_FIELDS, MAX_TEXT_LENGTH, FieldSpec, PipelineSpec
+from capstone.spec import (
+    EVENT_FIELDS,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_TEXT_LENGTH,
+    FieldSpec,
+    PipelineSpec,
+)
 from capstone.timeutil import to_utc_naive
 
 __all__ = [
@@ -114,10 +121,6 @@ def _not_allowed(allowed: tuple[Any, ...]) -> Callable[[Any], Any]:
         return value
 
     return check
-
-
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-"""Both backends store integers in 64 bits (SQLite INTEGER, PostgreSQL bigint)."""
 
 
 def _storable_json(value: Any) -> Any:

@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     StringConstraints,
     TypeAdapter,
     field_validator,
@@ -44,6 +45,10 @@ __all__ = [
 
 MAX_TEXT_LENGTH = 256
 """Longest `key` or `name` of the seed's shape; longer ones are rejected, never truncated."""
+MAX_LENGTH_SETTING = 2**30
+"""Largest `min_length` or `max_length` (characters): beyond any record capstone can hold."""
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""The integers the databases store; integer settings (bounds, allowed values) stay within."""
 
 FieldType = Literal["string", "integer", "float", "boolean", "timestamp", "json"]
 Unknown = Literal["keep", "reject", "drop"]
@@ -91,6 +96,17 @@ Duration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_not_
 negative lookback would skip records newer than the watermark."""
 
 
+def _number(value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number")
+    return value
+
+
+Number = Annotated[int | float, PlainValidator(_number)]
+"""A bound as written: an integer stays an int (a float would lose precision above 2**53, in
+the stored definition too); a number with a fraction or an exponent is a float."""
+
+
 class FieldSpec(BaseModel):
     """One field of a record: its type and the constraints a valid value meets."""
 
@@ -98,10 +114,10 @@ class FieldSpec(BaseModel):
 
     type: FieldType
     required: bool = True
-    min: float | None = None
-    max: float | None = None
-    min_length: int | None = Field(None, ge=0)
-    max_length: int | None = Field(None, ge=1)
+    min: Number | None = None
+    max: Number | None = None
+    min_length: int | None = Field(None, ge=0, le=MAX_LENGTH_SETTING)
+    max_length: int | None = Field(None, ge=1, le=MAX_LENGTH_SETTING)
     pattern: str | None = None
     allowed: tuple[str | int | float, ...] | None = Field(None, min_length=1)
 
@@ -139,6 +155,12 @@ class FieldSpec(BaseModel):
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         if any(bound is not None and not math.isfinite(bound) for bound in (self.min, self.max)):
             raise ValueError("min and max must be finite numbers")
+        numbers = (self.min, self.max, *(self.allowed or ()))
+        if any(type(n) is int and not INT64_MIN <= n <= INT64_MAX for n in numbers):
+            raise ValueError(
+                f"integers in settings run from {INT64_MIN} to {INT64_MAX} (64 bits, what the "
+                "databases store)"
+            )
         shortest, longest = self.min_length, self.max_length
         if shortest is not None and longest is not None and shortest > longest:
             raise ValueError(f"min_length ({shortest}) is greater than max_length ({longest})")

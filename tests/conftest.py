@@ -166,3 +166,21 @@ def stored_letters(db: str, include_resolved: bool = False) -> list[DeadLetter]:
         return store.dead_letters(include_resolved=include_resolved)
     finally:
         store.close()
+
+
+def change(db: str, sql: str) -> None:
+    """Run one writing SQL statement on either backend, as a person editing the database would."""
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db) as conn:
+            conn.execute(sql)
+        return
+    import sqlite3
+
+    lite = sqlite3.connect(db)
+    try:
+        with lite:
+            lite.execute(sql)
+    finally:
+        lite.close()

@@ -17,7 +17,7 @@ from capstone.config import load_config, starter_config
 from capstone.errors import ConfigError, InputError
 from capstone.spec import PipelineSpec
 from capstone.store import open_store
-from tests.conftest import fetch, stored_letters
+from tests.conftest import change, fetch, stored_letters
 
 ORDERS = """\
 [pipelines.orders]
@@ -111,7 +111,7 @@ def test_a_missing_config_file_is_named(tmp_path: Path) -> None:
             10,
             "pipelines.orders.fields.amount.type: Input should be",
         ),
-        ('amount = { type = "float", min = 5, max = 1 }', 10, "min (5.0) is greater than max"),
+        ('amount = { type = "float", min = 5, max = 1 }', 10, "min (5) is greater than max"),
         ('amount = { type = "float", max_length = 3 }', 10, "apply to string fields"),
         ('amount = { type = "float", colour = "red" }', 10, "colour: is not a setting"),
         (
@@ -975,3 +975,123 @@ def test_a_config_error_names_the_other_settings_to_fix(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "line 5: pipelines.x.fields.id.type: Input should be 'string'" in message
     assert "(also: pipelines.x.fields.q.min)" in message
+
+
+# -- limits: no config or stored definition bricks a pipeline --------------------------------------
+
+NUMBERS = """\
+[pipelines.nums]
+key = "id"
+event_time = "ts"
+
+[pipelines.nums.fields]
+id = {{ type = "string" }}
+ts = {{ type = "timestamp" }}
+{field}
+"""
+
+
+def nums(tmp_path: Path, field: str) -> Path:
+    path = tmp_path / "capstone.toml"
+    path.write_text(NUMBERS.format(field=field))
+    return path
+
+
+def test_arrays_nested_thousands_deep_are_a_config_error_naming_the_line(
+    tmp_path: Path, runner: CliRunner
+) -> None:
+    """A value nested 3,000 deep is a usage error (exit 2) with its line, not a RecursionError."""
+    path = tmp_path / "capstone.toml"
+    path.write_text('[pipelines.p]\nkey = "k"\nx = ' + "[" * 3000 + "]" * 3000 + "\n")
+    result = runner.invoke(app, ["pipelines", "--config", str(path), "--db", str(tmp_path / "d")])
+    assert result.exit_code == 2, result.output
+    assert f"{path} line 3: arrays or tables nest too deeply" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ('n = { type = "string", max_length = 18446744073709551616 }', "max_length: Input should"),
+        ('n = { type = "string", min_length = 100000000000000000000 }', "min_length: Input should"),
+        ('n = { type = "integer", allowed = [99999999999999999999999] }', "64 bits"),
+        ('n = { type = "integer", min = 9223372036854775808 }', "64 bits"),
+        ('n = { type = "float", max = -9223372036854775809 }', "64 bits"),
+    ],
+)
+def test_numeric_settings_beyond_their_bounds_are_usage_errors(
+    tmp_path: Path, runner: CliRunner, field: str, message: str
+) -> None:
+    """Lengths past 2**30 and integers past 64 bits are refused up front, exit 2, with the line."""
+    path = nums(tmp_path, field)
+    result = runner.invoke(app, ["pipelines", "--config", str(path), "--db", str(tmp_path / "d")])
+    assert result.exit_code == 2, result.output
+    assert f"{path} line 8: pipelines.nums.fields.n" in result.stderr
+    assert message in result.stderr
+
+
+def test_integer_settings_round_trip_exactly_through_the_stored_definition(
+    db: str, tmp_path: Path, write_jsonl: Any, runner: CliRunner
+) -> None:
+    """Bounds and allowed values above 2**53 stay exact: stored, read back, and enforced."""
+    low = 2**53 + 1
+    path = nums(
+        tmp_path, f'n = {{ type = "integer", min = {low}, allowed = [{low}, {2**62 + 3}] }}'
+    )
+    records = [
+        {"id": "a", "ts": "2025-03-01T10:00:00", "n": low},
+        {"id": "b", "ts": "2025-03-01T10:00:00", "n": 2**53},
+        {"id": "c", "ts": "2025-03-01T10:00:00", "n": 2**62 + 2},
+    ]
+    args = ["run", "--pipeline", "nums", "--config", str(path), "--db", db, "--quiet"]
+    for _ in range(2):
+        result = runner.invoke(app, [*args, "--input", write_jsonl(records)])
+        assert result.exit_code == 0, result.output
+    [(definition,)] = fetch(db, "SELECT definition FROM pipeline_schemas WHERE pipeline = 'nums'")
+    stored = orjson.loads(definition)["fields"]["n"]
+    assert (stored["min"], stored["allowed"]) == (low, [low, 2**62 + 3])
+    assert fetch(db, "SELECT id, n FROM nums") == [("a", low)]
+    assert fetch(db, "SELECT COUNT(*) FROM schema_changes WHERE pipeline = 'nums'") == [(1,)]
+
+
+def test_a_stored_definition_with_settings_refused_today_is_read_by_its_layout(
+    db: str, tmp_path: Path, write_jsonl: Any, runner: CliRunner
+) -> None:
+    """An older capstone's `allowed: [1e+23]` on an integer field no longer blocks the pipeline:
+    the table's layout is checked, and the run stores the configured constraints instead."""
+    path = nums(tmp_path, 'n = { type = "integer", required = false }')
+    args = ["run", "--pipeline", "nums", "--config", str(path), "--db", db, "--quiet"]
+    record = {"id": "a", "ts": "2025-03-01T10:00:00", "n": 1}
+    assert runner.invoke(app, [*args, "--input", write_jsonl([record])]).exit_code == 0
+    [(definition,)] = fetch(db, "SELECT definition FROM pipeline_schemas WHERE pipeline = 'nums'")
+    old = definition.replace('"allowed":null', '"allowed":[1e+23]', 1)
+    assert old != definition
+    change(db, f"UPDATE pipeline_schemas SET definition = '{old}' WHERE pipeline = 'nums'")
+    result = runner.invoke(app, [*args, "--input", write_jsonl([record | {"id": "b"}])])
+    assert result.exit_code == 0, result.output
+    assert fetch(db, "SELECT id FROM nums ORDER BY id") == [("a",), ("b",)]
+    [(healed,)] = fetch(db, "SELECT definition FROM pipeline_schemas WHERE pipeline = 'nums'")
+    assert "1e+23" not in healed
+
+
+def test_an_unreadable_stored_definition_names_a_way_out_that_works(
+    db: str, tmp_path: Path, write_jsonl: Any, runner: CliRunner
+) -> None:
+    """A definition edited into nonsense fails in one line whose steps bring the pipeline back."""
+    path = nums(tmp_path, "")
+    args = ["run", "--pipeline", "nums", "--config", str(path), "--db", db, "--quiet"]
+    records = [{"id": "a", "ts": "2025-03-01T10:00:00"}]
+    assert runner.invoke(app, [*args, "--input", write_jsonl(records)]).exit_code == 0
+    change(db, "UPDATE pipeline_schemas SET definition = '{broken' WHERE pipeline = 'nums'")
+    result = runner.invoke(app, [*args, "--input", write_jsonl(records)])
+    assert result.exit_code == 1, result.output
+    message = result.stderr
+    assert "the stored definition of pipeline 'nums' cannot be read" in message
+    assert "(a bug" not in message
+    assert "DELETE FROM pipeline_schemas WHERE pipeline = 'nums'" in message
+    change(db, "DELETE FROM pipeline_schemas WHERE pipeline = 'nums'")
+    change(db, "DROP TABLE nums")
+    reset = ["reset-watermark", "-p", "nums", "--config", str(path), "--db", db, "--yes"]
+    assert runner.invoke(app, reset).exit_code == 0
+    result = runner.invoke(app, [*args, "--input", write_jsonl(records)])
+    assert result.exit_code == 0, result.output
+    assert fetch(db, "SELECT id FROM nums") == [("a",)]

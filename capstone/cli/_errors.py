@@ -16,6 +16,7 @@ import typer
 from capstone.cli._output import stdout_to_nowhere
 from capstone.cli.render import visible
 from capstone.errors import CapstoneError
+from capstone.store.url import redact
 
 __all__ = ["handle_errors"]
 
@@ -25,8 +26,9 @@ R = TypeVar("R")
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    # Messages quote paths and values from the input: one line, and no terminal escapes.
-    sys.stderr.write(f"capstone: error: {visible(message)}\n")
+    # Messages quote paths and values from the input: one line, and no terminal escapes. The
+    # stores hide the passwords they know of; this is the last guard for any --db that slips by.
+    sys.stderr.write(f"capstone: error: {visible(redact(message))}\n")
     return typer.Exit(code)
 
 

@@ -5,7 +5,7 @@ Both are `SqlStore`s (`capstone.store.sql`): one SQL core, with a thin dialect p
 
 from capstone.errors import ConfigError, StoreError
 from capstone.store.sql import SqlRun, SqlStore
-from capstone.store.url import database_files, is_postgres
+from capstone.store.url import database_files, is_keyword_value, is_postgres
 
 __all__ = ["RunTransaction", "Store", "database_files", "is_postgres", "open_store"]
 
@@ -28,6 +28,15 @@ def open_store(url: str, *, create: bool = True) -> Store:
                 "the PostgreSQL backend needs psycopg; install it with: pip install 'capstone[postgres]'"
             ) from None
         return PostgresStore(url, create=create)
+    if is_keyword_value(url):
+        # Refused, not read as PostgreSQL: every message, log line and redaction speaks URLs,
+        # and a file path that happens to start with `word=` must not change backend silently.
+        # The value is not echoed: it may carry a password.
+        raise ConfigError(
+            "--db looks like a libpq keyword/value string (host=... dbname=...); give PostgreSQL "
+            "as a URL, postgresql://USER:PASSWORD@HOST:5432/DBNAME (for a SQLite file of that "
+            "name, write ./ before it)"
+        )
     if not url.strip() or url == ":memory:":
         # SQLite would open a private database that vanishes with the process: a run would
         # report success and keep nothing. An unset variable in `--db "$DB"` ends up here.

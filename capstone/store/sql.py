@@ -17,9 +17,10 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cache
 from types import TracebackType
-from typing import Any, ClassVar, Self, cast
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 import orjson
+from pydantic import BaseModel, ValidationError
 
 from capstone.errors import ConfigError, StoreError
 from capstone.fates import Merged, Rejected, Rejects, Screen, Skipped, StagedRow
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 Row = Mapping[str, Any]
+M = TypeVar("M", bound=BaseModel)
 
 
 STANDARD_WORDS = {
@@ -150,13 +152,33 @@ def column_definitions(
     ]
 
 
+def _stored(model: type[M], table: str, row: Row, *, json: str = "") -> M:
+    """A stored row read as `model` (its `json` column parsed); a row that cannot be read, edited
+    by hand or damaged, is a StoreError naming the table, the row and what to do."""
+    values = dict(row)
+    ident = "id" if "id" in values else "run_id"
+    try:
+        if json and values[json] is not None:
+            values[json] = orjson.loads(values[json])
+        return model.model_validate(values)
+    except orjson.JSONDecodeError:
+        column, problem = json, "not JSON"
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        column = ".".join(str(part) for part in first["loc"][:1])
+        problem = first["msg"].lower()
+    where = f"{ident} = {values.get(ident)}"
+    raise StoreError(
+        f"the {table} row with {where} cannot be read ({column}: {problem}); it was edited by "
+        f"hand or damaged: correct it (UPDATE {table} SET {column} = ... WHERE {where}) or "
+        "restore the database from a backup"
+    )
+
+
 def _dead_letter(row: Row) -> DeadLetter:
     # Parsed here, not by the driver: jsonb writes 1e20 as 100000000000000000000, which a driver's
     # parser would turn into an integer no JSON writer here can take.
-    record = row["record"]
-    return DeadLetter.model_validate(
-        dict(row) | {"record": None if record is None else orjson.loads(record)}
-    )
+    return _stored(DeadLetter, "dead_letters", row, json="record")
 
 
 class SqlStore(ABC):
@@ -541,7 +563,7 @@ class SqlStore(ABC):
                     "limit": self.dialect.unlimited if limit is None else limit,
                 },
             )
-        return [RunSummary.model_validate(dict(row)) for row in rows]
+        return [_stored(RunSummary, "run_log", row) for row in rows]
 
     def get_run(self, run_id: int) -> RunSummary | None:
         """One run, or None."""
@@ -549,7 +571,7 @@ class SqlStore(ABC):
             row = self._one(
                 _RUN.format(ts=self.dialect.ts_text) + " WHERE run_id = :run", {"run": run_id}
             )
-        return None if row is None else RunSummary.model_validate(dict(row))
+        return None if row is None else _stored(RunSummary, "run_log", row)
 
     def step_counts(
         self, run_id: int | None = None, pipeline: str | None = None
@@ -619,7 +641,7 @@ class SqlStore(ABC):
         with self._translate():
             # SQLite: one index seek per run, its lineage index being (run_id, key).
             rows = self._all(
-                "SELECT l.run_id, r.pipeline, r.source, "
+                "SELECT l.id, l.run_id, r.pipeline, r.source, "
                 f"{d.ts_text}(r.started_at) AS started_at, l.step, l.key, l.position, l.detail "
                 f"FROM run_log AS r {d.join_in_order} lineage AS l "
                 "ON l.run_id = r.run_id AND l.key = :key "
@@ -627,7 +649,7 @@ class SqlStore(ABC):
                 "ORDER BY l.run_id, l.position, l.id",
                 {"key": self._clean(key), "pipeline": pipeline},
             )
-        return [LineageEntry.model_validate(dict(row)) for row in rows]
+        return [_stored(LineageEntry, "lineage", row) for row in rows]
 
     # -- the file manifest ----------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ changes that would lose or reinterpret stored data are refused before anything i
 """
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -33,14 +34,35 @@ class TableSync:
     """The pipeline moved to a new, empty table; its watermark tells what the old table holds."""
 
 
-def stored_spec(spec: PipelineSpec, definition: str) -> PipelineSpec:
+def stored_spec(spec: PipelineSpec, definition: str) -> tuple[PipelineSpec, bool]:
+    """The definition stored for `spec`'s pipeline, and whether it was read whole. When its
+    constraints no longer pass (an older capstone stored settings it would refuse today), it is
+    read without them: the table's layout (target, key, event time, field types) is all a change
+    is checked against, and the run then stores the configured constraints in their place."""
     try:
-        return PipelineSpec.model_validate({**orjson.loads(definition), "name": spec.name})
-    except (ValidationError, orjson.JSONDecodeError) as error:
+        stored = orjson.loads(definition)
+        try:
+            return PipelineSpec.model_validate({**stored, "name": spec.name}), True
+        except ValidationError:
+            return PipelineSpec.model_validate({**_layout_of(stored), "name": spec.name}), False
+    except (ValidationError, orjson.JSONDecodeError, TypeError, AttributeError, KeyError) as error:
+        text = " ".join(str(error).split())
         raise StoreError(
-            f"the stored definition of pipeline {spec.name!r} cannot be read ({error}); "
-            "it was written by another capstone version or edited by hand"
+            f"the stored definition of pipeline {spec.name!r} cannot be read ({text[:300]}); it "
+            "was written by another capstone version or edited by hand. Restore table "
+            "pipeline_schemas from a backup, or start the pipeline afresh: DELETE FROM "
+            f"pipeline_schemas WHERE pipeline = '{spec.name}', rename or drop its table, and "
+            f"`capstone reset-watermark -p {spec.name} --yes`"
         ) from None
+
+
+def _layout_of(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored definition without its fields' constraints (type and required kept)."""
+    fields = {
+        name: {"type": value["type"], "required": value.get("required", True)}
+        for name, value in stored["fields"].items()
+    }
+    return {**stored, "fields": fields}
 
 
 def sync_plan(
@@ -68,7 +90,7 @@ def sync_plan(
         if target_exists:
             return TableSync(changes=[f"adopted table {spec.target}"])
         return TableSync(create=True, changes=[f"created table {spec.target}"])
-    old = stored_spec(spec, stored)
+    old, whole = stored_spec(spec, stored)
     if old.target != spec.target and old.target.lower() == spec.target.lower():
         raise ConfigError(
             f"target {spec.target!r} of pipeline {spec.name!r} differs from its table "
@@ -97,6 +119,8 @@ def sync_plan(
             "and the next run loads into it from a cleared watermark)"
         )
     changes = [f"added optional field {name!r}" for name in plan.added] + plan.other
+    if not whole and not changes:
+        changes.append("stored constraints capstone no longer accepts replaced by the configured")
     return TableSync(add=plan.added, changes=changes)
 
 

@@ -11,6 +11,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from capstone.errors import LockError, StoreError
+from capstone.store.url import passwords_in, redact
 
 __all__ = ["Connection", "connect", "redact_url", "secrets_of", "store_error"]
 
@@ -46,7 +47,7 @@ def redact_url(url: str) -> str:
 
 def secrets_of(url: str) -> list[str]:
     """Every spelling of the URL's password that could show up in a driver message."""
-    found: set[str] = set()
+    found = set(passwords_in(url))
     authority = url.partition("://")[2].partition("?")[0]
     userinfo, at, _ = authority.rpartition("@")
     if at and ":" in userinfo:
@@ -59,10 +60,8 @@ def secrets_of(url: str) -> list[str]:
 
 
 def _one_line(error: BaseException, secrets: Sequence[str]) -> str:
-    text = " ".join(str(error).split())
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
+    """A driver error as one line, every password hidden (libpq's parse errors quote the URL)."""
+    return redact(" ".join(str(error).split()), secrets)
 
 
 def connect(url: str, shown: str, secrets: Sequence[str]) -> Connection:

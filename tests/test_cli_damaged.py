@@ -1,0 +1,83 @@
+"""A database edited by hand or damaged: every command that reads the row fails in one line
+naming the table, the row and the fix, never as "a bug"."""
+
+import pytest
+from typer.testing import CliRunner
+
+from capstone import run
+from capstone.cli import app
+from capstone.store import is_postgres
+from tests.conftest import change, fetch
+
+LETTER_COMMANDS = [
+    ["dead-letters"],
+    ["dead-letters", "--json"],
+    ["dead-letters", "export", "--output", "-"],
+    ["dead-letters", "dismiss", "--id", "1"],
+    ["replay"],
+]
+"""Every command that reads stored dead letters."""
+
+
+def _fails_clearly(runner: CliRunner, args: list[str], db: str, table: str, where: str) -> None:
+    result = runner.invoke(app, [*args, "--db", db])
+    assert result.exit_code == 1, result.output
+    assert f"the {table} row with {where} cannot be read" in result.stderr
+    assert "restore the database from a backup" in result.stderr
+    assert "(a bug" not in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def _damage_first_letter(db: str, sample: str, damage: str) -> int:
+    """Load the sample, set `damage` (a SET clause) on its first dead letter, return the id."""
+    run(sample, db)
+    [(letter,)] = fetch(db, "SELECT MIN(id) FROM dead_letters")
+    change(db, f"UPDATE dead_letters SET {damage} WHERE id = {letter}")
+    return int(letter)
+
+
+SQLITE_ONLY = {"record = '{broken'", "raw = x'ff00ff'"}
+"""Damage only SQLite takes: PostgreSQL's jsonb and UTF-8 text refuse it when it is written."""
+
+
+@pytest.mark.parametrize("args", LETTER_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("damage", ["record = '[1]'", "record = '\"text\"'", *sorted(SQLITE_ONLY)])
+def test_a_damaged_letter_is_named(
+    runner: CliRunner, db: str, sample: str, args: list[str], damage: str
+) -> None:
+    """A record that is not JSON or no object, or a raw text that is not UTF-8, is named."""
+    if is_postgres(db) and damage in SQLITE_ONLY:
+        pytest.skip("PostgreSQL refuses this damage when it is written")
+    letter = _damage_first_letter(db, sample, damage)
+    args = [str(letter) if a == "1" else a for a in args]
+    _fails_clearly(runner, args, db, "dead_letters", f"id = {letter}")
+
+
+@pytest.mark.parametrize("args", [["runs"], ["runs", "1"]], ids=" ".join)
+def test_a_run_log_row_with_text_for_a_count_is_named(
+    runner: CliRunner, db_path: str, sample: str, args: list[str]
+) -> None:
+    """`update run_log set input_records = 'x'` gives one line naming run 1."""
+    run(sample, db_path)
+    change(db_path, "UPDATE run_log SET input_records = 'x'")
+    _fails_clearly(runner, args, db_path, "run_log", "run_id = 1")
+
+
+def test_a_lineage_row_with_text_for_a_position_is_named(
+    runner: CliRunner, db_path: str, sample: str
+) -> None:
+    """`update lineage set position = 'abc'` gives one line naming the lineage row."""
+    run(sample, db_path)
+    [(row,)] = fetch(db_path, "SELECT MIN(id) FROM lineage WHERE key = 'evt-001'")
+    change(db_path, f"UPDATE lineage SET position = 'abc' WHERE id = {row}")
+    _fails_clearly(runner, ["lineage", "evt-001"], db_path, "lineage", f"id = {row}")
+
+
+def test_the_fix_the_message_names_works(runner: CliRunner, db: str, sample: str) -> None:
+    """Correcting the named column brings the command back."""
+    letter = _damage_first_letter(db, sample, "record = '[1]'")
+    assert runner.invoke(app, ["dead-letters", "--db", db]).exit_code == 1
+    change(db, f"UPDATE dead_letters SET record = NULL WHERE id = {letter}")
+    result = runner.invoke(app, ["dead-letters", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "(2 shown)" in result.stdout
