@@ -514,7 +514,9 @@ class SqlStore(ABC):
             )
         if sync.clear_watermark:
             self._run("DELETE FROM watermarks WHERE name = :name", {"name": spec.name})
-            # The new table holds none of the files loaded before: they load again.
+        if sync.create:
+            # A new table holds none of the files loaded before (into a table the pipeline moved
+            # from, or one dropped to start afresh): they load again.
             self._run("DELETE FROM files WHERE pipeline = :name", {"name": spec.name})
         now = format_ts(utcnow())
         row = self._one(
