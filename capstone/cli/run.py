@@ -147,6 +147,12 @@ def run(
 
     Many files (repeated --input, a folder, a glob) load one run each, in order.
 
+    Every record gets one fate. Staged records go to the merge: loaded ones changed the target
+    (late: behind the watermark; deleted: tombstones, with the pipeline's delete_field), stale
+    ones lost to a newer event time (on a tie, the pipeline's ties rule decides). Rejected ones
+    are dead letters. Skipped ones an earlier run had: the target holds them or a newer version,
+    or their dead letter exists.
+
     Example: capstone run --input data/sample_input.txt --output data/output_summary.json
     """
     if input_format is not None and input_format not in ("json", "jsonl", "csv"):
