@@ -22,6 +22,8 @@ ARGUMENTS: dict[str, list[str]] = {
     "dead-letters": ["dead-letters"],
     "dead-letters export": ["dead-letters", "export", "--output", "-"],
     "dead-letters dismiss": ["dead-letters", "dismiss", "--id", "1"],
+    "files": ["files"],
+    "watch": ["watch", "."],
 }
 """Every command that takes --db, with the arguments it needs besides."""
 
