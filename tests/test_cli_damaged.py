@@ -6,7 +6,6 @@ from typer.testing import CliRunner
 
 from capstone import run
 from capstone.cli import app
-from capstone.store import is_postgres
 from tests.conftest import change, fetch
 
 LETTER_COMMANDS = [
@@ -41,13 +40,25 @@ SQLITE_ONLY = {"record = '{broken'", "raw = x'ff00ff'"}
 
 
 @pytest.mark.parametrize("args", LETTER_COMMANDS, ids=" ".join)
-@pytest.mark.parametrize("damage", ["record = '[1]'", "record = '\"text\"'", *sorted(SQLITE_ONLY)])
+@pytest.mark.parametrize("damage", ["record = '[1]'", "record = '\"text\"'"])
 def test_a_damaged_letter_is_named(
     runner: CliRunner, db: str, sample: str, args: list[str], damage: str
 ) -> None:
-    """A record that is not JSON or no object, or a raw text that is not UTF-8, is named."""
-    if is_postgres(db) and damage in SQLITE_ONLY:
-        pytest.skip("PostgreSQL refuses this damage when it is written")
+    """A record that is JSON but no object is named, on either backend."""
+    _check_letter(runner, db, sample, args, damage)
+
+
+@pytest.mark.parametrize("args", LETTER_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("damage", sorted(SQLITE_ONLY))
+def test_a_letter_damaged_beyond_its_types_is_named(
+    runner: CliRunner, db_path: str, sample: str, args: list[str], damage: str
+) -> None:
+    """A record that is not JSON, or a raw text that is not UTF-8, is named (SQLite, whose
+    columns take such damage; PostgreSQL's refuse it when it is written)."""
+    _check_letter(runner, db_path, sample, args, damage)
+
+
+def _check_letter(runner: CliRunner, db: str, sample: str, args: list[str], damage: str) -> None:
     letter = _damage_first_letter(db, sample, damage)
     args = [str(letter) if a == "1" else a for a in args]
     _fails_clearly(runner, args, db, "dead_letters", f"id = {letter}")
