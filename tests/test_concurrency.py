@@ -2,6 +2,7 @@
 on PostgreSQL; the loser waits up to --lock-timeout and names the run it waited for."""
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -234,3 +235,30 @@ def test_newer_row_committed_during_a_merge_makes_its_records_stale(pg_db: str) 
     assert fetch(
         pg_db, f"SELECT detail FROM lineage WHERE run_id = {run_b.run_id} AND step = 'stale'"
     ) == [("kept ts 2025-01-02T00:00:00 over 2025-01-01T00:00:00",)]
+
+
+def test_a_run_on_sqlite_does_not_log_its_start_while_another_live_run_is_logged(
+    db_path: str, sample: str
+) -> None:
+    """SQLite: a live `running` row (another process, between its start and its transaction)
+    keeps a second run from logging a start it could not later mark failed."""
+    open_store(db_path).close()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with open_store(db_path) as store:
+            store.conn.execute(
+                "INSERT INTO run_log (pipeline, status, source, started_at, host, pid) "
+                "VALUES ('events', 'running', 'x', '2025-01-01T00:00:00', :host, :pid)",
+                {"host": socket.gethostname(), "pid": sleeper.pid},
+            )
+            store.conn.commit()
+        started = time.monotonic()
+        with pytest.raises(LockError, match=r"another run of pipeline 'events' is in progress \(run 1\)"):
+            run(sample, db_path, RunOptions(lock_timeout=0.3))
+        assert time.monotonic() - started >= 0.3
+        assert fetch(db_path, "SELECT run_id, status FROM run_log") == [(1, "running")]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert run(sample, db_path, RunOptions(lock_timeout=0.3)).status == "success"
+    assert fetch(db_path, "SELECT status FROM run_log ORDER BY run_id") == [("abandoned",), ("success",)]

@@ -8,6 +8,7 @@ and a merge that relies on SQLite applying an INSERT ... SELECT's rows in the SE
 import os
 import socket
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,6 +109,10 @@ _KNOWN_ERRORS: tuple[tuple[tuple[str, ...], type[StoreError], str], ...] = (
     ),
 )
 """What sqlite3's messages say, and the line capstone gives instead (the first match wins)."""
+
+
+_POLL_SECONDS = 0.05
+"""How often a run waiting for another live run to end looks again."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -412,10 +417,29 @@ class SQLiteStore(SqlStore):
         self.conn.execute("BEGIN IMMEDIATE")
 
     def _begin_write(self, pipeline: str, lock_timeout: float) -> None:
-        # Only a run that holds the write lock logs its start, so two runs started at once
-        # cannot both log one: the loser could not mark its row failed while the winner writes,
-        # and it would read `running` until its process was found dead.
-        self._begin_immediate(pipeline, None, lock_timeout)
+        # A run logs its start only while no other live run is logged: SQLite has one writer,
+        # so a second run that logged its start could not mark it failed while the first one
+        # writes, and it would read `running` until its process was found dead. The write lock
+        # alone is not enough: the first run releases it between logging its start and opening
+        # its run transaction, and the second one could take it in that gap.
+        deadline = time.monotonic() + lock_timeout
+        while True:
+            self._begin_immediate(pipeline, None, max(0.0, deadline - time.monotonic()))
+            live = self._live_run()
+            if live is None:
+                return
+            self._rollback()
+            if time.monotonic() >= deadline:
+                raise LockError(self._lock_message(pipeline, None))
+            time.sleep(min(_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+    def _live_run(self) -> int | None:
+        """The id of a `running` row whose process (on this host, not this one) is alive."""
+        host = socket.gethostname()
+        for row in self._all("SELECT run_id, host, pid FROM run_log WHERE status = 'running'"):
+            if row["host"] == host and row["pid"] != os.getpid() and _pid_alive(row["pid"]):
+                return int(row["run_id"])
+        return None
 
     @contextmanager
     def _locked(self, pipeline: str, lock_timeout: float, own_run: int | None) -> Iterator[None]:
