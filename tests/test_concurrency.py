@@ -253,7 +253,9 @@ def test_a_run_on_sqlite_does_not_log_its_start_while_another_live_run_is_logged
             )
             store.conn.commit()
         started = time.monotonic()
-        with pytest.raises(LockError, match=r"another run of pipeline 'events' is in progress \(run 1\)"):
+        with pytest.raises(
+            LockError, match=r"another run of pipeline 'events' is in progress \(run 1\)"
+        ):
             run(sample, db_path, RunOptions(lock_timeout=0.3))
         assert time.monotonic() - started >= 0.3
         assert fetch(db_path, "SELECT run_id, status FROM run_log") == [(1, "running")]
@@ -261,4 +263,7 @@ def test_a_run_on_sqlite_does_not_log_its_start_while_another_live_run_is_logged
         sleeper.kill()
         sleeper.wait()
     assert run(sample, db_path, RunOptions(lock_timeout=0.3)).status == "success"
-    assert fetch(db_path, "SELECT status FROM run_log ORDER BY run_id") == [("abandoned",), ("success",)]
+    assert fetch(db_path, "SELECT status FROM run_log ORDER BY run_id") == [
+        ("abandoned",),
+        ("success",),
+    ]
