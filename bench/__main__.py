@@ -6,9 +6,12 @@ with capstone and with the floor (bench/floor.py), alternating, each measurement
 records/s, the capstone/floor ratio and peak RSS, checks issue 3's targets, and cleans up every
 database it made.
 
-Scenarios: a first load of JSON Lines, of a JSON array and of CSV into a fresh database; and an
+Scenarios: a first load of JSON Lines, of a JSON array and of CSV into a fresh database; an
 incremental load of 10k newer records into the database the JSON Lines first load made, against the
-same 10k records into an empty database.
+same 10k records into an empty database; and a feed (issue 15): the N records split into a folder
+of 10 gzip files loaded with `run_many` (one run per file), against the same records in one plain
+file, then the folder again (every file skipped by the file manifest). The feed is capstone alone:
+the floor reads one plain file.
 
     python -m bench                         # N = 100k and 1M
     python -m bench --sizes 100k --repeat 5 # quicker
@@ -19,6 +22,7 @@ same 10k records into an empty database.
 
 import argparse
 import contextlib
+import gzip
 import os
 import platform
 import shutil
@@ -45,7 +49,8 @@ OUT = ROOT / "bench" / "out"
 TOOLS = ("capstone", "floor")
 LARGE = 1_000_000
 FIVE_M = 5_000_000
-SCENARIOS = ("jsonl", "json", "csv", "incremental")
+SCENARIOS = ("jsonl", "json", "csv", "incremental", "feeds")
+FEED_FILES = 10
 LABELS = {
     "jsonl": "first load, JSON Lines",
     "json": "first load, JSON array",
@@ -256,6 +261,37 @@ def _data(spec: Spec, fmt: GenFormat, folder: Path) -> Path:
     return path
 
 
+def _feed_data(spec: Spec, folder: Path) -> Path:
+    """The spec's JSON Lines records cut into FEED_FILES gzip files of equal record counts, in a
+    folder of their own (cached); record order is the plain file's."""
+    plain = _data(spec, "jsonl", folder)
+    feed = folder / f"feed-{spec.tag}-{FEED_FILES}gz"
+    if feed.exists():
+        return feed
+    clock = time.perf_counter()
+    partial = feed.with_name(feed.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    per_file = -(-spec.n // FEED_FILES)
+    with plain.open("rb") as source:
+        for part in range(FEED_FILES):
+            # Level 6, as the gzip command writes: the level a landing folder usually holds.
+            name = partial / f"events-{part + 1:02d}.jsonl.gz"
+            with gzip.open(name, "wb", compresslevel=6) as out:
+                for _ in range(per_file):
+                    line = source.readline()
+                    if not line:
+                        break
+                    out.write(line)
+    partial.rename(feed)
+    size = sum(path.stat().st_size for path in feed.iterdir())
+    _log(
+        f"generated {feed.name}: {FEED_FILES} gzip files, {size / 1e6:,.0f} MB "
+        f"in {time.perf_counter() - clock:.1f} s"
+    )
+    return feed
+
+
 # -- databases -------------------------------------------------------------------------------------
 
 
@@ -342,11 +378,20 @@ def _log(message: str) -> None:
 
 
 def _child(
-    args: argparse.Namespace, tool: str, input_path: Path, fmt: str, db: str, work: Path
+    args: argparse.Namespace,
+    tool: str,
+    input_path: Path,
+    fmt: str,
+    db: str,
+    work: Path,
+    *,
+    feed: bool = False,
 ) -> dict[str, Any]:
-    """Run one load in a fresh process and return its report (seconds, maxrss_kb, counts, wall)."""
+    """Run one load in a fresh process and return its report (seconds, maxrss_kb, counts, wall);
+    with `feed`, `input_path` is a folder loaded with `run_many`."""
     command = [sys.executable, "-m", "bench._child", tool, str(input_path), db, "--format", fmt]
     command += ["--batch-size", str(args.batch_size), "--via", args.via]
+    command += ["--feed"] if feed else []
     clock = time.perf_counter()
     try:
         done = subprocess.run(
@@ -414,6 +459,11 @@ class Bench:
                 kept = self.work / f"{tool}-base-{result.n}.db"
                 _move_sqlite(Path(db), kept)
                 self.bases[tool, result.n] = kept
+        self.record(result, report, repeat)
+
+    def record(self, result: Result, report: dict[str, Any], repeat: int) -> None:
+        """Add one measurement's report to `result` and log it."""
+        tool = result.tool
         result.seconds.append(report["seconds"])
         result.cpu.append(report["cpu"])
         result.wall.append(report["wall"])
@@ -470,6 +520,45 @@ class Bench:
             differing = {key: pair for key, pair in differing.items() if pair[0] != pair[1]}
             _log(f"WARNING: N={n:,} {label}: capstone and floor counts differ: {differing}")
 
+    def feeds(self, n: int) -> None:
+        """The feed scenario: the same N records as one plain file and as a folder of gzip files
+        (a fresh database each), then the folder again into the database it filled. Repeats
+        alternate the two loads so drift spreads over both."""
+        spec, data = base_spec(n, self.args.seed), self.args.out / "data"
+        plain, folder = _data(spec, "jsonl", data), _feed_data(spec, data)
+        each = _short(-(-n // FEED_FILES))
+        plain_result = Result(
+            "feed_plain", f"feed: {_short(n)} in one plain file", n, "capstone", n
+        )
+        folder_result = Result("feed", f"feed: {FEED_FILES} gzip files of {each}", n, "capstone", n)
+        rerun_result = Result(
+            "feed_rerun", f"feed: the {FEED_FILES} files again (skipped)", n, "capstone", n
+        )
+        trio = (plain_result, folder_result, rerun_result)
+        for repeat in range(self.repeats(n)):
+            try:
+                with self.dbs.fresh("capstone", f"feed-plain-{n}-{repeat}") as db:
+                    os.sync()
+                    report = _child(self.args, "capstone", plain, "jsonl", db, self.work)
+                    self.record(plain_result, report, repeat)
+                with self.dbs.fresh("capstone", f"feed-{n}-{repeat}") as db:
+                    os.sync()
+                    report = _child(
+                        self.args, "capstone", folder, "jsonl", db, self.work, feed=True
+                    )
+                    self.record(folder_result, report, repeat)
+                    os.sync()
+                    report = _child(
+                        self.args, "capstone", folder, "jsonl", db, self.work, feed=True
+                    )
+                    self.record(rerun_result, report, repeat)
+            except BenchError as error:
+                for result in trio:
+                    result.error = result.error or str(error)
+                _log(f"N={n:,} feed FAILED: {error}")
+                break
+        self.results.extend(trio)
+
     def base_input(self, n: int) -> Path:
         return _data(base_spec(n, self.args.seed), "jsonl", self.args.out / "data")
 
@@ -498,6 +587,8 @@ class Bench:
             self.scenario("incremental", label, n, size, inc, "jsonl", base_n=n)
             label = f"incremental {_short(size)} into empty db"
             self.scenario("incremental_empty", label, n, size, inc, "jsonl")
+        if "feeds" in scenarios:
+            self.feeds(n)
         for tool in TOOLS:
             base = self.bases.pop((tool, n), None)
             if base is not None and not args.keep:
@@ -654,6 +745,24 @@ def _table(machine: dict[str, Any], results: list[Result], checks: list[dict[str
             lines.append(
                 f"incremental into the {_short(n)} db / into an empty db: " + ", ".join(parts)
             )
+    feeds = sorted({r.n for r in results if r.scenario == "feed"})
+    if feeds:
+        lines.append("")
+    for n in feeds:
+        plain, folder = (
+            _find(results, "feed_plain", n, "capstone"),
+            _find(results, "feed", n, "capstone"),
+        )
+        rerun = _find(results, "feed_rerun", n, "capstone")
+        rates = _ratio(folder.rate if folder else None, plain.rate if plain else None)
+        cpu = _ratio(plain.median_cpu if plain else None, folder.median_cpu if folder else None)
+        skipped = (rerun.counts or {}).get("files_skipped") if rerun else None
+        lines.append(
+            f"feed of {_short(n)} (issue 15): {FEED_FILES} gzip files / one plain file, records/s "
+            f"{_fmt(rates, '.2f')}x (by cpu s {_fmt(cpu, '.2f')}x); the folder again: "
+            f"{_fmt(rerun.median if rerun else None, '.2f')} s, {_fmt(skipped, 'd')} of "
+            f"{FEED_FILES} files skipped by the manifest"
+        )
     if checks:
         lines += ["", "targets (issue 3):"]
         for item in checks:

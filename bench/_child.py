@@ -72,6 +72,34 @@ def _capstone_cli(args: argparse.Namespace) -> dict[str, Any]:
     return {"seconds": seconds, "cpu": cpu, "counts": counts, "maxrss_kb": rss}
 
 
+def _capstone_feed(args: argparse.Namespace) -> dict[str, Any]:
+    """A folder (or glob) through `run_many`, one run per file; counts summed over the runs."""
+    from capstone.pipeline import RunOptions, run_many
+
+    options = RunOptions(batch_size=args.batch_size, format=args.format)
+    clock, cpu = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
+    feed = run_many([args.input], args.db, options)
+    seconds, cpu = time.perf_counter() - clock, _cpu(resource.RUSAGE_SELF) - cpu
+    if feed.failed:
+        raise RuntimeError(
+            f"capstone run_many: {len(feed.failed)} file(s) failed: {feed.failed[0].error}"
+        )
+    counts: dict[str, Any] = {
+        key: sum(getattr(r, key) for r in feed.runs)
+        for key in COUNTS
+        if key not in ("watermark_before", "watermark")
+    }
+    counts |= {
+        "watermark_before": feed.runs[0].watermark_before,
+        "watermark": feed.runs[-1].watermark,
+    }
+    counts |= {
+        "files": len(feed.runs),
+        "files_skipped": sum(r.same_content_as is not None for r in feed.runs),
+    }
+    return {"seconds": seconds, "cpu": cpu, "counts": counts, "maxrss_kb": _self_rss()}
+
+
 def _floor(args: argparse.Namespace) -> dict[str, Any]:
     from bench.floor import load
 
@@ -91,7 +119,8 @@ def _self_rss() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m bench._child {capstone,floor} INPUT DB [--format F] [--batch-size N] [--via V]`."""
+    """`python -m bench._child {capstone,floor} INPUT DB [--format F] [--batch-size N] [--via V]
+    [--feed]`."""
     parser = argparse.ArgumentParser(prog="python -m bench._child", description=main.__doc__)
     parser.add_argument("tool", choices=("capstone", "floor"))
     parser.add_argument("input")
@@ -99,10 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=("json", "jsonl", "csv"))
     parser.add_argument("--batch-size", type=int, default=10_000)
     parser.add_argument("--via", choices=("lib", "cli"), default="lib")
+    parser.add_argument("--feed", action="store_true", help="INPUT is a folder: run_many")
     args = parser.parse_args(argv)
     try:
         if args.tool == "floor":
             result = _floor(args)
+        elif args.feed:
+            result = _capstone_feed(args)
         elif args.via == "cli":
             result = _capstone_cli(args)
         else:
