@@ -577,7 +577,7 @@ def _execute(
             if not summary.is_balanced():
                 raise StoreError(f"run {run.run_id} does not balance ({summary}); nothing was kept")
             if file is not None:
-                summary = _record_file(tx, file, summary)
+                summary = _record_file(tx, _as_read(file, source), summary)
             tx.finish(summary, dict(tally.reasons))
         events.complete(summary, tally.reasons)
         return summary
@@ -603,6 +603,21 @@ def _interrupt_events(events: openlineage.RunEvents, store: Store, run: RunSumma
     with contextlib.suppress(CapstoneError):
         if (stored := store.get_run(run.run_id)) is not None:
             events.complete(stored, store.reject_reasons(run.run_id))
+
+
+def _as_read(file: FileIdentity, source: SourceFile | None) -> FileIdentity:
+    """The file's identity with the hash and size of the bytes the run read: the content looked
+    up before the run began may since have been appended to or rewritten (see
+    `capstone.sources._Hashing`)."""
+    read = None if source is None else source.content_read()
+    if read is None:  # pragma: no cover - the readers read each file once from its start
+        return file
+    sha256, size = read
+    return (
+        file
+        if (sha256, size) == (file.sha256, file.size)
+        else file.model_copy(update={"sha256": sha256, "size": size})
+    )
 
 
 def _record_file(tx: RunTransaction, file: FileIdentity, summary: RunSummary) -> RunSummary:

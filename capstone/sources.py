@@ -11,6 +11,7 @@ JSON object (kept so it can be dead-lettered, not lost).
 """
 
 import csv
+import hashlib
 import io
 import os
 import sys
@@ -105,6 +106,7 @@ class SourceFile:
     """How the content is compressed (told from its first bytes when opened), None when plain."""
     _fh: io.BufferedReader | None = field(default=None, init=False)  # the (decompressed) content
     _file: io.BufferedReader | None = field(default=None, init=False)  # the file, never stdin
+    _hashing: "_Hashing | None" = field(default=None, init=False)  # under _file
 
     @property
     def name(self) -> str:
@@ -125,6 +127,11 @@ class SourceFile:
         except (OSError, ValueError):
             return 0
 
+    def content_read(self) -> tuple[str, int] | None:
+        """SHA-256 (hex) and size of the file's bytes as this source read them (compressed, if
+        the file is), or None for standard input or when the file was not read in one pass."""
+        return None if self._hashing is None else self._hashing.content()
+
     def __enter__(self) -> "SourceFile":
         """Open the file, undo its compression and settle its format (`format`, if not given, is
         detected here); InputError if it cannot be read or is not text."""
@@ -132,7 +139,8 @@ class SourceFile:
             fh = cast(io.BufferedReader, sys.stdin.buffer)
         else:
             try:
-                fh = self._file = open(self.path, "rb")
+                self._hashing = _Hashing(open(self.path, "rb", buffering=0))
+                fh = self._file = io.BufferedReader(self._hashing)
             except FileNotFoundError:
                 raise missing_file(self.path) from None
             except IsADirectoryError:
@@ -186,6 +194,54 @@ class SourceFile:
                 yield from _csv_rows(fh, self.name)
         except OSError as error:
             raise InputError(f"reading {self.name} failed: {error.strerror or error}") from None
+
+
+class _Hashing(io.RawIOBase):
+    """A file's bytes, hashed as they are read.
+
+    The manifest's SHA-256 is taken from the very bytes the load parsed, not from an earlier pass
+    over the file: a file appended to or rewritten between the two would otherwise be recorded
+    under a hash of content that was never loaded, and its appended records skipped as known on
+    the next run. Hashing what was read (rather than failing a file whose size or mtime moved)
+    keeps a file caught mid-write loadable: what was read is loaded and recorded, and the rest
+    is a changed file for the next run."""
+
+    def __init__(self, raw: io.FileIO) -> None:
+        self._raw = raw
+        self._digest = hashlib.sha256()
+        self._size = 0
+        self._whole = True  # False once a seek broke the single pass from the start
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._raw.seekable()
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        position = self._raw.seek(offset, whence)
+        if position == 0:  # read again from the start (a decompressor, an error's line search)
+            self._digest, self._size, self._whole = hashlib.sha256(), 0, True
+        elif position != self._size:
+            self._whole = False
+        return position
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._raw.readinto(buffer)
+        if count:
+            self._digest.update(memoryview(buffer)[:count])
+            self._size += count
+        return count or 0
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+    def content(self) -> tuple[str, int] | None:
+        return (self._digest.hexdigest(), self._size) if self._whole else None
 
 
 _SUFFIX_FORMATS: dict[str, Format] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}

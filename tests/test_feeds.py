@@ -3,6 +3,7 @@
 import bz2
 import contextlib
 import gzip
+import hashlib
 import io
 import json
 import lzma
@@ -16,13 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 import zstandard
 from typer.testing import CliRunner
 
+import capstone.manifest
+import capstone.pipeline
 from capstone.cli import app
 from capstone.errors import ConfigError, InputError
 from capstone.limits import RejectLimit
+from capstone.manifest import FileIdentity
 from capstone.pipeline import RunOptions, run, run_many
 from capstone.spec import PipelineSpec
 from tests.conftest import event, fetch
@@ -169,22 +174,73 @@ def counts(db: str) -> dict[str, int]:
 
 
 class TestManifest:
-    def test_a_loaded_folder_is_skipped_whole_when_loaded_again(
-        self, db: str, tmp_path: Path
+    def test_thirty_mixed_files_load_once_then_only_what_changed(
+        self, runner: CliRunner, db: str, tmp_path: Path
     ) -> None:
-        """Rerunning a folder of mixed compressed files skips every file unread; only the run log grows."""
+        """30 daily files (gzip, bzip2, xz, zstd, plain) load; loaded again every file is skipped
+        and only the run log grows; then a renamed file is skipped, a changed one loads saying
+        which run it changed since, and a new one loads."""
         folder = tmp_path / "landing"
-        paths = landing(folder)
+        paths = landing(folder, days=30)
+        assert {p.suffix for p in paths} == {".gz", ".bz2", ".xz", ".zst", ".jsonl"}
         first = run_many([str(folder)], db)
-        assert [r.loaded for r in first.runs] == [4] * len(paths)
+        assert [r.loaded for r in first.runs] == [4] * 30
         before = counts(db)
+        assert (before["target"], before["files"]) == (120, 30)
         again = run_many([str(folder)], db)
         assert [r.same_content_as for r in again.runs] == [r.run_id for r in first.runs]
         assert all(r.skipped == r.input_records == 4 and r.lineage_entries == 0 for r in again.runs)
         assert all(r.is_balanced() for r in again.runs)
         after = counts(db)
-        assert after.pop("run_log") == before.pop("run_log") + len(paths)
+        assert after.pop("run_log") == before.pop("run_log") + 30
         assert after == before
+        renamed = paths[6].rename(folder / "redelivered-07.jsonl.bz2")
+        write_day(folder, 12, keys=5, name=paths[11].name)  # corrected, plain now
+        write_day(folder, 31)
+        result = runner.invoke(app, ["run", "-i", str(folder), "--db", db, "--json"])
+        assert result.exit_code == 0, result.output
+        by_name = {Path(r["source"]).name: r for r in json.loads(result.stdout)["runs"]}
+        assert len(by_name) == 31
+        assert by_name[renamed.name]["same_content_as"] == first.runs[6].run_id
+        changed = by_name[paths[11].name]
+        assert changed["changed_since"] == first.runs[11].run_id
+        assert (changed["input_records"], changed["loaded"], changed["skipped"]) == (5, 1, 4)
+        new = by_name["events-2025-01-31.jsonl"]
+        assert (new["loaded"], new.get("same_content_as"), new.get("changed_since")) == (
+            3,
+            None,
+            None,
+        )
+        assert sum(r["loaded"] for r in by_name.values()) == 4
+        assert fetch(db, "SELECT COUNT(*) FROM target") == [(120 + 1 + 3,)]
+        assert fetch(db, "SELECT COUNT(*) FROM files") == [(32,)]
+        table = runner.invoke(app, ["runs", "--db", db, "--limit", "40"])
+        assert f"changed since run {first.runs[11].run_id}" in table.output
+
+    def test_a_file_appended_after_hashing_is_recorded_as_read(
+        self, db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A record appended between the manifest look-up and the read is loaded, and the
+        manifest holds the hash and size of the bytes read, so a rerun skips the file."""
+        path = write_day(tmp_path, 1)
+        identify = capstone.manifest.identify
+
+        def identify_then_append(name: str) -> FileIdentity | None:
+            identity = identify(name)
+            with path.open("ab") as fh:
+                fh.write(orjson.dumps(event("late", "2025-01-01T09:00:00Z")) + b"\n")
+            return identity
+
+        monkeypatch.setattr(capstone.pipeline, "identify", identify_then_append)
+        [first] = run_many([str(path)], db).runs
+        monkeypatch.undo()
+        assert (first.input_records, first.loaded) == (4, 4)
+        content = path.read_bytes()
+        assert fetch(db, "SELECT sha256, size FROM files") == [
+            (hashlib.sha256(content).hexdigest(), len(content))
+        ]
+        [again] = run_many([str(path)], db).runs
+        assert again.same_content_as == first.run_id
 
     def test_renamed_changed_and_new_files(self, db: str, tmp_path: Path) -> None:
         """A renamed file is skipped, a changed one loads again saying so, a new one loads."""
@@ -342,7 +398,7 @@ class TestMaxRejects:
 
 
 @pytest.mark.slow
-def test_kill_9_in_file_3_of_5_keeps_files_1_and_2(db_path: str, tmp_path: Path) -> None:
+def test_kill_9_in_file_3_of_5_keeps_files_1_and_2(db: str, tmp_path: Path) -> None:
     """SIGKILL during file 3: 1 and 2 stay committed with their manifest rows, 3 is rolled back;
     the next invocation skips 1 and 2 by the manifest and loads 3 to 5."""
     folder = tmp_path / "landing"
@@ -355,23 +411,26 @@ def test_kill_9_in_file_3_of_5_keeps_files_1_and_2(db_path: str, tmp_path: Path)
                 f'{{"key": "big{n}", "name": "n", "value": 1, "ts": "2025-01-03T00:00:00Z"}}\n'
             )
     process = subprocess.Popen(
-        [sys.executable, "-m", "capstone", "run", "-i", str(folder), "--db", db_path, "--quiet"],
+        [sys.executable, "-m", "capstone", "run", "-i", str(folder), "--db", db, "--quiet"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
-        with contextlib.suppress(sqlite3.OperationalError):
-            if fetch(db_path, "SELECT run_id FROM run_log WHERE status = 'running'") == [(3,)]:
+        # Until the child has made its tables, there is nothing to read (on either backend).
+        with contextlib.suppress(sqlite3.OperationalError, psycopg.Error):
+            # File 3's running row is committed before its transaction starts; 400k records
+            # take seconds, so half a second later the kill lands inside that transaction.
+            if fetch(db, "SELECT run_id FROM run_log WHERE status = 'running'") == [(3,)]:
                 time.sleep(0.5)
                 break
         time.sleep(0.02)
     process.kill()
     process.communicate()
     assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    assert fetch(db_path, "SELECT run_id FROM files ORDER BY run_id") == [(1,), (2,)]
-    assert fetch(db_path, "SELECT COUNT(*) FROM target") == [(6,)]
-    feed = run_many([str(folder)], db_path)
+    assert fetch(db, "SELECT run_id FROM files ORDER BY run_id") == [(1,), (2,)]
+    assert fetch(db, "SELECT COUNT(*) FROM target") == [(6,)]
+    feed = run_many([str(folder)], db)
     assert [r.same_content_as for r in feed.runs] == [1, 2, None, None, None]
     assert [r.loaded for r in feed.runs] == [0, 0, 400_000, 3, 3]
-    assert fetch(db_path, "SELECT status FROM run_log WHERE run_id = 3") == [("abandoned",)]
+    assert fetch(db, "SELECT status FROM run_log WHERE run_id = 3") == [("abandoned",)]
