@@ -7,16 +7,20 @@ manifest exactly when its data is in the database.
 """
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
 
 from capstone.errors import InputError
 from capstone.inputs import STDIN, fingerprint
 from capstone.sources import missing_file
-from capstone.timeutil import format_ts
+from capstone.timeutil import format_ts, parse_ts
 
-__all__ = ["FileIdentity", "LoadedFile", "identify"]
+__all__ = ["FileIdentity", "LoadedFile", "identify", "mtime_text", "unchanged_since_load"]
+
+RACY_SECONDS = 2.0
+"""A file modified this close to its load may have changed again within the same timestamp
+tick (2 s on FAT, a few ms on ext4) without its mtime moving: its size and mtime prove nothing."""
 
 
 class FileIdentity(BaseModel):
@@ -42,6 +46,27 @@ class LoadedFile(FileIdentity):
     loaded_at: str
 
 
+def mtime_text(stat: os.stat_result) -> str:
+    """A file's modification time as the manifest stores it: UTC, to the microsecond (from the
+    exact nanoseconds, so the same file always gives the same text)."""
+    seconds, nanoseconds = divmod(stat.st_mtime_ns, 1_000_000_000)
+    moment = datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=nanoseconds // 1000)
+    return format_ts(moment.replace(tzinfo=None))
+
+
+def unchanged_since_load(path: str, stat: os.stat_result, loaded: LoadedFile) -> bool:
+    """Whether the file at `path` is, by its stat alone, the one the manifest row `loaded`
+    recorded: the same resolved path, size and modification time, and a modification time well
+    before the load (see RACY_SECONDS), as make, rsync and git trust. Without hashing: a
+    landing folder of thousands of files is recognised at the cost of a stat each."""
+    if os.path.realpath(path) != loaded.resolved_path or stat.st_size != loaded.size:
+        return False
+    if mtime_text(stat) != loaded.mtime:
+        return False
+    settled = parse_ts(loaded.loaded_at) - parse_ts(loaded.mtime)
+    return settled.total_seconds() >= RACY_SECONDS
+
+
 def identify(path: str) -> FileIdentity | None:
     """The file's identity, hashing all its bytes (at disk speed, before any parsing); None for
     standard input, which cannot be read twice and so has no manifest entry."""
@@ -57,6 +82,6 @@ def identify(path: str) -> FileIdentity | None:
         path=path,
         resolved_path=os.path.realpath(path),
         size=stat.st_size,
-        mtime=format_ts(datetime.fromtimestamp(stat.st_mtime, UTC).replace(tzinfo=None)),
+        mtime=mtime_text(stat),
         sha256=fingerprint(path),
     )

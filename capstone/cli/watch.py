@@ -75,8 +75,9 @@ def watch(
 ) -> None:
     """Keep loading new and changed files as they appear, each as its own run, one line each.
 
-    Files whose content was loaded before are skipped by the file manifest. A failed file is
-    retried once it changes. Ctrl-C or SIGTERM stops: a file in progress is rolled back, everything
+    Files whose content was loaded before are skipped by the file manifest; those already there at
+    start are counted in one line (`watching 31 files (30 already loaded)`), without a run. A
+    failed file is retried once it changes. Ctrl-C or SIGTERM stops: a file in progress is rolled back, everything
     committed stays, exit 130.
 
     Example: capstone watch landing/ --interval 10s --settle 5s
@@ -98,6 +99,11 @@ def watch(
         else:
             typer.echo(line(summary))
 
+    def started(found: int, known: int) -> None:
+        text = f"watching {found:,} file{'' if found == 1 else 's'} ({known:,} already loaded)"
+        # With --json, stdout holds run summaries only, one per line.
+        typer.echo(text, err=as_json)
+
     def busy(path: str, error: LockError) -> None:
         typer.echo(f"capstone: {visible(path)}: {visible(str(error))}; trying again", err=True)
 
@@ -111,6 +117,7 @@ def watch(
             settle=quiet_for,
             on_file=report,
             on_busy=busy,
+            on_start=started,
         )
     except KeyboardInterrupt:
         ok = sum(s.status == "success" for s in done)

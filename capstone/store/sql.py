@@ -673,6 +673,20 @@ class SqlStore(ABC):
         )
         return [LoadedFile.model_validate(dict(row)) for row in rows]
 
+    def loaded_file(
+        self, pipeline: str, *, resolved_path: str | None = None, sha256: str | None = None
+    ) -> LoadedFile | None:
+        """The newest manifest row of the pipeline for this resolved path, or else with this
+        content, or None."""
+        with self._translate():
+            if resolved_path is not None:
+                return self._manifest_row(
+                    "resolved_path = :value", pipeline, self._clean(resolved_path)
+                )
+            if sha256 is not None:
+                return self._manifest_row("sha256 = :value", pipeline, sha256)
+        return None
+
     def files(self, pipeline: str | None = None, limit: int | None = None) -> list[LoadedFile]:
         """The manifest of loaded files, newest first (all pipelines', or one's)."""
         with self._translate():
