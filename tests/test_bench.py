@@ -1,13 +1,16 @@
 """The benchmark's floor does the same work as capstone, so the ratio it reports is honest."""
 
+import gzip
 from pathlib import Path
 
 import pytest
 
+from bench.__main__ import FEED_FILES, _feed_data
 from bench._child import COUNTS
 from bench.floor import load
 from bench.generate import FORMATS, GenFormat, base_spec, incremental_spec, write
 from capstone import RunOptions, run
+from capstone.pipeline import run_many
 from tests.conftest import fetch
 
 
@@ -37,3 +40,19 @@ def test_floor_matches_capstone(tmp_path: Path, fmt: GenFormat) -> None:
         floor = {key: value for key, value in load(path, floor_db).items() if key in COUNTS}
         assert floor == ours
     assert outcome(floor_db) == outcome(capstone_db)
+
+
+def test_feed_folder_holds_the_plain_files_records(tmp_path: Path) -> None:
+    """The feed scenario's folder is the plain file cut into 10 gzip files, in order, and loads
+    the same target rows through run_many as the plain file does through run."""
+    spec = base_spec(205, seed=7)
+    folder = _feed_data(spec, tmp_path)
+    parts = sorted(folder.iterdir())
+    assert len(parts) == FEED_FILES
+    plain = tmp_path / f"events-{spec.tag}.jsonl"
+    assert b"".join(gzip.decompress(p.read_bytes()) for p in parts) == plain.read_bytes()
+    feed = run_many([str(folder)], str(tmp_path / "feed.db"))
+    assert not feed.failed
+    run(str(plain), str(tmp_path / "plain.db"))
+    rows = "SELECT key, name, value, ts FROM target ORDER BY key"
+    assert fetch(str(tmp_path / "feed.db"), rows) == fetch(str(tmp_path / "plain.db"), rows)
