@@ -58,7 +58,12 @@ def unchanged_since_load(path: str, stat: os.stat_result, loaded: LoadedFile) ->
     """Whether the file at `path` is, by its stat alone, the one the manifest row `loaded`
     recorded: the same resolved path, size and modification time, and a modification time well
     before the load (see RACY_SECONDS), as make, rsync and git trust. Without hashing: a
-    landing folder of thousands of files is recognised at the cost of a stat each."""
+    landing folder of thousands of files is recognised at the cost of a stat each.
+
+    The margin runs to the end of the load, not to the stat before it: a file rewritten to the
+    same size within one timestamp tick of that stat, while a long hash ran, would still pass.
+    Files `watch` loads are taken only once settled, which rules that out for them; `touch -r`
+    or `cp -p` over a loaded file with same-size content is the other way to fool it."""
     if os.path.realpath(path) != loaded.resolved_path or stat.st_size != loaded.size:
         return False
     if mtime_text(stat) != loaded.mtime:
