@@ -77,8 +77,8 @@ def watch(
 
     Files whose content was loaded before are skipped by the file manifest; those already there at
     start are counted in one line (`watching 31 files (30 already loaded)`), without a run. A
-    failed file is retried once it changes. Ctrl-C or SIGTERM stops: a file in progress is rolled back, everything
-    committed stays, exit 130.
+    failed file is retried once it changes. Ctrl-C or SIGTERM stops: a file in progress is rolled
+    back, everything committed stays, exit 130.
 
     Example: capstone watch landing/ --interval 10s --settle 5s
     """
