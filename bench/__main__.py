@@ -716,7 +716,8 @@ def _table(machine: dict[str, Any], results: list[Result], checks: list[dict[str
                 _fmt(result.median, ".2f") if result.error is None else "FAILED",
                 _fmt(result.median_cpu, ".2f"),
                 _fmt(result.median_wall, ".2f"),
-                _fmt(result.rate, ",.0f"),
+                # A rerun skipped by the manifest reads no record: records/s would mean nothing.
+                _fmt(result.rate, ",.0f") if result.scenario != "feed_rerun" else "-",
                 _fmt(ratio, ".2f") + "x" if result.tool == "capstone" and ratio else "",
                 _fmt(result.peak_mb, ".0f"),
             )
