@@ -277,7 +277,7 @@ code { font: 12px ui-monospace, "DejaVu Sans Mono", monospace; }
 .tiles { display: flex; flex-wrap: wrap; gap: 8px; margin: 8px 0; padding: 0; list-style: none; }
 .tiles li { border: 1px solid #ddd; border-radius: 6px; padding: 6px 12px; min-width: 90px; }
 .tiles b { display: block; font-size: 18px; }
-.tiles .bad b { color: #cc0000; }
+.tiles .bad { color: #cc0000; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
 th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #e5e5e5;
   vertical-align: top; }
@@ -301,7 +301,7 @@ def _pipeline_section(index: int, h: PipelineHistory) -> str:
     tiles = [
         ("runs", _n(len(runs)), ""),
         ("succeeded", _n(len(ok)), ""),
-        ("did not succeed", _n(len(failed)), " bad" if failed else ""),
+        ("did not succeed", _n(len(failed)), "bad" if failed else ""),
         ("records read", _n(sum(r.input_records for r in runs)), ""),
         ("loaded", _n(sum(r.loaded for r in runs)), ""),
         ("late", _n(sum(r.late for r in runs)), ""),
@@ -309,7 +309,7 @@ def _pipeline_section(index: int, h: PipelineHistory) -> str:
         ("watermark", h.watermark or "-", ""),
     ]
     tile_html = "".join(
-        f'<li class="tile{cls}" data-tile="{_e(label)}">{_e(label)}<b>{_e(value)}</b></li>'
+        f'<li class="tile" data-tile="{_e(label)}">{_e(label)}<b class="{cls}">{_e(value)}</b></li>'
         for label, value, cls in tiles
     )
     return f"""
