@@ -2,8 +2,8 @@
 watermark, rejects by reason, the slowest runs, the runs that did not succeed and the files loaded.
 
 `collect` reads what the page shows from the run log, the per-run reject counts and the file
-manifest (never the lineage table, so the page costs the same after a million records as after
-ten); `render_html` turns that into the page, a pure function; `write_html` writes it atomically.
+manifest (never the lineage table, so its cost follows the number of runs, not of records);
+`render_html` turns that into the page, a pure function; `write_html` writes it atomically.
 The page is self-contained: inline CSS and SVG drawn here, no script, and a Content-Security-Policy
 that forbids the browser to fetch anything, so it can be mailed or archived and opened offline.
 Every string from the database (file names, errors, reasons) is escaped: it is user data.

@@ -33,7 +33,8 @@ for day in range(1, 8):
         f.writelines(json.dumps(r) + "\n" for r in rows)
 PY
 
-"$capstone" run -q --db demo.db -i "$root/data/sample_input.txt"
+cp "$root/data/sample_input.txt" "$root/data/orders.jsonl" .
+"$capstone" run -q --db demo.db -i sample_input.txt
 for day in 1 2 3 4; do "$capstone" run -q --db demo.db -i "events-2025-02-0$day.jsonl"; done
 # A file name is user data: this one is <script>alert(1)</script>.json, in a folder named '<script>alert(1)<'.
 mkdir -p '<script>alert(1)<'
@@ -42,5 +43,5 @@ printf '[{"key": "a"}] {"key": "b"}' > '<script>alert(1)</script>.json'
 for day in 5 6 7; do "$capstone" run -q --db demo.db -i "events-2025-02-0$day.jsonl"; done
 cp events-2025-02-07.jsonl resent.jsonl
 "$capstone" run -q --db demo.db -i resent.jsonl
-"$capstone" run -q --db demo.db --config "$root/capstone.toml" --pipeline orders -i "$root/data/orders.jsonl"
+"$capstone" run -q --db demo.db --config "$root/capstone.toml" --pipeline orders -i orders.jsonl
 "$capstone" report --db demo.db --html report.html
