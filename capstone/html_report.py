@@ -331,7 +331,7 @@ def _section(name: str, title: str, content: str, note: str = "") -> str:
 
 
 # The charts share one frame, so the watermark's points sit under the bars of their runs.
-_W, _LEFT, _RIGHT = 1180, 64, 16
+_W, _LEFT, _RIGHT = 1180, 64, 40
 _PLOT = _W - _LEFT - _RIGHT
 
 
@@ -341,17 +341,19 @@ def _slots(count: int) -> tuple[float, float]:
     return slot, max(1.0, min(slot * 0.8, 48.0))
 
 
-def _nice_ceiling(value: int) -> int:
-    """A round axis maximum at or above `value` (1, 2 or 5 times a power of ten)."""
-    if value <= 0:
-        return 1
+def _axis(value: int) -> tuple[int, list[int]]:
+    """A round axis maximum at or above `value` and its ticks, all whole numbers: 1, 2, 2.5 or
+    5 times a power of ten, in fifths when it divides by five."""
     power = 1
-    while power * 10 <= value:
+    while power * 10 <= max(value, 1):
         power *= 10
-    for step in (1, 2, 5, 10):
-        if step * power >= value:
-            return step * power
-    raise AssertionError  # pragma: no cover
+    top = next(
+        int(step * power)
+        for step in (1, 2, 2.5, 5, 10)
+        if step * power >= value and float(step * power).is_integer()
+    )
+    parts = 5 if top % 5 == 0 else top
+    return top, [top * k // parts for k in range(parts + 1)]
 
 
 def _x_labels(runs: Sequence[RunSummary], slot: float, y: float) -> str:
@@ -380,18 +382,18 @@ def _fates_chart(all_runs: Sequence[RunSummary]) -> str:
         return _section("fates", "Records per run by fate", '<p class="empty">No runs.</p>')
     top, plot_h = 12, 220
     height = top + plot_h + 40
-    peak = _nice_ceiling(max(r.input_records for r in runs))
+    peak, ticks = _axis(max(r.input_records for r in runs))
     slot, bar = _slots(len(runs))
     base = top + plot_h
     parts = [
         f'<svg class="chart" id="fates-svg" viewBox="0 0 {_W} {height}" width="{_W}" '
         f'height="{height}" role="img" aria-label="records per run by fate">'
     ]
-    for fraction in (0, 0.25, 0.5, 0.75, 1):
-        y = base - plot_h * fraction
+    for tick in ticks:
+        y = base - plot_h * tick / peak
         parts.append(
             f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e5e5"/>'
-            f'<text x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{_n(round(peak * fraction))}</text>'
+            f'<text x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{_n(tick)}</text>'
         )
     for i, run in enumerate(runs):
         x = _LEFT + slot * i + (slot - bar) / 2
@@ -468,11 +470,16 @@ def _watermark_chart(all_runs: Sequence[RunSummary]) -> str:
         f'<svg class="chart" id="watermark-svg" viewBox="0 0 {_W} {height}" width="{_W}" '
         f'height="{height}" role="img" aria-label="watermark after each run">'
     ]
+    labels: list[str] = []
     for moment in sorted({low, high}):
         y = y_of(moment)
         parts.append(
             f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e5e5"/>'
-            f'<text x="{_LEFT + 4}" y="{y - 4:.1f}">{_e(format_ts(moment))}</text>'
+        )
+        # Drawn after the line, on a white halo, so the line never hides them.
+        labels.append(
+            f'<text x="{_LEFT + 4}" y="{y - 4:.1f}" stroke="#fff" stroke-width="3" '
+            f'paint-order="stroke">{_e(format_ts(moment))}</text>'
         )
     # A step line: the watermark holds from one run to the next successful one.
     path: list[str] = []
@@ -482,13 +489,15 @@ def _watermark_chart(all_runs: Sequence[RunSummary]) -> str:
     last_x = _LEFT + slot * (len(runs) - 0.5)
     path.append(f"H{last_x:.1f}")
     parts.append(f'<path d="{" ".join(path)}" fill="none" stroke="#0072b2" stroke-width="2"/>')
+    radius = min(3.5, slot / 3)
     for i, run, moment in points:
         x, y = _LEFT + slot * (i + 0.5), y_of(moment)
         parts.append(
-            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="#0072b2" data-run="{run.run_id}" '
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius:.1f}" fill="#0072b2" data-run="{run.run_id}" '
             f'data-watermark="{_e(run.watermark)}"><title>{_e(f"run {run.run_id}: watermark {run.watermark}")}</title></circle>'
         )
     parts.append(f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{base}" y2="{base}" stroke="#333"/>')
+    parts += labels
     parts.append(_x_labels(runs, slot, base + 22))
     parts.append("</svg>")
     note = (

@@ -328,6 +328,18 @@ class TestPage:
         assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
         assert os.listdir(out.parent) == ["report.html"]
 
+    def test_a_dash_writes_the_page_to_stdout(
+        self, runner: CliRunner, db: str, sample: str, tmp_path: Path, monkeypatch: Any
+    ) -> None:
+        """--html - prints the page itself, and writes no file named -."""
+        run(sample, db)
+        monkeypatch.chdir(tmp_path)
+        result = runner.invoke(app, ["report", "--html", "-", "--db", db])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith("<!DOCTYPE html>")
+        assert bars(Dom(result.stdout).root) == {1: {"loaded": 5, "rejected": 2}}
+        assert not (tmp_path / "-").exists()
+
     def test_a_database_without_runs_gives_a_page_that_says_so(
         self, runner: CliRunner, db: str, tmp_path: Path
     ) -> None:

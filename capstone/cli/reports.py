@@ -1,6 +1,7 @@
 """What the database holds: lineage per step (`report`), the run log (`runs`), a key's history
 (`lineage`)."""
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from capstone.cli._options import (
     check_writable,
     existing,
     fits_64_bits,
+    is_stdout,
 )
 from capstone.cli._output import all_steps, console, print_json
 from capstone.cli.render import (
@@ -50,7 +52,7 @@ def report(
         typer.Option(
             "--html",
             help="Write the run history as one self-contained HTML page (charts and tables per "
-            "pipeline) to FILE instead.",
+            "pipeline) to FILE instead (- for stdout).",
             metavar="FILE",
         ),
     ] = None,
@@ -101,6 +103,9 @@ def _html_report(
     check_writable(path, db, option="--html")
     with existing(db) as store:
         data = collect(store, redact(db), pipeline, cutoff)
+    if is_stdout(path):
+        sys.stdout.write(render_html(data))
+        return
     write_html(path, render_html(data))
     runs = sum(len(h.runs) for h in data.pipelines)
     console.print(
