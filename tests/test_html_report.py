@@ -247,6 +247,16 @@ class TestFigures:
         assert row[4].startswith(history["broken"])
         assert "has text after the closing ']'" in row[4]
 
+    @pytest.mark.parametrize("status", ["interrupted", "abandoned"])
+    def test_interrupted_and_abandoned_runs_are_listed_too(
+        self, runner: CliRunner, db: str, history: dict[str, str], tmp_path: Path, status: str
+    ) -> None:
+        """Every run that did not succeed is listed and marked on the chart, not only failed ones."""
+        change(db, f"UPDATE run_log SET status = '{status}' WHERE run_id = 3")
+        _, dom = page(runner, db, tmp_path)
+        assert [r[:2] for r in rows(dom.find(id="failed").find("table"))] == [["3", status]]
+        assert dom.find(id="fates").find("path", data_status=status).parent is not None
+
     def test_the_files_loaded_are_the_manifest(
         self, runner: CliRunner, db: str, history: dict[str, str], tmp_path: Path
     ) -> None:
