@@ -327,7 +327,7 @@ def _pipeline_section(index: int, h: PipelineHistory) -> str:
 
 def _section(name: str, title: str, content: str, note: str = "") -> str:
     note_html = f'<p class="note">{note}</p>' if note else ""
-    return f'<div class="part" id="{name}" data-part="{name}"><h3>{title}</h3>{note_html}{content}</div>'
+    return f'<div class="part" data-part="{name}"><h3>{title}</h3>{note_html}{content}</div>'
 
 
 # The charts share one frame, so the watermark's points sit under the bars of their runs.
@@ -386,7 +386,7 @@ def _fates_chart(all_runs: Sequence[RunSummary]) -> str:
     slot, bar = _slots(len(runs))
     base = top + plot_h
     parts = [
-        f'<svg class="chart" id="fates-svg" viewBox="0 0 {_W} {height}" width="{_W}" '
+        f'<svg class="chart" viewBox="0 0 {_W} {height}" width="{_W}" '
         f'height="{height}" role="img" aria-label="records per run by fate">'
     ]
     for tick in ticks:
@@ -467,7 +467,7 @@ def _watermark_chart(all_runs: Sequence[RunSummary]) -> str:
         return base - 16 - (plot_h - 16) * (moment - low).total_seconds() / span
 
     parts = [
-        f'<svg class="chart" id="watermark-svg" viewBox="0 0 {_W} {height}" width="{_W}" '
+        f'<svg class="chart" viewBox="0 0 {_W} {height}" width="{_W}" '
         f'height="{height}" role="img" aria-label="watermark after each run">'
     ]
     labels: list[str] = []
@@ -518,7 +518,7 @@ def _reasons_chart(reasons: dict[str, int]) -> str:
     widest = max(n for _, n in shown)
     room = _W - label_w - 90
     parts = [
-        f'<svg class="chart" id="reasons-svg" viewBox="0 0 {_W} {height}" width="{_W}" '
+        f'<svg class="chart" viewBox="0 0 {_W} {height}" width="{_W}" '
         f'height="{height}" role="img" aria-label="rejects by reason">'
     ]
     for i, (reason, count) in enumerate(shown):

@@ -105,7 +105,7 @@ def rows(table: Node) -> list[list[str]]:
 
 def bars(section: Node) -> dict[int, dict[str, int]]:
     """The fate chart's bars: {run id: {fate: count}} (fates with no records have no rect)."""
-    chart = section.find(id="fates")
+    chart = section.find(data_part="fates")
     return {
         int(g.attrs["data-run"]): {
             r.attrs["data-fate"]: int(r.attrs["data-count"]) for r in g.find_all("rect")
@@ -178,7 +178,7 @@ class TestFigures:
             2: {"loaded": 1, "late": 2, "stale": 1, "rejected": 1},
             3: {},
         }
-        failed = section.find(id="fates").find("path", data_status="failed")
+        failed = section.find(data_part="fates").find("path", data_status="failed")
         assert failed.parent is not None
         assert failed.parent.attrs["data-run"] == "3"
 
@@ -187,7 +187,7 @@ class TestFigures:
     ) -> None:
         """The watermark chart has one point per successful run, at that run's watermark."""
         _, dom = page(runner, db, tmp_path)
-        points = dom.find(id="watermark").find_all("circle")
+        points = dom.find(data_part="watermark").find_all("circle")
         assert [(p.attrs["data-run"], p.attrs["data-watermark"]) for p in points] == [
             ("1", "2025-01-15T12:00:00"),
             ("2", "2025-01-16T00:00:00"),
@@ -201,7 +201,7 @@ class TestFigures:
         _, dom = page(runner, db, tmp_path)
         found = {
             g.attrs["data-reason"]: int(g.attrs["data-count"])
-            for g in dom.find(id="reasons").find_all("g")
+            for g in dom.find(data_part="reasons").find_all("g")
         }
         assert found == {"key.string_too_short": 1, "value.float_parsing": 1, "ts.missing": 1}
 
@@ -229,7 +229,7 @@ class TestFigures:
         change(db, "UPDATE run_log SET duration_ms = 1000 WHERE run_id = 1")
         change(db, "UPDATE run_log SET duration_ms = 0 WHERE run_id = 3")
         _, dom = page(runner, db, tmp_path)
-        table = rows(dom.find(id="slowest").find("table"))
+        table = rows(dom.find(data_part="slowest").find("table"))
         assert [(r[0], r[1], r[4], r[5], r[6]) for r in table] == [
             ("2", "success", "2.50 s", "5", "2"),
             ("1", "success", "1.00 s", "7", "7"),
@@ -241,7 +241,7 @@ class TestFigures:
     ) -> None:
         """The runs that did not succeed are listed with status, source and error."""
         _, dom = page(runner, db, tmp_path)
-        [row] = rows(dom.find(id="failed").find("table"))
+        [row] = rows(dom.find(data_part="failed").find("table"))
         assert row[:2] == ["3", "failed"]
         assert row[3] == history["broken"]
         assert row[4].startswith(history["broken"])
@@ -254,15 +254,15 @@ class TestFigures:
         """Every run that did not succeed is listed and marked on the chart, not only failed ones."""
         change(db, f"UPDATE run_log SET status = '{status}' WHERE run_id = 3")
         _, dom = page(runner, db, tmp_path)
-        assert [r[:2] for r in rows(dom.find(id="failed").find("table"))] == [["3", status]]
-        assert dom.find(id="fates").find("path", data_status=status).parent is not None
+        assert [r[:2] for r in rows(dom.find(data_part="failed").find("table"))] == [["3", status]]
+        assert dom.find(data_part="fates").find("path", data_status=status).parent is not None
 
     def test_the_files_loaded_are_the_manifest(
         self, runner: CliRunner, db: str, history: dict[str, str], tmp_path: Path
     ) -> None:
         """The files table lists each loaded file, newest first, with records and run."""
         _, dom = page(runner, db, tmp_path)
-        table = rows(dom.find(id="files").find("table"))
+        table = rows(dom.find(data_part="files").find("table"))
         assert [(r[0], r[1], r[4]) for r in table] == [
             (history["late"], "5", "2"),
             (history["sample"], "7", "1"),
@@ -276,12 +276,14 @@ class TestFigures:
         run(str(ROOT / "data" / "orders.jsonl"), db, RunOptions(pipeline="orders"), spec=spec)
         _, dom = page(runner, db, tmp_path)
         assert [s.attrs["data-pipeline"] for s in dom.find_all("section")] == ["events", "orders"]
+        ids = [n.attrs["id"] for n in dom.walk() if "id" in n.attrs]
+        assert len(ids) == len(set(ids)), "an id used twice"
         orders = dom.find("section", data_pipeline="orders")
         assert bars(orders) == {4: {"loaded": 6, "stale": 1, "rejected": 3}}
         assert set(bars(dom.find("section", data_pipeline="events"))) == {1, 2, 3}
         _, only = page(runner, db, tmp_path, "--pipeline", "orders")
         assert [s.attrs["data-pipeline"] for s in only.find_all("section")] == ["orders"]
-        assert rows(only.find(id="files").find("table"))[0][0].endswith("orders.jsonl")
+        assert rows(only.find(data_part="files").find("table"))[0][0].endswith("orders.jsonl")
 
     def test_since_leaves_out_earlier_runs(
         self, runner: CliRunner, db: str, history: dict[str, str], tmp_path: Path
@@ -290,8 +292,8 @@ class TestFigures:
         change(db, "UPDATE run_log SET started_at = '2020-01-01T00:00:00' WHERE run_id = 1")
         _, dom = page(runner, db, tmp_path, "--since", "2024-06-01")
         assert set(bars(dom)) == {2, 3}
-        assert [r[4] for r in rows(dom.find(id="files").find("table"))] == ["2"]
-        assert {g.attrs["data-reason"] for g in dom.find(id="reasons").find_all("g")} == {
+        assert [r[4] for r in rows(dom.find(data_part="files").find("table"))] == ["2"]
+        assert {g.attrs["data-reason"] for g in dom.find(data_part="reasons").find_all("g")} == {
             "ts.missing"
         }
         _, none = page(runner, db, tmp_path, "--since", "0s")
@@ -311,7 +313,7 @@ class TestPage:
         assert "<script" not in text.lower()
         assert dom.find_all("script") == []
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
-        assert HOSTILE in dom.find(id="failed").text()
+        assert HOSTILE in dom.find(data_part="failed").text()
 
     def test_the_page_fetches_nothing(
         self, runner: CliRunner, db: str, history: dict[str, str], tmp_path: Path
