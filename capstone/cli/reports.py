@@ -1,6 +1,8 @@
 """What the database holds: lineage per step (`report`), the run log (`runs`), a key's history
 (`lineage`)."""
 
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,8 +14,10 @@ from capstone.cli._options import (
     Json,
     OnlyPipeline,
     check_run_exists,
+    check_writable,
     existing,
     fits_64_bits,
+    is_stdout,
 )
 from capstone.cli._output import all_steps, console, print_json
 from capstone.cli.render import (
@@ -25,8 +29,10 @@ from capstone.cli.render import (
     summary_table,
 )
 from capstone.config import load_config
-from capstone.errors import CapstoneError
+from capstone.errors import CapstoneError, ConfigError
+from capstone.html_report import collect, parse_since, render_html, write_html
 from capstone.spec import lineage_key_from_parts
+from capstone.store.url import redact
 
 __all__ = ["files", "lineage", "report", "runs"]
 
@@ -41,13 +47,39 @@ def report(
         typer.Option("--run", callback=fits_64_bits, help="Only this run.", metavar="ID"),
     ] = None,
     pipeline: OnlyPipeline = None,
+    html_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Write the run history as one self-contained HTML page (charts and tables per "
+            "pipeline) to FILE instead (- for stdout).",
+            metavar="FILE",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="With --html: only runs started at or after DATE (2025-01-31, "
+            "2025-01-31T12:00, or a duration back from now: 30d).",
+            metavar="DATE",
+        ),
+    ] = None,
     db: Db = "capstone.db",
     as_json: Json = False,
 ) -> None:
-    """Lineage entries grouped by step, for all runs or one.
+    """Lineage entries grouped by step, for all runs or one; or, with --html, a page to look at.
 
-    Example: capstone report --by-step --run 1; capstone report --pipeline orders
+    The page shows, per pipeline, records per run by fate, the watermark, rejects by reason, the
+    slowest runs, the runs that did not succeed and the files loaded. It needs no network: open it
+    in any browser, mail it, archive it.
+
+    Example: capstone report --by-step --run 1; capstone report --html report.html --since 30d
     """
+    if html_file is not None:
+        _html_report(html_file, pipeline, since, run_id, db, as_json)
+        return
+    if since is not None:
+        raise ConfigError("--since goes with --html (the step counts cover whole runs: --run ID)")
     with existing(db) as store:
         check_run_exists(store, run_id)
         counts = store.step_counts(run_id, pipeline)
@@ -58,6 +90,30 @@ def report(
     scope += [f"pipeline {pipeline}"] if pipeline else []
     console.print(
         steps_table(counts, "lineage by step" + (f" ({', '.join(scope)})" if scope else ""))
+    )
+
+
+def _html_report(
+    path: Path, pipeline: str | None, since: str | None, run_id: int | None, db: str, as_json: bool
+) -> None:
+    if as_json or run_id is not None:
+        option = "--json" if as_json else "--run"
+        raise ConfigError(f"--html writes a page of every run; leave out {option}")
+    cutoff = None if since is None else parse_since(since)
+    check_writable(path, db, option="--html")
+    with existing(db) as store:
+        data = collect(store, redact(db), pipeline, cutoff)
+    if is_stdout(path):
+        sys.stdout.write(render_html(data))
+        return
+    write_html(path, render_html(data))
+    runs = sum(len(h.runs) for h in data.pipelines)
+    console.print(
+        f"wrote {path}: {len(data.pipelines)} pipeline{'s' * (len(data.pipelines) != 1)}, "
+        f"{runs} run{'s' * (runs != 1)}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
 
 

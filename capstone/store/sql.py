@@ -599,6 +599,22 @@ class SqlStore(ABC):
             )
         return {row["reason"]: row["count"] for row in rows}
 
+    def reject_reasons_by_run(self, pipeline: str | None = None) -> dict[int, dict[str, int]]:
+        """Rejects per reason code of every run (of one pipeline, or all), keyed by run id: the
+        per-run counts the runs committed, so no dead letter or lineage row is read."""
+        with self._translate():
+            rows = self._all(
+                "SELECT s.run_id, s.reason, s.count FROM run_reasons AS s "
+                "JOIN run_log AS r ON r.run_id = s.run_id "
+                "WHERE CAST(:pipeline AS TEXT) IS NULL OR r.pipeline = :pipeline "
+                "ORDER BY s.run_id, s.count DESC, s.reason",
+                {"pipeline": pipeline},
+            )
+        found: dict[int, dict[str, int]] = {}
+        for row in rows:
+            found.setdefault(row["run_id"], {})[row["reason"]] = row["count"]
+        return found
+
     def dead_letters(
         self,
         *,
