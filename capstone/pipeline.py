@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -12,7 +13,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from capstone import openlineage
+from capstone import openlineage, retention
 from capstone.classify import Classifier
 from capstone.config import load_config
 from capstone.dead_letters import replay_items
@@ -464,6 +465,7 @@ class _Tally:
     rejected: int = 0
     skipped: int = 0
     dead_letters: int = 0
+    dead_letters_updated: int = 0
     newest: datetime | None = None
     reasons: Counter[str] = field(default_factory=Counter)
 
@@ -483,6 +485,7 @@ class _Tally:
             # Behind the watermark, a bad record whose dead letter exists is skipped.
             written = tx.reject(batch.rejected)
             self.dead_letters += written.new_letters
+            self.dead_letters_updated += written.updated_letters
             self.reasons.update(code for r in written.rejected for code, _ in r.reasons)
             self.rejected += len(written.rejected)
             self.skipped += len(batch.rejected) - len(written.rejected)
@@ -503,6 +506,7 @@ class _Tally:
             "rejected": self.rejected,
             "skipped": skipped,
             "dead_letters": self.dead_letters,
+            "dead_letters_updated": self.dead_letters_updated,
         }
 
 
@@ -541,6 +545,7 @@ def _execute(
             if loaded is not None:
                 summary = _same_content(tx, run, loaded, old, clock)
                 events.complete(summary, {})
+                # It wrote no lineage: the next run that loads something prunes.
                 return summary
             skip_through = None if old is None or replay else earlier(old, lookback)
             classifier = Classifier(
@@ -580,6 +585,7 @@ def _execute(
                 summary = _record_file(tx, file, summary)
             tx.finish(summary, dict(tally.reasons))
         events.complete(summary, tally.reasons)
+        _keep_lineage(store, spec, options)
         return summary
     except KeyboardInterrupt:
         ended = _record_end(store, run, RunStatus.INTERRUPTED, "interrupted by signal", clock)
@@ -593,6 +599,21 @@ def _execute(
         message = f"{type(error).__name__}: {error}"
         events.fail(_record_end(store, run, RunStatus.FAILED, message, clock), message)
         raise
+
+
+def _keep_lineage(store: Store, spec: PipelineSpec, options: RunOptions) -> None:
+    """The pipeline's `keep_lineage`, after a run committed: in a transaction of its own, so a
+    prune that fails (a lock held too long, a full disk) rolls back alone and the run stands;
+    and the run's own transaction, holding the pipeline's lock, grows no longer by it."""
+    if spec.keep_lineage is None:
+        return
+    try:
+        retention.keep_lineage(store, spec.name, spec.keep_lineage, options.lock_timeout)
+    except CapstoneError as error:
+        sys.stderr.write(
+            f"capstone: warning: keep_lineage of pipeline {spec.name} did not prune ({error}); "
+            "the run is kept, and the next run or `capstone prune` tries again\n"
+        )
 
 
 def _interrupt_events(events: openlineage.RunEvents, store: Store, run: RunSummary) -> None:

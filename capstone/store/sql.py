@@ -36,7 +36,7 @@ from capstone.lineage import (
 from capstone.manifest import FileIdentity, LoadedFile
 from capstone.spec import FieldType, PipelineSpec
 from capstone.store.tables import TableSync, quote, sync_plan
-from capstone.summary import DeadLetter, RunStatus, RunSummary
+from capstone.summary import DeadLetter, Pruned, RunStatus, RunSummary
 from capstone.timeutil import format_ts, utcnow
 
 __all__ = [
@@ -125,9 +125,9 @@ def _translate_params(statement: str, named: str) -> str:
 _RUN = (
     "SELECT run_id, pipeline, status, source, {ts}(started_at) AS started_at, "
     "{ts}(finished_at) AS finished_at, duration_ms, input_records, staged, loaded, late, deleted, stale, "
-    "rejected, skipped, dead_letters, lineage_entries, {ts}(watermark_before) AS "
-    "watermark_before, {ts}(watermark_after) AS watermark, error, run_uuid, same_content_as, "
-    "changed_since FROM run_log"
+    "rejected, skipped, dead_letters, dead_letters_updated, lineage_entries, "
+    "{ts}(watermark_before) AS watermark_before, {ts}(watermark_after) AS watermark, error, "
+    "run_uuid, same_content_as, changed_since, {ts}(pruned_at) AS pruned_at FROM run_log"
 )
 _DEAD_LETTER = (
     "SELECT id, pipeline, run_id, last_run_id, times_seen, position, key, reason, message, raw, "
@@ -716,6 +716,111 @@ class SqlStore(ABC):
             self.set_watermark(pipeline, value)
             self.conn.execute("COMMIT")
 
+    # -- retention ------------------------------------------------------------------------------
+
+    def _space(self) -> tuple[int | None, int | None]:
+        """(bytes, free bytes inside them) of what pruning frees, where the backend can tell."""
+        return None, None
+
+    def _after_prune(self) -> None:
+        """Inside the prune's transaction, after its deletes (PostgreSQL refreshes statistics)."""
+        return
+
+    def _give_back(self, vacuum: bool) -> None:
+        """After the prune's commit: return the freed space as far as the backend does unasked,
+        or entirely with `vacuum`."""
+        return
+
+    def logged_pipelines(self) -> list[str]:
+        """Every pipeline the run log names."""
+        with self._translate():
+            rows = self._all("SELECT DISTINCT pipeline FROM run_log ORDER BY pipeline")
+        return [row["pipeline"] for row in rows]
+
+    def prune(
+        self,
+        pipeline: str,
+        before: str,
+        *,
+        dry_run: bool = False,
+        vacuum: bool = False,
+        lock_timeout: float = 5.0,
+    ) -> Pruned:
+        """Remove the per-record lineage of `pipeline`'s runs that finished before `before`, and
+        the dead letters those runs resolved, in one transaction under the pipeline's lock. The
+        run-log rows stay, marked pruned, with their counts, steps and reasons. A dry run counts
+        the same rows and changes nothing."""
+        params = {"pipeline": pipeline, "before": before, "now": format_ts(utcnow())}
+        runs = (
+            "SELECT run_id FROM run_log WHERE pipeline = :pipeline AND status <> 'running' "
+            "AND finished_at < :before AND pruned_at IS NULL"
+        )
+        lineage = f"FROM lineage WHERE run_id IN ({runs})"
+        # A dismissal resolves letters too: both are closed, and kept only for the record.
+        letters = f"FROM dead_letters WHERE pipeline = :pipeline AND resolved_run_id IN ({runs})"
+        with self._translate():
+            with self._locked(pipeline, lock_timeout, None):
+                span = self._one(
+                    "SELECT COUNT(*) AS n, MIN(run_id) AS first, MAX(run_id) AS last "
+                    f"FROM ({runs}) AS r",
+                    params,
+                )
+                assert span is not None
+                size, free = self._space()
+                result = Pruned(
+                    pipeline=pipeline,
+                    before=before,
+                    dry_run=dry_run,
+                    runs=span["n"],
+                    first_run=span["first"],
+                    last_run=span["last"],
+                    bytes_before=size,
+                    free_before=free,
+                )
+                if dry_run:
+                    found = self._one(
+                        f"SELECT (SELECT COUNT(*) {lineage}) AS lineage, "
+                        f"(SELECT COUNT(*) {letters}) AS letters",
+                        params,
+                    )
+                    assert found is not None
+                    return result.model_copy(
+                        update={"lineage_rows": found["lineage"], "dead_letters": found["letters"]}
+                    )
+                removed_lineage = int(self._run(f"DELETE {lineage}", params).rowcount)
+                removed_letters = int(self._run(f"DELETE {letters}", params).rowcount)
+                self._run(
+                    "UPDATE run_log SET pruned_at = :now, pruned_before = :before "
+                    f"WHERE run_id IN ({runs})",
+                    params,
+                )
+                self._after_prune()
+                self.conn.execute("COMMIT")
+            self._give_back(vacuum)
+            size, free = self._space()
+        return result.model_copy(
+            update={
+                "lineage_rows": removed_lineage,
+                "dead_letters": removed_letters,
+                "bytes_after": size,
+                "free_after": free,
+            }
+        )
+
+    def pruned_history(self, pipeline: str | None = None) -> tuple[str, int, int] | None:
+        """(latest cutoff, first run, last run) of the pruned runs (of one pipeline), or None."""
+        ts = self.dialect.ts_text
+        with self._translate():
+            row = self._one(
+                f"SELECT {ts}(MAX(pruned_before)) AS before, MIN(run_id) AS first, "
+                "MAX(run_id) AS last FROM run_log WHERE pruned_at IS NOT NULL "
+                "AND (CAST(:pipeline AS TEXT) IS NULL OR pipeline = :pipeline)",
+                {"pipeline": pipeline},
+            )
+        if row is None or row["first"] is None:
+            return None
+        return row["before"], int(row["first"]), int(row["last"])
+
 
 class SqlRun(ABC):
     """Everything one run writes, in one database transaction that commits only in `finish`."""
@@ -811,7 +916,9 @@ class SqlRun(ABC):
         # A replayed record names the letter it came from: its edited text has another
         # fingerprint, so it refreshes that letter (a resolved one opens again, since its bad
         # record came back). An id that is no letter of this pipeline inserts a new letter.
-        fresh = [r for r in rows if r.replayed is None or not self._refresh_letter(r)]
+        refreshed = {id(r) for r in rows if r.replayed is not None and self._refresh_letter(r)}
+        updated = len(refreshed)
+        fresh = [r for r in rows if id(r) not in refreshed]
         seen = _sightings(fresh)
         letters = [
             {
@@ -830,12 +937,16 @@ class SqlRun(ABC):
         ]
         # Seen before (in an earlier run or batch): keep one dead letter, count the sightings,
         # take today's reasons. One a replay had resolved is open again: the record came back.
-        store._many(
+        seen_again = (
             "UPDATE dead_letters SET last_run_id = :run, times_seen = times_seen + :seen, "
             "reason = :reason, message = :message, resolved_run_id = NULL "
-            "WHERE pipeline = :pipeline AND fingerprint = :fingerprint",
-            letters,
+            "WHERE pipeline = :pipeline AND fingerprint = :fingerprint AND last_run_id {} :run"
         )
+        # Letters this run already touched first, then the others: each letter is updated once
+        # per statement, and the second count is the letters of earlier runs seen again, once
+        # per run however many batches bring them back.
+        store._many(seen_again.format("="), letters)
+        updated += store._many(seen_again.format("<>"), letters)
         # NOT EXISTS first, so a letter seen before does not use up an id.
         new = store._many(
             "INSERT INTO dead_letters (pipeline, run_id, last_run_id, times_seen, position, key, "
@@ -847,7 +958,7 @@ class SqlRun(ABC):
             letters,
         )
         self._write_lineage(of_rejects(run_id, rows, clean))
-        return Rejects(new, list(rows))
+        return Rejects(new, list(rows), updated)
 
     def _known_letters(self, fingerprints: Sequence[str]) -> set[str]:
         """Which of these fingerprints have a dead letter an earlier run of this pipeline wrote."""
@@ -962,7 +1073,8 @@ class SqlRun(ABC):
             UPDATE run_log SET status = :status, finished_at = :finished_at,
                 duration_ms = :duration_ms, input_records = :input_records, staged = :staged,
                 loaded = :loaded, late = :late, deleted = :deleted, stale = :stale, rejected = :rejected, skipped = :skipped,
-                dead_letters = :dead_letters, lineage_entries = :lineage_entries,
+                dead_letters = :dead_letters, dead_letters_updated = :dead_letters_updated,
+                lineage_entries = :lineage_entries,
                 watermark_before = :watermark_before, watermark_after = :watermark, error = NULL,
                 same_content_as = :same_content_as, changed_since = :changed_since
             WHERE run_id = :run_id

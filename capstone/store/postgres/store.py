@@ -296,6 +296,25 @@ class PostgresStore(SqlStore):
     def _where(self) -> str:
         return f"schema {self.schema!r} of {self.display_url}"
 
+    def _space(self) -> tuple[int | None, int | None]:
+        # A DELETE leaves the files as large as they were: VACUUM marks the dead rows' space
+        # reusable (shrinking a file only by its empty end), VACUUM FULL rewrites the table.
+        row = self._one(
+            "SELECT pg_total_relation_size(to_regclass(:lineage)) "
+            "+ pg_total_relation_size(to_regclass(:letters)) AS size",
+            {"lineage": self._table("lineage"), "letters": self._table("dead_letters")},
+        )
+        return (None if row is None else int(row["size"])), None
+
+    def _after_prune(self) -> None:
+        # The planner's statistics would still count the deleted rows until autovacuum ran.
+        self.conn.execute(f"ANALYZE {self._table('lineage')}, {self._table('dead_letters')}")
+
+    def _give_back(self, vacuum: bool) -> None:
+        if vacuum:
+            # Plain VACUUM: no exclusive lock, so runs of other pipelines go on meanwhile.
+            self.conn.execute(f"VACUUM {self._table('lineage')}, {self._table('dead_letters')}")
+
     def dataset(self, table: str) -> tuple[str, str]:
         info = self.conn.info
         # A Unix socket's folder is no host name: the server is this machine's.
