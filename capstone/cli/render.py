@@ -209,6 +209,8 @@ def summary_table(summary: RunSummary) -> Table:
     table.add_row("duration", f"{summary.duration_ms:,} ms")
     if note := file_note(summary):
         table.add_row("file", note)
+    if summary.pruned_at:
+        table.add_row("lineage", f"pruned {summary.pruned_at} (counts kept)")
     if summary.error:
         table.add_row("error", _text(summary.error))
     return table
