@@ -48,6 +48,7 @@ __all__ = [
     "Progress",
     "RunOptions",
     "dismiss_dead_letters",
+    "dismiss_matching",
     "feed_files",
     "interrupted_after_commit",
     "load_file",
@@ -270,6 +271,7 @@ def replay(
     *,
     reason: str | None = None,
     ids: Sequence[int] | None = None,
+    first_run: int | None = None,
     spec: PipelineSpec | None = None,
     on_commit: AfterRun | None = None,
     on_failure: AfterRun | None = None,
@@ -280,7 +282,9 @@ def replay(
     options = options or RunOptions()
     return _in_store(
         open_store(db, create=False),
-        lambda store: replay_dead_letters(store, options, reason=reason, ids=ids, spec=spec),
+        lambda store: replay_dead_letters(
+            store, options, reason=reason, ids=ids, first_run=first_run, spec=spec
+        ),
         on_commit,
         on_failure,
     )
@@ -363,9 +367,11 @@ def replay_dead_letters(
     *,
     reason: str | None = None,
     ids: Sequence[int] | None = None,
+    first_run: int | None = None,
     spec: PipelineSpec | None = None,
 ) -> RunSummary:
-    """Re-validate stored dead letters under today's rules, as a run of their pipeline.
+    """Re-validate stored dead letters under today's rules, as a run of their pipeline
+    (filtered by reason code substring, ids, and the run that first wrote them).
 
     Accepted records are merged (the timestamp guard still applies, the watermark does not) and
     their dead letters marked resolved by this run; the rest stay, with today's reasons.
@@ -375,7 +381,7 @@ def replay_dead_letters(
         resolve_pipeline(options, spec),
         options,
         "replay of dead letters",
-        lambda tx: replay_items(tx.replay_candidates(reason, ids)),
+        lambda tx: replay_items(tx.replay_candidates(reason, ids, first_run)),
         replay=True,
     )
 
@@ -408,6 +414,49 @@ def dismiss_dead_letters(
         "..." if len(set(ids)) > 10 else ""
     )
     return _execute(store, pipeline, options, f"dismissal of dead letters {listed}", dismiss)
+
+
+def dismiss_matching(
+    store: Store,
+    options: RunOptions,
+    *,
+    reason: str | None = None,
+    first_run: int | None = None,
+    spec: PipelineSpec | None = None,
+) -> tuple[RunSummary, int]:
+    """Dismiss every open dead letter of the pipeline whose reason contains `reason` and that
+    `first_run` first wrote (neither: all of them), in one statement of one logged run; returns
+    the run and how many letters it dismissed. None matching raises CapstoneError (no run is
+    kept)."""
+    pipeline = resolve_pipeline(options, spec)
+    dismissed = 0
+
+    def dismiss(tx: RunTransaction) -> list[Item]:
+        nonlocal dismissed
+        dismissed = tx.dismiss(reason, first_run)
+        if not dismissed:
+            raise CapstoneError(
+                f"no open dead letters of pipeline {pipeline.name} match "
+                f"{_selection(reason, first_run)}; `capstone dead-letters --pipeline "
+                f"{pipeline.name}` lists the open ones; nothing was dismissed"
+            )
+        return []
+
+    summary = _execute(
+        store,
+        pipeline,
+        options,
+        f"dismissal of dead letters ({_selection(reason, first_run)})",
+        dismiss,
+    )
+    return summary, dismissed
+
+
+def _selection(reason: str | None, first_run: int | None) -> str:
+    parts = ([] if reason is None else [f"reason {reason!r}"]) + (
+        [] if first_run is None else [f"first seen in run {first_run}"]
+    )
+    return ", ".join(parts) or "all"
 
 
 class PipelineStatus(BaseModel):
@@ -584,9 +633,7 @@ def _execute(
             if file is not None:
                 summary = _record_file(tx, file, summary)
             tx.finish(summary, dict(tally.reasons))
-        events.complete(summary, tally.reasons)
-        _keep_lineage(store, spec, options)
-        return summary
+        return _completed(events, summary, tally.reasons, store, spec, options)
     except KeyboardInterrupt:
         ended = _record_end(store, run, RunStatus.INTERRUPTED, "interrupted by signal", clock)
         _interrupt_events(events, store, ended)
@@ -599,6 +646,20 @@ def _execute(
         message = f"{type(error).__name__}: {error}"
         events.fail(_record_end(store, run, RunStatus.FAILED, message, clock), message)
         raise
+
+
+def _completed(
+    events: openlineage.RunEvents,
+    summary: RunSummary,
+    reasons: Counter[str],
+    store: Store,
+    spec: PipelineSpec,
+    options: RunOptions,
+) -> RunSummary:
+    """After a run's COMMIT: its COMPLETE event, then its pipeline's `keep_lineage`."""
+    events.complete(summary, reasons)
+    _keep_lineage(store, spec, options)
+    return summary
 
 
 def _keep_lineage(store: Store, spec: PipelineSpec, options: RunOptions) -> None:

@@ -314,7 +314,9 @@ class PipelineSpec(BaseModel):
 
     def definition(self) -> str:
         """The canonical JSON stored with the target table, compared on every run."""
-        return self.model_dump_json(exclude={"name", "lookback", "future_tolerance", "max_rejects", "keep_lineage"})
+        return self.model_dump_json(
+            exclude={"name", "lookback", "future_tolerance", "max_rejects", "keep_lineage"}
+        )
 
 
 EVENTS = PipelineSpec(name=BUILTIN, target="target")

@@ -59,7 +59,9 @@ def prune(
     pipelines = None if pipeline is None else [pipeline]
     with existing(db) as store:
         if not yes and not dry_run:
-            planned = retention.prune(store, cutoff, pipelines, dry_run=True, lock_timeout=lock_timeout)
+            planned = retention.prune(
+                store, cutoff, pipelines, dry_run=True, lock_timeout=lock_timeout
+            )
             if not any(p.runs for p in planned):
                 _nothing(cutoff, pipeline, as_json, planned)
                 return
@@ -84,7 +86,9 @@ def _nothing(cutoff: str, pipeline: str | None, as_json: bool, done: Sequence[Pr
         print_json([p.model_dump() | {"bytes_released": p.bytes_released} for p in done])
         return
     whose = f"pipeline {pipeline}" if pipeline else "any pipeline"
-    typer.echo(f"nothing to prune: no run of {whose} that finished before {cutoff} is left unpruned")
+    typer.echo(
+        f"nothing to prune: no run of {whose} that finished before {cutoff} is left unpruned"
+    )
 
 
 def _lines(done: Sequence[Pruned]) -> list[str]:
@@ -94,7 +98,11 @@ def _lines(done: Sequence[Pruned]) -> list[str]:
         if not p.runs:
             continue
         verb = "would prune" if p.dry_run else "pruned"
-        span = f"run {p.first_run}" if p.first_run == p.last_run else f"runs {p.first_run}-{p.last_run}"
+        span = (
+            f"run {p.first_run}"
+            if p.first_run == p.last_run
+            else f"runs {p.first_run}-{p.last_run}"
+        )
         lines.append(
             f"{verb} pipeline {p.pipeline}: {plural(p.runs, 'run')} ({span}) finished before "
             f"{p.before}: {plural(p.lineage_rows, 'lineage row')}, "

@@ -12,7 +12,7 @@ import socket
 import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cache
@@ -626,6 +626,62 @@ class SqlStore(ABC):
             )
         return [_dead_letter(row) for row in rows]
 
+    def _stream(self, statement: str, params: Mapping[str, Any]) -> Generator[Row]:
+        """The rows of a driver-style statement as the driver reads them, never all held at once."""
+        cursor = self.conn.execute(statement, params)
+        try:
+            yield from cursor
+        finally:
+            cursor.close()
+
+    def iter_dead_letters(
+        self,
+        *,
+        pipeline: str | None = None,
+        reason: str | None = None,
+        run_id: int | None = None,
+        limit: int | None = None,
+        include_resolved: bool = False,
+    ) -> Generator[DeadLetter]:
+        """`dead_letters`, one at a time as the database returns them (for exports of any size);
+        the store must stay open while they are read."""
+        with self._translate():
+            rows = self._stream(
+                self.dialect.sql(
+                    f"{_DEAD_LETTER} WHERE (CAST(:pipeline AS TEXT) IS NULL OR pipeline = :pipeline) "
+                    f"AND (CAST(:reason AS TEXT) IS NULL OR {self.dialect.find}(reason, :reason) > 0) "
+                    "AND (CAST(:run AS BIGINT) IS NULL OR run_id = :run) "
+                    "AND (:resolved OR resolved_run_id IS NULL) ORDER BY id LIMIT :limit"
+                ),
+                {
+                    "pipeline": pipeline,
+                    "reason": reason,
+                    "run": run_id,
+                    "resolved": include_resolved,
+                    "limit": self.dialect.unlimited if limit is None else limit,
+                },
+            )
+            try:
+                for row in rows:
+                    yield _dead_letter(row)
+            finally:
+                # Left early (a reader that stopped): the cursor ends here, while the store is open.
+                rows.close()
+
+    def open_letter_count(
+        self, pipeline: str, reason: str | None = None, run_id: int | None = None
+    ) -> int:
+        """Open dead letters of a pipeline (filtered as in `dead_letters`)."""
+        with self._translate():
+            row = self._one(
+                "SELECT COUNT(*) AS n FROM dead_letters WHERE pipeline = :pipeline "
+                "AND resolved_run_id IS NULL "
+                f"AND (CAST(:reason AS TEXT) IS NULL OR {self.dialect.find}(reason, :reason) > 0) "
+                "AND (CAST(:run AS BIGINT) IS NULL OR run_id = :run)",
+                {"pipeline": pipeline, "reason": reason, "run": run_id},
+            )
+        return 0 if row is None else int(row["n"])
+
     def dead_letter_counts(self, reason: str | None = None) -> dict[str, int]:
         """Unresolved dead letters per pipeline (`reason` as in `dead_letters`)."""
         with self._translate():
@@ -977,22 +1033,43 @@ class SqlRun(ABC):
         )
         return {row["fingerprint"] for row in found}
 
-    def replay_candidates(self, reason: str | None, ids: Sequence[int] | None) -> list[DeadLetter]:
+    def replay_candidates(
+        self, reason: str | None, ids: Sequence[int] | None, first_run: int | None = None
+    ) -> list[DeadLetter]:
         """Unresolved dead letters of this run's pipeline to re-validate (filtered by reason code
-        substring and/or ids), oldest first."""
+        substring, ids and/or the run that first wrote them), oldest first."""
         store = self.store
         rows = store._all(
             f"{_DEAD_LETTER} WHERE pipeline = :pipeline AND resolved_run_id IS NULL "
             f"AND (CAST(:reason AS TEXT) IS NULL OR {store.dialect.find}(reason, :reason) > 0) "
+            "AND (CAST(:first_run AS BIGINT) IS NULL OR run_id = :first_run) "
             f"AND (:all OR id IN ({store.dialect.list_of.format(name='ids', type='bigint')})) ORDER BY id",
             {
                 "pipeline": self.run.pipeline,
                 "reason": reason,
+                "first_run": first_run,
                 "all": ids is None,
                 "ids": store._list(ids or []),
             },
         )
         return [_dead_letter(row) for row in rows]
+
+    def dismiss(self, reason: str | None, first_run: int | None) -> int:
+        """Resolve, by this run, every open dead letter of the pipeline that matches (reason code
+        substring, the run that first wrote it; neither: all of them) in one statement."""
+        row = self.store._run(
+            "UPDATE dead_letters SET resolved_run_id = :run WHERE pipeline = :pipeline "
+            "AND resolved_run_id IS NULL "
+            f"AND (CAST(:reason AS TEXT) IS NULL OR {self.store.dialect.find}(reason, :reason) > 0) "
+            "AND (CAST(:first_run AS BIGINT) IS NULL OR run_id = :first_run)",
+            {
+                "run": self.run.run_id,
+                "pipeline": self.run.pipeline,
+                "reason": reason,
+                "first_run": first_run,
+            },
+        )
+        return int(row.rowcount)
 
     def resolve(self, dead_letter_ids: Sequence[int]) -> None:
         """Mark dead letters resolved by this run (their records were staged)."""

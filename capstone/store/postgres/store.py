@@ -1,7 +1,7 @@
 """The PostgreSQL store: its dialect, migrations, locks, COPY staging and merge."""
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,7 +17,14 @@ from capstone.store.guard import gone, guard, holds
 from capstone.store.postgres.connection import connect, redact_url, secrets_of, store_error
 from capstone.store.postgres.locks import AdvisoryLocks
 from capstone.store.postgres.screen import jsonb_text, nul_free, screen_for
-from capstone.store.sql import STANDARD_WORDS, Dialect, SqlRun, SqlStore, column_definitions
+from capstone.store.sql import (
+    STANDARD_WORDS,
+    Dialect,
+    Row,
+    SqlRun,
+    SqlStore,
+    column_definitions,
+)
 from capstone.store.tables import quote
 from capstone.summary import RunSummary
 
@@ -332,6 +339,11 @@ class PostgresStore(SqlStore):
 
     def _list(self, values: Sequence[int | str]) -> Any:
         return list(values)
+
+    def _stream(self, statement: str, params: Mapping[str, Any]) -> Generator[Row]:
+        # A plain cursor would fetch every row first; stream() reads them one at a time.
+        with self.conn.cursor() as cursor:
+            yield from cursor.stream(statement, params)
 
     def _run_many(self, statement: str, rows: Sequence[Any]) -> int:
         with self.conn.cursor() as cursor:
