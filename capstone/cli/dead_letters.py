@@ -2,8 +2,9 @@
 
 import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -88,11 +89,23 @@ def dead_letters(
                 pipeline=pipeline,
                 reason=reason,
                 run_id=run_id,
-                limit=limit or None,
+                limit=limit + 1 if limit else None,
                 include_resolved=resolved,
             )
+            cut = False
+
+            def shown() -> Iterator[dict[str, Any]]:
+                nonlocal cut
+                for place, letter in enumerate(found):
+                    if place == limit and limit:
+                        cut = True
+                        return
+                    yield letter.model_dump()
+
             with contextlib.closing(found):
-                stream_json(letter.model_dump() for letter in found)
+                stream_json(shown())
+            if cut:
+                typer.echo(f"capstone: showing the first {limit}; --limit N shows more", err=True)
             return
         letters = store.dead_letters(
             pipeline=pipeline,
@@ -104,7 +117,7 @@ def dead_letters(
     more = bool(limit) and len(letters) > limit
     if more:
         letters = letters[:limit]
-        typer.echo(f"capstone: showing the first {limit}; --limit N (0: all) shows more", err=True)
+        typer.echo(f"capstone: showing the first {limit}; --limit N shows more", err=True)
     console.print(dead_letters_table(letters, console.width))
 
 
