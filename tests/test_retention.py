@@ -244,3 +244,18 @@ def test_a_keep_lineage_prune_that_fails_keeps_the_run(
         ("success",),
     ]
     assert lineage_runs(db) == [1, 2]
+
+
+def test_prune_names_the_space_each_backend_can_tell(
+    runner: CliRunner, db: str, sample: str
+) -> None:
+    """The last line says what the backend measured: the SQLite file, or PostgreSQL's tables."""
+    run(sample, db)
+    result = prune(runner, db, "--before", "2999-01-01", "--yes")
+    assert result.exit_code == 0, result.output
+    last = result.stdout.splitlines()[-1]
+    if db.startswith("postgresql://"):
+        assert last.startswith("tables lineage and dead_letters: ")
+        assert "VACUUM FULL returns it to the disk" in last
+    else:
+        assert last.startswith("database file: ")
