@@ -259,3 +259,22 @@ def test_prune_names_the_space_each_backend_can_tell(
         assert "VACUUM FULL returns it to the disk" in last
     else:
         assert last.startswith("database file: ")
+
+
+def test_prune_waits_for_the_lock_and_changes_nothing_without_it(
+    runner: CliRunner, db_path: str, sample: str
+) -> None:
+    """While another writer holds the database (a run), prune waits --lock-timeout, then fails
+    with one line and removes nothing."""
+    import sqlite3
+
+    run(sample, db_path)
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        result = prune(runner, db_path, "--before", "2999-01-01", "--yes", "--lock-timeout", "0.2")
+    finally:
+        other.close()
+    assert result.exit_code == 1
+    assert "is busy" in result.stderr
+    assert lineage_runs(db_path) == [1]
