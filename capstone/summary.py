@@ -112,6 +112,8 @@ class Pruned(BaseModel):
     free_before: int | None = None
     """SQLite: bytes of free pages inside the file, which later runs reuse (None on PostgreSQL)."""
     free_after: int | None = None
+    vacuumed: bool = False
+    """A vacuum ran after this prune's commit (`--vacuum`)."""
 
     @property
     def bytes_released(self) -> int | None:

@@ -116,10 +116,14 @@ def _lines(done: Sequence[Pruned]) -> list[str]:
     if first.bytes_before is None or last.bytes_after is None:
         return lines
     if last.free_after is None:  # PostgreSQL: the tables' files
+        reuse = (
+            "VACUUM made the deleted rows' space reusable"
+            if last.vacuumed
+            else "the deleted rows' space is reused once VACUUM or autovacuum has passed"
+        )
         lines.append(
             f"tables lineage and dead_letters: {_size(first.bytes_before)} → "
-            f"{_size(last.bytes_after)} on disk (the deleted rows' space is reused once VACUUM "
-            "or autovacuum has passed; VACUUM FULL returns it to the disk)"
+            f"{_size(last.bytes_after)} on disk ({reuse}; VACUUM FULL returns it to the disk)"
         )
         return lines
     free = last.free_after

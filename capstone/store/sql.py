@@ -860,6 +860,7 @@ class SqlStore(ABC):
                 "dead_letters": removed_letters,
                 "bytes_after": size,
                 "free_after": free,
+                "vacuumed": vacuum,
             }
         )
 
