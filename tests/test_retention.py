@@ -123,6 +123,9 @@ def test_lineage_of_a_key_says_its_history_was_pruned(
     shown = runner.invoke(app, ["lineage", "evt-001", "--db", db])
     assert shown.exit_code == 0, shown.output
     assert "history before 2025-03-01T00:00:00 was pruned (run 1)" in shown.stdout
+    as_json = runner.invoke(app, ["lineage", "evt-001", "--db", db, "--json"])
+    assert [entry["run_id"] for entry in orjson.loads(as_json.stdout)] == [2]
+    assert as_json.stderr == "capstone: history before 2025-03-01T00:00:00 was pruned (run 1)\n"
     prune(runner, db, "--before", "2999-01-01", "--yes")
     gone = runner.invoke(app, ["lineage", "evt-001", "--db", db])
     assert gone.exit_code == 1
