@@ -1,9 +1,11 @@
 """Dead letters in bulk: dismiss by run, reason or all; replay by run; every letter in --json;
 `dead_letters_updated`, the letters a run saw again."""
 
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
+import pytest
 from typer.testing import CliRunner
 
 from capstone import RunOptions, run
@@ -200,3 +202,18 @@ def test_a_letter_seen_in_many_batches_counts_once(db: str, write_jsonl: Any) ->
     )
     assert (again.dead_letters, again.dead_letters_updated) == (1, 1)
     assert {letter.id: letter.times_seen for letter in stored_letters(db)} == {1: 4, 2: 1}
+
+
+def test_stream_json_writes_each_item_before_reading_the_next(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The JSON array is written as the items come: the first is out before the second is read."""
+    from capstone.cli._output import stream_json
+
+    def items() -> Iterator[dict[str, int]]:
+        yield {"id": 1}
+        assert '"id": 1' in capsys.readouterr().out  # already written, and taken here
+        yield {"id": 2}
+
+    stream_json(items())
+    assert capsys.readouterr().out == ',\n  {\n    "id": 2\n  }\n]\n'
