@@ -111,7 +111,12 @@ def _lines(done: Sequence[Pruned]) -> list[str]:
     first, last = done[0], done[-1]
     if first.dry_run:
         if first.bytes_before is not None:
-            lines.append(f"the database now takes {_size(first.bytes_before)}")
+            size = _size(first.bytes_before)
+            lines.append(
+                f"the database file takes {size}"
+                if first.free_before is not None
+                else f"tables lineage and dead_letters take {size} on disk"
+            )
         return lines
     if first.bytes_before is None or last.bytes_after is None:
         return lines
