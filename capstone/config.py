@@ -172,6 +172,7 @@ ties = "keep"                      # same event time as the stored row: keep it,
 # delete_field = "cancelled"       # a boolean field whose true value deletes the key (a tombstone)
 lookback = "0s"                    # stage records this far behind the watermark unchecked (90s, 15m, 2h, 3d)
 future_tolerance = "1d"            # reject event times later than now plus this
+# keep_lineage = "90d"             # after each run, prune lineage of runs older than this (capstone prune)
 
 # Types: string, integer, float, boolean, timestamp, json.
 # Constraints: required (default true), min and max (numbers), min_length, max_length and

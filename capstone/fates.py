@@ -171,6 +171,8 @@ class Rejects:
     rejected: "list[Rejected]"
     """The records rejected; the others were behind the watermark and their dead letter existed
     (an earlier run rejected them), so they were skipped."""
+    updated_letters: int = 0
+    """Dead letters of earlier runs these records brought back, each counted once per run."""
 
 
 @dataclass(slots=True)

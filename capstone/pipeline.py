@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -12,7 +13,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from capstone import openlineage
+from capstone import openlineage, retention
 from capstone.classify import Classifier
 from capstone.config import load_config
 from capstone.dead_letters import replay_items
@@ -47,6 +48,7 @@ __all__ = [
     "Progress",
     "RunOptions",
     "dismiss_dead_letters",
+    "dismiss_matching",
     "feed_files",
     "interrupted_after_commit",
     "load_file",
@@ -269,6 +271,7 @@ def replay(
     *,
     reason: str | None = None,
     ids: Sequence[int] | None = None,
+    first_run: int | None = None,
     spec: PipelineSpec | None = None,
     on_commit: AfterRun | None = None,
     on_failure: AfterRun | None = None,
@@ -279,7 +282,9 @@ def replay(
     options = options or RunOptions()
     return _in_store(
         open_store(db, create=False),
-        lambda store: replay_dead_letters(store, options, reason=reason, ids=ids, spec=spec),
+        lambda store: replay_dead_letters(
+            store, options, reason=reason, ids=ids, first_run=first_run, spec=spec
+        ),
         on_commit,
         on_failure,
     )
@@ -362,9 +367,11 @@ def replay_dead_letters(
     *,
     reason: str | None = None,
     ids: Sequence[int] | None = None,
+    first_run: int | None = None,
     spec: PipelineSpec | None = None,
 ) -> RunSummary:
-    """Re-validate stored dead letters under today's rules, as a run of their pipeline.
+    """Re-validate stored dead letters under today's rules, as a run of their pipeline
+    (filtered by reason code substring, ids, and the run that first wrote them).
 
     Accepted records are merged (the timestamp guard still applies, the watermark does not) and
     their dead letters marked resolved by this run; the rest stay, with today's reasons.
@@ -374,7 +381,7 @@ def replay_dead_letters(
         resolve_pipeline(options, spec),
         options,
         "replay of dead letters",
-        lambda tx: replay_items(tx.replay_candidates(reason, ids)),
+        lambda tx: replay_items(tx.replay_candidates(reason, ids, first_run)),
         replay=True,
     )
 
@@ -407,6 +414,49 @@ def dismiss_dead_letters(
         "..." if len(set(ids)) > 10 else ""
     )
     return _execute(store, pipeline, options, f"dismissal of dead letters {listed}", dismiss)
+
+
+def dismiss_matching(
+    store: Store,
+    options: RunOptions,
+    *,
+    reason: str | None = None,
+    first_run: int | None = None,
+    spec: PipelineSpec | None = None,
+) -> tuple[RunSummary, int]:
+    """Dismiss every open dead letter of the pipeline whose reason contains `reason` and that
+    `first_run` first wrote (neither: all of them), in one statement of one logged run; returns
+    the run and how many letters it dismissed. None matching raises CapstoneError (no run is
+    kept)."""
+    pipeline = resolve_pipeline(options, spec)
+    dismissed = 0
+
+    def dismiss(tx: RunTransaction) -> list[Item]:
+        nonlocal dismissed
+        dismissed = tx.dismiss(reason, first_run)
+        if not dismissed:
+            raise CapstoneError(
+                f"no open dead letters of pipeline {pipeline.name} match "
+                f"{_selection(reason, first_run)}; `capstone dead-letters --pipeline "
+                f"{pipeline.name}` lists the open ones; nothing was dismissed"
+            )
+        return []
+
+    summary = _execute(
+        store,
+        pipeline,
+        options,
+        f"dismissal of dead letters ({_selection(reason, first_run)})",
+        dismiss,
+    )
+    return summary, dismissed
+
+
+def _selection(reason: str | None, first_run: int | None) -> str:
+    parts = ([] if reason is None else [f"reason {reason!r}"]) + (
+        [] if first_run is None else [f"first seen in run {first_run}"]
+    )
+    return ", ".join(parts) or "all"
 
 
 class PipelineStatus(BaseModel):
@@ -464,6 +514,7 @@ class _Tally:
     rejected: int = 0
     skipped: int = 0
     dead_letters: int = 0
+    dead_letters_updated: int = 0
     newest: datetime | None = None
     reasons: Counter[str] = field(default_factory=Counter)
 
@@ -483,6 +534,7 @@ class _Tally:
             # Behind the watermark, a bad record whose dead letter exists is skipped.
             written = tx.reject(batch.rejected)
             self.dead_letters += written.new_letters
+            self.dead_letters_updated += written.updated_letters
             self.reasons.update(code for r in written.rejected for code, _ in r.reasons)
             self.rejected += len(written.rejected)
             self.skipped += len(batch.rejected) - len(written.rejected)
@@ -503,6 +555,7 @@ class _Tally:
             "rejected": self.rejected,
             "skipped": skipped,
             "dead_letters": self.dead_letters,
+            "dead_letters_updated": self.dead_letters_updated,
         }
 
 
@@ -541,6 +594,7 @@ def _execute(
             if loaded is not None:
                 summary = _same_content(tx, run, loaded, old, clock)
                 events.complete(summary, {})
+                # It wrote no lineage: the next run that loads something prunes.
                 return summary
             skip_through = None if old is None or replay else earlier(old, lookback)
             classifier = Classifier(
@@ -579,8 +633,7 @@ def _execute(
             if file is not None:
                 summary = _record_file(tx, _as_read(file, source), summary)
             tx.finish(summary, dict(tally.reasons))
-        events.complete(summary, tally.reasons)
-        return summary
+        return _completed(events, summary, tally.reasons, store, spec, options)
     except KeyboardInterrupt:
         ended = _record_end(store, run, RunStatus.INTERRUPTED, "interrupted by signal", clock)
         _interrupt_events(events, store, ended)
@@ -593,6 +646,35 @@ def _execute(
         message = f"{type(error).__name__}: {error}"
         events.fail(_record_end(store, run, RunStatus.FAILED, message, clock), message)
         raise
+
+
+def _completed(
+    events: openlineage.RunEvents,
+    summary: RunSummary,
+    reasons: Counter[str],
+    store: Store,
+    spec: PipelineSpec,
+    options: RunOptions,
+) -> RunSummary:
+    """After a run's COMMIT: its COMPLETE event, then its pipeline's `keep_lineage`."""
+    events.complete(summary, reasons)
+    _keep_lineage(store, spec, options)
+    return summary
+
+
+def _keep_lineage(store: Store, spec: PipelineSpec, options: RunOptions) -> None:
+    """The pipeline's `keep_lineage`, after a run committed: in a transaction of its own, so a
+    prune that fails (a lock held too long, a full disk) rolls back alone and the run stands;
+    and the run's own transaction, holding the pipeline's lock, grows no longer by it."""
+    if spec.keep_lineage is None:
+        return
+    try:
+        retention.keep_lineage(store, spec.name, spec.keep_lineage, options.lock_timeout)
+    except CapstoneError as error:
+        sys.stderr.write(
+            f"capstone: warning: keep_lineage of pipeline {spec.name} did not prune ({error}); "
+            "the run is kept, and the next run or `capstone prune` tries again\n"
+        )
 
 
 def _interrupt_events(events: openlineage.RunEvents, store: Store, run: RunSummary) -> None:

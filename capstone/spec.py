@@ -205,6 +205,9 @@ class PipelineSpec(BaseModel):
     future_tolerance: Duration = timedelta(days=1)
     max_rejects: MaxRejects | None = None
     """More rejects than this in a file fail its run, keeping nothing (default: no limit)."""
+    keep_lineage: Duration | None = None
+    """Prune the pipeline's lineage older than this after each successful run (default: keep
+    it all); see `capstone.retention`."""
 
     @field_validator("key", mode="before")
     @classmethod
@@ -311,7 +314,9 @@ class PipelineSpec(BaseModel):
 
     def definition(self) -> str:
         """The canonical JSON stored with the target table, compared on every run."""
-        return self.model_dump_json(exclude={"name", "lookback", "future_tolerance", "max_rejects"})
+        return self.model_dump_json(
+            exclude={"name", "lookback", "future_tolerance", "max_rejects", "keep_lineage"}
+        )
 
 
 EVENTS = PipelineSpec(name=BUILTIN, target="target")

@@ -18,6 +18,7 @@ ARGUMENTS: dict[str, list[str]] = {
     "replay": ["replay"],
     "lineage": ["lineage", "k1"],
     "reset-watermark": ["reset-watermark"],
+    "prune": ["prune", "--before", "90d", "--yes"],
     "pipelines": ["pipelines"],
     "dead-letters": ["dead-letters"],
     "dead-letters export": ["dead-letters", "export", "--output", "-"],

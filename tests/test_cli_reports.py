@@ -154,6 +154,7 @@ COMMANDS = [
     ["runs"],
     ["files"],
     ["reset-watermark"],
+    ["prune"],
     ["dead-letters"],
     ["dead-letters", "export"],
     ["dead-letters", "dismiss"],

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from capstone import __version__
-from capstone.cli import admin, dead_letters, reports, run, watch
+from capstone.cli import admin, dead_letters, reports, retention, run, watch
 
 __all__ = ["app"]
 
@@ -58,6 +58,7 @@ app.command()(reports.files)
 app.command()(run.replay)
 app.command()(reports.lineage)
 app.command("reset-watermark")(admin.reset_watermark)
+app.command()(retention.prune)
 app.command()(admin.init)
 app.command()(admin.pipelines)
 app.add_typer(dead_letters.app, name="dead-letters")

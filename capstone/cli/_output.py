@@ -2,7 +2,7 @@
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -10,7 +10,14 @@ from rich.console import Console
 
 from capstone.lineage import StepCount, reported_steps
 
-__all__ = ["all_steps", "console", "plural", "print_json", "stdout_to_nowhere"]
+__all__ = [
+    "all_steps",
+    "console",
+    "plural",
+    "print_json",
+    "stdout_to_nowhere",
+    "stream_json",
+]
 
 
 class _Console(Console):
@@ -25,6 +32,18 @@ console = _Console(highlight=False)
 
 def print_json(data: Any) -> None:
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def stream_json(items: Iterable[Any]) -> None:
+    """A JSON array written item by item as `items` yields them, laid out as `print_json` would."""
+    out = sys.stdout
+    out.write("[")
+    first = True
+    for item in items:
+        text = orjson.dumps(item, option=orjson.OPT_INDENT_2).decode().replace("\n", "\n  ")
+        out.write(("\n  " if first else ",\n  ") + text)
+        first = False
+    out.write("]\n" if first else "\n]\n")
 
 
 def stdout_to_nowhere() -> None:

@@ -1,13 +1,16 @@
 """`capstone dead-letters`: list rejected records, export them for fixing, dismiss them."""
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from capstone.cli._errors import handle_errors
 from capstone.cli._options import (
+    MAX_ID,
     ConfigPath,
     Db,
     Json,
@@ -20,12 +23,13 @@ from capstone.cli._options import (
     fits_64_bits,
     is_stdout,
 )
-from capstone.cli._output import console, plural, print_json
+from capstone.cli._output import console, plural, stream_json
 from capstone.cli.render import dead_letters_table
 from capstone.config import load_config
 from capstone.dead_letters import export_line
 from capstone.errors import CapstoneError, ConfigError
-from capstone.pipeline import RunOptions, dismiss_dead_letters
+from capstone.pipeline import RunOptions, dismiss_dead_letters, dismiss_matching
+from capstone.spec import PipelineSpec
 
 __all__ = ["app"]
 
@@ -50,9 +54,15 @@ def dead_letters(
     ] = None,
     pipeline: OnlyPipeline = None,
     limit: Annotated[
-        int,
-        typer.Option(min=1, callback=fits_64_bits, help="Show at most this many.", metavar="N"),
-    ] = 50,
+        int | None,
+        typer.Option(
+            min=0,
+            max=MAX_ID,
+            help="Show at most this many; 0 for all [default: 50 in the table, all in --json].",
+            show_default=False,
+            metavar="N",
+        ),
+    ] = None,
     resolved: Annotated[
         bool, typer.Option("--resolved", help="Include dead letters a replay resolved.", metavar="")
     ] = False,
@@ -69,22 +79,45 @@ def dead_letters(
     if ctx.invoked_subcommand is not None:
         _refuse_options_before(ctx)
         return
+    if limit is None:
+        limit = 0 if as_json else 50
     with existing(db) as store:
         check_run_exists(store, run_id)
+        if as_json:
+            # Written as they are read: an export of a million letters holds one at a time.
+            found = store.iter_dead_letters(
+                pipeline=pipeline,
+                reason=reason,
+                run_id=run_id,
+                limit=limit + 1 if limit else None,
+                include_resolved=resolved,
+            )
+            cut = False
+
+            def shown() -> Iterator[dict[str, Any]]:
+                nonlocal cut
+                for place, letter in enumerate(found):
+                    if place == limit and limit:
+                        cut = True
+                        return
+                    yield letter.model_dump()
+
+            with contextlib.closing(found):
+                stream_json(shown())
+            if cut:
+                typer.echo(f"capstone: showing the first {limit}; --limit N shows more", err=True)
+            return
         letters = store.dead_letters(
             pipeline=pipeline,
             reason=reason,
             run_id=run_id,
-            limit=limit + 1,
+            limit=limit + 1 if limit else None,
             include_resolved=resolved,
         )
-    more = len(letters) > limit
-    letters = letters[:limit]
+    more = bool(limit) and len(letters) > limit
     if more:
+        letters = letters[:limit]
         typer.echo(f"capstone: showing the first {limit}; --limit N shows more", err=True)
-    if as_json:
-        print_json([letter.model_dump() for letter in letters])
-        return
     console.print(dead_letters_table(letters, console.width))
 
 
@@ -168,14 +201,30 @@ def dead_letters_export(
 @handle_errors
 def dead_letters_dismiss(
     ids: Annotated[
-        list[int],
+        list[int] | None,
         typer.Option(
             "--id",
             callback=fits_64_bits,
             help="The dead letter to dismiss (repeatable).",
             metavar="ID",
         ),
-    ],
+    ] = None,
+    run_id: Annotated[
+        int | None,
+        typer.Option(
+            "--run",
+            callback=fits_64_bits,
+            help="All open ones first seen in this run.",
+            metavar="ID",
+        ),
+    ] = None,
+    reason: Reason = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="All open dead letters of the pipeline.", metavar="")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.", metavar="")
+    ] = False,
     pipeline: Pipeline = "events",
     config: ConfigPath = None,
     db: Db = "capstone.db",
@@ -184,17 +233,66 @@ def dead_letters_dismiss(
     """Mark open dead letters resolved without loading anything, as a logged run.
 
     For letters fixed where they came from (a CSV row with the wrong number of cells, corrected
-    and loaded again) or not worth keeping. `dead-letters --resolved` still lists them. Every id
-    must be an open letter of the pipeline, or nothing changes.
+    and loaded again) or not worth keeping. `dead-letters --resolved` still lists them. Name
+    them by --id (every id must be an open letter of the pipeline, or nothing changes), or in
+    bulk by --run and/or --reason, or --all; a bulk dismissal asks first unless --yes.
 
-    Example: capstone dead-letters dismiss --id 11 --id 12
+    Example: capstone dead-letters dismiss --id 11 --id 12; capstone dead-letters dismiss --reason value --run 3 --yes
     """
     spec = load_config(config).pipeline(pipeline)
     options = RunOptions(pipeline=pipeline, lock_timeout=lock_timeout)
+    if ids and (run_id is not None or reason is not None or every):
+        raise ConfigError("--id names letters one by one; leave out --run, --reason and --all")
+    if not ids and run_id is None and reason is None and not every:
+        raise ConfigError(
+            "say which dead letters to dismiss: --id ID, --run ID, --reason CODE, or --all"
+        )
+    if not ids:
+        _dismiss_matching(options, spec, db, reason, run_id, yes=yes)
+        return
     with existing(db) as store:
         summary = dismiss_dead_letters(store, options, ids, spec=spec)
     dismissed = len(set(ids))
     typer.echo(
         f"dismissed {plural(dismissed, 'dead letter')} of pipeline {pipeline} (run {summary.run_id})",
+        err=True,
+    )
+
+
+def _dismiss_matching(
+    options: RunOptions,
+    spec: PipelineSpec,
+    db: str,
+    reason: str | None,
+    run_id: int | None,
+    *,
+    yes: bool,
+) -> None:
+    """Dismiss the open letters a filter selects, after the user agreed to the count."""
+    which = " ".join(
+        ([] if reason is None else [f"with a reason containing {reason!r}"])
+        + ([] if run_id is None else [f"first seen in run {run_id}"])
+    )
+    with existing(db) as store:
+        check_run_exists(store, run_id)
+        found = store.open_letter_count(spec.name, reason, run_id)
+        if not found:
+            raise CapstoneError(
+                f"no open dead letters of pipeline {spec.name} {which or 'at all'}; nothing to "
+                f"dismiss (`capstone dead-letters --pipeline {spec.name}` lists the open ones)"
+            )
+        if not yes:
+            typer.confirm(
+                f"Dismiss {plural(found, 'open dead letter')} of pipeline {spec.name}"
+                f"{' ' + which if which else ''}?",
+                abort=True,
+                err=True,
+            )
+        summary, dismissed = dismiss_matching(
+            store, options, reason=reason, first_run=run_id, spec=spec
+        )
+    typer.echo(
+        f"dismissed {plural(dismissed, 'dead letter')} of pipeline {spec.name} "
+        f"(run {summary.run_id})",
         err=True,
     )

@@ -201,10 +201,16 @@ def summary_table(summary: RunSummary) -> Table:
             for part in ("late", "deleted"):
                 if count := getattr(summary, part):
                     table.add_row(f"  {part}", f"{count:,}")
+        if field == "dead_letters" and summary.dead_letters_updated:
+            # Letters of earlier runs seen again: a replay that rejects them all again would
+            # otherwise read `dead_letters 0`, as if nothing had gone wrong.
+            table.add_row("dead_letters_updated", f"{summary.dead_letters_updated:,}")
     table.add_row("watermark", f"{summary.watermark_before or '-'} → {summary.watermark or '-'}")
     table.add_row("duration", f"{summary.duration_ms:,} ms")
     if note := file_note(summary):
         table.add_row("file", note)
+    if summary.pruned_at:
+        table.add_row("lineage", f"pruned {summary.pruned_at} (counts kept)")
     if summary.error:
         table.add_row("error", _text(summary.error))
     return table

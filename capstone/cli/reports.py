@@ -31,6 +31,7 @@ from capstone.cli.render import (
 from capstone.config import load_config
 from capstone.errors import CapstoneError, ConfigError
 from capstone.html_report import collect, parse_since, render_html, write_html
+from capstone.retention import pruned_note
 from capstone.spec import lineage_key_from_parts
 from capstone.store.url import redact
 
@@ -228,9 +229,17 @@ def lineage(
     key = lineage_key_from_parts(key_parts, spec)
     with existing(db) as store:
         entries = store.lineage(key, pipeline)
+        pruned = pruned_note(store.pruned_history(pipeline))
     if not entries:  # the same exit code with --json: a script tells "no such key" by it
-        raise CapstoneError(f"no lineage for key {key!r}; check the key (keys are case-sensitive)")
+        hint = f"; {pruned}" if pruned else ""
+        raise CapstoneError(
+            f"no lineage for key {key!r}; check the key (keys are case-sensitive){hint}"
+        )
     if as_json:
         print_json([entry.model_dump() for entry in entries])
+        if pruned:
+            typer.echo(f"capstone: {pruned}", err=True)
         return
     console.print(lineage_table(entries, key, console.width))
+    if pruned:
+        console.print(pruned)

@@ -153,6 +153,10 @@ def run(
     are dead letters. Skipped ones an earlier run had: the target holds them or a newer version,
     or their dead letter exists.
 
+    dead_letters counts new letters: bad records no earlier run had rejected. dead_letters_updated
+    counts letters of earlier runs this run saw again (the same bad record, or a replay that still
+    fails): each letter is kept once, its count and reasons updated.
+
     Example: capstone run --input data/sample_input.txt --output data/output_summary.json
     """
     if input_format is not None and input_format not in ("json", "jsonl", "csv"):
@@ -406,6 +410,15 @@ def replay(
             "--id", callback=fits_64_bits, help="Only this dead letter (repeatable).", metavar="ID"
         ),
     ] = None,
+    first_run: Annotated[
+        int | None,
+        typer.Option(
+            "--run",
+            callback=fits_64_bits,
+            help="Only dead letters first seen in this run.",
+            metavar="ID",
+        ),
+    ] = None,
     pipeline: Pipeline = "events",
     config: ConfigPath = None,
     db: Db = "capstone.db",
@@ -436,16 +449,23 @@ def replay(
             options,
             reason=reason,
             ids=ids,
+            first_run=first_run,
             spec=spec,
             on_commit=committed,
             on_failure=lambda ended, _store: metrics.write(ended),
         )
-    note = _unmatched_replay(summary.input_records, pipeline, reason, ids)
+    note = _unmatched_replay(summary.input_records, pipeline, reason, ids, first_run)
     if note and not quiet:
         typer.echo(f"capstone: {note}", err=True)
 
 
-def _unmatched_replay(found: int, pipeline: str, reason: str | None, ids: list[int] | None) -> str:
+def _unmatched_replay(
+    found: int,
+    pipeline: str,
+    reason: str | None,
+    ids: list[int] | None,
+    first_run: int | None = None,
+) -> str:
     """What a replay's filters asked for that no open dead letter matched, or ''."""
     listing = f"`capstone dead-letters --pipeline {pipeline}` lists them"
     wanted = len(set(ids or []))
@@ -461,4 +481,6 @@ def _unmatched_replay(found: int, pipeline: str, reason: str | None, ids: list[i
             f"no open dead letters of pipeline {pipeline} have a reason containing {reason!r}; "
             + listing
         )
+    if found == 0 and first_run is not None:
+        return f"no open dead letters of pipeline {pipeline} were first seen in run {first_run}; {listing}"
     return ""

@@ -133,6 +133,16 @@ def later_migrations(d: Dialect) -> list[tuple[str, str]]:
             f"ALTER TABLE run_log ADD COLUMN run_uuid {d.words['text']}",
         ),
         ("file manifest: each loaded file's content, written with its run", files_table(d)),
+        (
+            "dead letters updated: letters a run saw again, beside the new ones",
+            "ALTER TABLE run_log ADD COLUMN dead_letters_updated "
+            f"{d.words['bigint']} NOT NULL DEFAULT 0",
+        ),
+        (
+            "retention: runs whose lineage `capstone prune` removed, and its cutoff",
+            f"ALTER TABLE run_log ADD COLUMN pruned_at {d.words['ts']}; "
+            f"ALTER TABLE run_log ADD COLUMN pruned_before {d.words['ts']}",
+        ),
     ]
 
 

@@ -12,7 +12,7 @@ import socket
 import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cache
@@ -36,7 +36,7 @@ from capstone.lineage import (
 from capstone.manifest import FileIdentity, LoadedFile
 from capstone.spec import FieldType, PipelineSpec
 from capstone.store.tables import TableSync, quote, sync_plan
-from capstone.summary import DeadLetter, RunStatus, RunSummary
+from capstone.summary import DeadLetter, Pruned, RunStatus, RunSummary
 from capstone.timeutil import format_ts, utcnow
 
 __all__ = [
@@ -125,9 +125,9 @@ def _translate_params(statement: str, named: str) -> str:
 _RUN = (
     "SELECT run_id, pipeline, status, source, {ts}(started_at) AS started_at, "
     "{ts}(finished_at) AS finished_at, duration_ms, input_records, staged, loaded, late, deleted, stale, "
-    "rejected, skipped, dead_letters, lineage_entries, {ts}(watermark_before) AS "
-    "watermark_before, {ts}(watermark_after) AS watermark, error, run_uuid, same_content_as, "
-    "changed_since FROM run_log"
+    "rejected, skipped, dead_letters, dead_letters_updated, lineage_entries, "
+    "{ts}(watermark_before) AS watermark_before, {ts}(watermark_after) AS watermark, error, "
+    "run_uuid, same_content_as, changed_since, {ts}(pruned_at) AS pruned_at FROM run_log"
 )
 _DEAD_LETTER = (
     "SELECT id, pipeline, run_id, last_run_id, times_seen, position, key, reason, message, raw, "
@@ -642,6 +642,62 @@ class SqlStore(ABC):
             )
         return [_dead_letter(row) for row in rows]
 
+    def _stream(self, statement: str, params: Mapping[str, Any]) -> Generator[Row]:
+        """The rows of a driver-style statement as the driver reads them, never all held at once."""
+        cursor = self.conn.execute(statement, params)
+        try:
+            yield from cursor
+        finally:
+            cursor.close()
+
+    def iter_dead_letters(
+        self,
+        *,
+        pipeline: str | None = None,
+        reason: str | None = None,
+        run_id: int | None = None,
+        limit: int | None = None,
+        include_resolved: bool = False,
+    ) -> Generator[DeadLetter]:
+        """`dead_letters`, one at a time as the database returns them (for exports of any size);
+        the store must stay open while they are read."""
+        with self._translate():
+            rows = self._stream(
+                self.dialect.sql(
+                    f"{_DEAD_LETTER} WHERE (CAST(:pipeline AS TEXT) IS NULL OR pipeline = :pipeline) "
+                    f"AND (CAST(:reason AS TEXT) IS NULL OR {self.dialect.find}(reason, :reason) > 0) "
+                    "AND (CAST(:run AS BIGINT) IS NULL OR run_id = :run) "
+                    "AND (:resolved OR resolved_run_id IS NULL) ORDER BY id LIMIT :limit"
+                ),
+                {
+                    "pipeline": pipeline,
+                    "reason": reason,
+                    "run": run_id,
+                    "resolved": include_resolved,
+                    "limit": self.dialect.unlimited if limit is None else limit,
+                },
+            )
+            try:
+                for row in rows:
+                    yield _dead_letter(row)
+            finally:
+                # Left early (a reader that stopped): the cursor ends here, while the store is open.
+                rows.close()
+
+    def open_letter_count(
+        self, pipeline: str, reason: str | None = None, run_id: int | None = None
+    ) -> int:
+        """Open dead letters of a pipeline (filtered as in `dead_letters`)."""
+        with self._translate():
+            row = self._one(
+                "SELECT COUNT(*) AS n FROM dead_letters WHERE pipeline = :pipeline "
+                "AND resolved_run_id IS NULL "
+                f"AND (CAST(:reason AS TEXT) IS NULL OR {self.dialect.find}(reason, :reason) > 0) "
+                "AND (CAST(:run AS BIGINT) IS NULL OR run_id = :run)",
+                {"pipeline": pipeline, "reason": reason, "run": run_id},
+            )
+        return 0 if row is None else int(row["n"])
+
     def dead_letter_counts(self, reason: str | None = None) -> dict[str, int]:
         """Unresolved dead letters per pipeline (`reason` as in `dead_letters`)."""
         with self._translate():
@@ -746,6 +802,112 @@ class SqlStore(ABC):
             self.set_watermark(pipeline, value)
             self.conn.execute("COMMIT")
 
+    # -- retention ------------------------------------------------------------------------------
+
+    def _space(self) -> tuple[int | None, int | None]:
+        """(bytes, free bytes inside them) of what pruning frees, where the backend can tell."""
+        return None, None
+
+    def _after_prune(self) -> None:
+        """Inside the prune's transaction, after its deletes (PostgreSQL refreshes statistics)."""
+        return
+
+    def _give_back(self, vacuum: bool) -> None:
+        """After the prune's commit: return the freed space as far as the backend does unasked,
+        or entirely with `vacuum`."""
+        return
+
+    def logged_pipelines(self) -> list[str]:
+        """Every pipeline the run log names."""
+        with self._translate():
+            rows = self._all("SELECT DISTINCT pipeline FROM run_log ORDER BY pipeline")
+        return [row["pipeline"] for row in rows]
+
+    def prune(
+        self,
+        pipeline: str,
+        before: str,
+        *,
+        dry_run: bool = False,
+        vacuum: bool = False,
+        lock_timeout: float = 5.0,
+    ) -> Pruned:
+        """Remove the per-record lineage of `pipeline`'s runs that finished before `before`, and
+        the dead letters those runs resolved, in one transaction under the pipeline's lock. The
+        run-log rows stay, marked pruned, with their counts, steps and reasons. A dry run counts
+        the same rows and changes nothing."""
+        params = {"pipeline": pipeline, "before": before, "now": format_ts(utcnow())}
+        runs = (
+            "SELECT run_id FROM run_log WHERE pipeline = :pipeline AND status <> 'running' "
+            "AND finished_at < :before AND pruned_at IS NULL"
+        )
+        lineage = f"FROM lineage WHERE run_id IN ({runs})"
+        # A dismissal resolves letters too: both are closed, and kept only for the record.
+        letters = f"FROM dead_letters WHERE pipeline = :pipeline AND resolved_run_id IN ({runs})"
+        with self._translate():
+            with self._locked(pipeline, lock_timeout, None):
+                span = self._one(
+                    "SELECT COUNT(*) AS n, MIN(run_id) AS first, MAX(run_id) AS last "
+                    f"FROM ({runs}) AS r",
+                    params,
+                )
+                assert span is not None
+                size, free = self._space()
+                result = Pruned(
+                    pipeline=pipeline,
+                    before=before,
+                    dry_run=dry_run,
+                    runs=span["n"],
+                    first_run=span["first"],
+                    last_run=span["last"],
+                    bytes_before=size,
+                    free_before=free,
+                )
+                if dry_run:
+                    found = self._one(
+                        f"SELECT (SELECT COUNT(*) {lineage}) AS lineage, "
+                        f"(SELECT COUNT(*) {letters}) AS letters",
+                        params,
+                    )
+                    assert found is not None
+                    return result.model_copy(
+                        update={"lineage_rows": found["lineage"], "dead_letters": found["letters"]}
+                    )
+                removed_lineage = int(self._run(f"DELETE {lineage}", params).rowcount)
+                removed_letters = int(self._run(f"DELETE {letters}", params).rowcount)
+                self._run(
+                    "UPDATE run_log SET pruned_at = :now, pruned_before = :before "
+                    f"WHERE run_id IN ({runs})",
+                    params,
+                )
+                self._after_prune()
+                self.conn.execute("COMMIT")
+            self._give_back(vacuum)
+            size, free = self._space()
+        return result.model_copy(
+            update={
+                "lineage_rows": removed_lineage,
+                "dead_letters": removed_letters,
+                "bytes_after": size,
+                "free_after": free,
+                "vacuumed": vacuum,
+            }
+        )
+
+    def pruned_history(self, pipeline: str | None = None) -> tuple[str, int, int] | None:
+        """(latest cutoff, first run, last run) of the pruned runs (of one pipeline), or None."""
+        ts = self.dialect.ts_text
+        with self._translate():
+            row = self._one(
+                f"SELECT {ts}(MAX(pruned_before)) AS before, MIN(run_id) AS first, "
+                "MAX(run_id) AS last FROM run_log WHERE pruned_at IS NOT NULL "
+                "AND (CAST(:pipeline AS TEXT) IS NULL OR pipeline = :pipeline)",
+                {"pipeline": pipeline},
+            )
+        if row is None or row["first"] is None:
+            return None
+        return row["before"], int(row["first"]), int(row["last"])
+
 
 class SqlRun(ABC):
     """Everything one run writes, in one database transaction that commits only in `finish`."""
@@ -841,7 +1003,9 @@ class SqlRun(ABC):
         # A replayed record names the letter it came from: its edited text has another
         # fingerprint, so it refreshes that letter (a resolved one opens again, since its bad
         # record came back). An id that is no letter of this pipeline inserts a new letter.
-        fresh = [r for r in rows if r.replayed is None or not self._refresh_letter(r)]
+        refreshed = {id(r) for r in rows if r.replayed is not None and self._refresh_letter(r)}
+        updated = len(refreshed)
+        fresh = [r for r in rows if id(r) not in refreshed]
         seen = _sightings(fresh)
         letters = [
             {
@@ -860,12 +1024,16 @@ class SqlRun(ABC):
         ]
         # Seen before (in an earlier run or batch): keep one dead letter, count the sightings,
         # take today's reasons. One a replay had resolved is open again: the record came back.
-        store._many(
+        seen_again = (
             "UPDATE dead_letters SET last_run_id = :run, times_seen = times_seen + :seen, "
             "reason = :reason, message = :message, resolved_run_id = NULL "
-            "WHERE pipeline = :pipeline AND fingerprint = :fingerprint",
-            letters,
+            "WHERE pipeline = :pipeline AND fingerprint = :fingerprint AND last_run_id {} :run"
         )
+        # Letters this run already touched first, then the others: each letter is updated once
+        # per statement, and the second count is the letters of earlier runs seen again, once
+        # per run however many batches bring them back.
+        store._many(seen_again.format("="), letters)
+        updated += store._many(seen_again.format("<>"), letters)
         # NOT EXISTS first, so a letter seen before does not use up an id.
         new = store._many(
             "INSERT INTO dead_letters (pipeline, run_id, last_run_id, times_seen, position, key, "
@@ -877,7 +1045,7 @@ class SqlRun(ABC):
             letters,
         )
         self._write_lineage(of_rejects(run_id, rows, clean))
-        return Rejects(new, list(rows))
+        return Rejects(new, list(rows), updated)
 
     def _known_letters(self, fingerprints: Sequence[str]) -> set[str]:
         """Which of these fingerprints have a dead letter an earlier run of this pipeline wrote."""
@@ -896,22 +1064,43 @@ class SqlRun(ABC):
         )
         return {row["fingerprint"] for row in found}
 
-    def replay_candidates(self, reason: str | None, ids: Sequence[int] | None) -> list[DeadLetter]:
+    def replay_candidates(
+        self, reason: str | None, ids: Sequence[int] | None, first_run: int | None = None
+    ) -> list[DeadLetter]:
         """Unresolved dead letters of this run's pipeline to re-validate (filtered by reason code
-        substring and/or ids), oldest first."""
+        substring, ids and/or the run that first wrote them), oldest first."""
         store = self.store
         rows = store._all(
             f"{_DEAD_LETTER} WHERE pipeline = :pipeline AND resolved_run_id IS NULL "
             f"AND (CAST(:reason AS TEXT) IS NULL OR {store.dialect.find}(reason, :reason) > 0) "
+            "AND (CAST(:first_run AS BIGINT) IS NULL OR run_id = :first_run) "
             f"AND (:all OR id IN ({store.dialect.list_of.format(name='ids', type='bigint')})) ORDER BY id",
             {
                 "pipeline": self.run.pipeline,
                 "reason": reason,
+                "first_run": first_run,
                 "all": ids is None,
                 "ids": store._list(ids or []),
             },
         )
         return [_dead_letter(row) for row in rows]
+
+    def dismiss(self, reason: str | None, first_run: int | None) -> int:
+        """Resolve, by this run, every open dead letter of the pipeline that matches (reason code
+        substring, the run that first wrote it; neither: all of them) in one statement."""
+        row = self.store._run(
+            "UPDATE dead_letters SET resolved_run_id = :run WHERE pipeline = :pipeline "
+            "AND resolved_run_id IS NULL "
+            f"AND (CAST(:reason AS TEXT) IS NULL OR {self.store.dialect.find}(reason, :reason) > 0) "
+            "AND (CAST(:first_run AS BIGINT) IS NULL OR run_id = :first_run)",
+            {
+                "run": self.run.run_id,
+                "pipeline": self.run.pipeline,
+                "reason": reason,
+                "first_run": first_run,
+            },
+        )
+        return int(row.rowcount)
 
     def resolve(self, dead_letter_ids: Sequence[int]) -> None:
         """Mark dead letters resolved by this run (their records were staged)."""
@@ -992,7 +1181,8 @@ class SqlRun(ABC):
             UPDATE run_log SET status = :status, finished_at = :finished_at,
                 duration_ms = :duration_ms, input_records = :input_records, staged = :staged,
                 loaded = :loaded, late = :late, deleted = :deleted, stale = :stale, rejected = :rejected, skipped = :skipped,
-                dead_letters = :dead_letters, lineage_entries = :lineage_entries,
+                dead_letters = :dead_letters, dead_letters_updated = :dead_letters_updated,
+                lineage_entries = :lineage_entries,
                 watermark_before = :watermark_before, watermark_after = :watermark, error = NULL,
                 same_content_as = :same_content_as, changed_since = :changed_since
             WHERE run_id = :run_id

@@ -377,6 +377,23 @@ class SQLiteStore(SqlStore):
     def _where(self) -> str:
         return self.path
 
+    def _space(self) -> tuple[int | None, int | None]:
+        # The file's pages, and those on its free list: a DELETE frees pages for later writes;
+        # only a vacuum returns them to the disk.
+        page = int(self.conn.execute("PRAGMA page_size").fetchone()[0])
+        pages = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
+        free = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+        return pages * page, free * page
+
+    def _give_back(self, vacuum: bool) -> None:
+        if vacuum:
+            # Rewrites the whole file (and needs as much free disk for the copy).
+            self.conn.execute("VACUUM")
+        elif int(self.conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2:
+            # A database made with auto_vacuum = INCREMENTAL returns its free pages cheaply;
+            # capstone does not make them so, since the pointer pages would slow every run.
+            self.conn.execute("PRAGMA incremental_vacuum")
+
     def dataset(self, table: str) -> tuple[str, str]:
         return f"sqlite:{os.path.abspath(self.path)}", table
 

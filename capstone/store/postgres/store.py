@@ -1,7 +1,7 @@
 """The PostgreSQL store: its dialect, migrations, locks, COPY staging and merge."""
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,7 +17,14 @@ from capstone.store.guard import gone, guard, holds
 from capstone.store.postgres.connection import connect, redact_url, secrets_of, store_error
 from capstone.store.postgres.locks import AdvisoryLocks
 from capstone.store.postgres.screen import jsonb_text, nul_free, screen_for
-from capstone.store.sql import STANDARD_WORDS, Dialect, SqlRun, SqlStore, column_definitions
+from capstone.store.sql import (
+    STANDARD_WORDS,
+    Dialect,
+    Row,
+    SqlRun,
+    SqlStore,
+    column_definitions,
+)
 from capstone.store.tables import quote
 from capstone.summary import RunSummary
 
@@ -296,6 +303,25 @@ class PostgresStore(SqlStore):
     def _where(self) -> str:
         return f"schema {self.schema!r} of {self.display_url}"
 
+    def _space(self) -> tuple[int | None, int | None]:
+        # A DELETE leaves the files as large as they were: VACUUM marks the dead rows' space
+        # reusable (shrinking a file only by its empty end), VACUUM FULL rewrites the table.
+        row = self._one(
+            "SELECT pg_total_relation_size(to_regclass(:lineage)) "
+            "+ pg_total_relation_size(to_regclass(:letters)) AS size",
+            {"lineage": self._table("lineage"), "letters": self._table("dead_letters")},
+        )
+        return (None if row is None else int(row["size"])), None
+
+    def _after_prune(self) -> None:
+        # The planner's statistics would still count the deleted rows until autovacuum ran.
+        self.conn.execute(f"ANALYZE {self._table('lineage')}, {self._table('dead_letters')}")
+
+    def _give_back(self, vacuum: bool) -> None:
+        if vacuum:
+            # Plain VACUUM: no exclusive lock, so runs of other pipelines go on meanwhile.
+            self.conn.execute(f"VACUUM {self._table('lineage')}, {self._table('dead_letters')}")
+
     def dataset(self, table: str) -> tuple[str, str]:
         info = self.conn.info
         # A Unix socket's folder is no host name: the server is this machine's.
@@ -313,6 +339,11 @@ class PostgresStore(SqlStore):
 
     def _list(self, values: Sequence[int | str]) -> Any:
         return list(values)
+
+    def _stream(self, statement: str, params: Mapping[str, Any]) -> Generator[Row]:
+        # A plain cursor would fetch every row first; stream() reads them one at a time.
+        with self.conn.cursor() as cursor:
+            yield from cursor.stream(statement, params)
 
     def _run_many(self, statement: str, rows: Sequence[Any]) -> int:
         with self.conn.cursor() as cursor:
