@@ -11,6 +11,7 @@ prove an earlier run had it: the target holds its key at the same or a later eve
 dead letter exists. Anything else behind the watermark is late, and loads like any record.
 """
 
+import csv
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -30,8 +31,8 @@ from capstone.fates import (
 )
 from capstone.jsontext import has_non_finite, loads_exact
 from capstone.model import INT64_MAX, RecordShape, reasons_from_error, shape_of
-from capstone.sources import Item, Malformed, parse_object
-from capstone.spec import EVENTS, MAX_TEXT_LENGTH
+from capstone.sources import HeaderCheck, Item, Malformed, parse_object
+from capstone.spec import EVENTS, MAX_TEXT_LENGTH, PipelineSpec
 from capstone.timeutil import parse_ts
 
 __all__ = ["Classifier"]
@@ -72,7 +73,6 @@ class Classifier:
     ) -> None:
         self.shape = shape or shape_of(EVENTS)
         self.json_cells = self.shape.json_fields if csv else ()
-        self._header_unchecked = csv
         self.skip_through = None if replay else skip_through
         self.watermark = watermark
         self.future_limit = future_limit
@@ -83,8 +83,6 @@ class Classifier:
 
     def classify(self, items: Sequence[Item]) -> Batch:  # noqa: PLR0915 - one hot loop; helpers cost a call per record
         """Sort one batch of items into staged, rejected and skipped, preserving input order."""
-        if self._header_unchecked:
-            self._check_header(items)
         batch = Batch()
         staged = batch.staged
         future_limit, replay = self.future_limit, self.replay
@@ -239,25 +237,6 @@ class Classifier:
         self._claimed.add(letter)
         return letter
 
-    def _check_header(self, items: Sequence[Item]) -> None:
-        """A CSV header without a column for a required field makes every row a reject: most
-        likely another delimiter or a misspelt name. Refuse the file instead."""
-        row = next((parsed for _, _, parsed in items if type(parsed) is dict), None)
-        if row is None:
-            return
-        self._header_unchecked = False
-        spec = self.shape.spec
-        missing = [
-            name for name, field in spec.fields.items() if field.required and name not in row
-        ]
-        if missing:
-            header = ", ".join(list(row)[:8]) + (", ..." if len(row) > 8 else "")
-            raise InputError(
-                f"the CSV header ({header}) has no column for {', '.join(missing)}, which "
-                f"pipeline {spec.name!r} requires, so every row would be rejected; check the "
-                "header's names (case counts) and that the file is comma-separated"
-            )
-
     def _unparsed_cells(
         self, record: dict[str, Any], csv_fields: tuple[str, ...]
     ) -> dict[str, str]:
@@ -332,3 +311,48 @@ def _parse_cells(record: dict[str, Any], names: tuple[str, ...]) -> dict[str, st
         except orjson.JSONDecodeError as error:
             unparsed[name] = str(error)
     return unparsed
+
+
+_OTHER_DELIMITERS = (",", ";", "\t", "|")
+
+
+def header_check(spec: PipelineSpec) -> HeaderCheck:
+    """A check of a CSV header for `spec`: a header without a column for a required field makes
+    every row a reject, most likely another delimiter or a misspelt name. It refuses the file
+    instead, naming the delimiter that would split the header into the pipeline's columns."""
+    required = [name for name, field in spec.fields.items() if field.required]
+
+    def check(name: str, header: list[str], text: str, delimiter: str) -> None:
+        missing = [name for name in required if name not in header]
+        if not missing:
+            return
+        for other in _OTHER_DELIMITERS:
+            if other == delimiter:
+                continue
+            cells = [cell.strip() for cell in next(csv.reader([text], delimiter=other), [])]
+            if all(name in cells for name in required):
+                raise InputError(
+                    f"{name}: the CSV header splits into {_columns(len(header))} with {delimiter!r} but "
+                    f"into {_columns(len(cells))} with {other!r}; use --delimiter {_shell(other)} "
+                    f"or set delimiter = {_toml(other)} for pipeline {spec.name!r}"
+                )
+        shown = ", ".join(header[:8]) + (", ..." if len(header) > 8 else "")
+        raise InputError(
+            f"{name}: the CSV header ({shown}) has no column for {', '.join(missing)}, which pipeline "
+            f"{spec.name!r} requires, so every row would be rejected; check the header's names "
+            f"(case counts) and the delimiter ({delimiter!r})"
+        )
+
+    return check
+
+
+def _columns(count: int) -> str:
+    return f"{count} column" + ("" if count == 1 else "s")
+
+
+def _shell(delimiter: str) -> str:
+    return "tab" if delimiter == "\t" else f"'{delimiter}'"
+
+
+def _toml(delimiter: str) -> str:
+    return '"\\t"' if delimiter == "\t" else f'"{delimiter}"'

@@ -156,7 +156,16 @@ def _integer_not_bool(value: Any) -> Any:
     return value
 
 
-def _annotation(spec: FieldSpec) -> Any:
+_COMMA_DECIMAL = str.maketrans(",.", ".,")
+
+
+def _decimal_comma(value: Any) -> Any:
+    # The marks trade places: "3,14" reads as 3.14, and a "." (a thousands separator where the
+    # comma is the decimal mark, so "1.234" means 1234) fails to parse instead of passing as 1.234.
+    return value.translate(_COMMA_DECIMAL) if type(value) is str else value
+
+
+def _annotation(spec: FieldSpec, decimal: str = ".") -> Any:
     metadata: list[Any] = []
     base: Any
     if spec.type == "string":
@@ -174,6 +183,8 @@ def _annotation(spec: FieldSpec) -> Any:
     elif spec.type == "float":
         base = float
         metadata += [BeforeValidator(number_not_bool), Field(ge=spec.min, le=spec.max)]
+        if decimal == ",":
+            metadata.insert(0, BeforeValidator(_decimal_comma))
     elif spec.type == "boolean":
         base = bool
     elif spec.type == "timestamp":
@@ -199,7 +210,7 @@ def build_model(spec: PipelineSpec) -> type[BaseModel]:
     for index, (name, field) in enumerate(spec.fields.items()):
         # Internal names keep record fields such as `json` or `copy` clear of BaseModel's own.
         default = ... if field.required else None
-        definitions[f"f{index}"] = (_annotation(field), Field(default, alias=name))
+        definitions[f"f{index}"] = (_annotation(field, spec.decimal), Field(default, alias=name))
     model: type[BaseModel] = create_model(
         f"{spec.name.title().replace('_', '')}Record",
         __config__=ConfigDict(
@@ -289,6 +300,7 @@ def shape_of(spec: PipelineSpec) -> RecordShape:
         list(spec.fields.items()) == list(EVENT_FIELDS.items())
         and spec.key == ("key",)
         and spec.event_time == "ts"
+        and spec.decimal == "."
     ):
         return RecordShape(
             spec,

@@ -14,7 +14,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from capstone import openlineage, retention
-from capstone.classify import Classifier
+from capstone.classify import Classifier, header_check
 from capstone.config import load_config
 from capstone.dead_letters import replay_items
 from capstone.errors import (
@@ -32,7 +32,7 @@ from capstone.limits import MaxRejects, RejectLimit, over_limit
 from capstone.manifest import FileIdentity, LoadedFile, identify
 from capstone.model import shape_of
 from capstone.sources import Format, Item, SourceFile
-from capstone.spec import Duration, PipelineSpec
+from capstone.spec import Delimiter, Duration, PipelineSpec
 from capstone.store import RunTransaction, Store, database_files, open_store
 from capstone.summary import RunStatus, RunSummary
 from capstone.timeutil import earlier, format_ts, later, utcnow
@@ -97,12 +97,24 @@ class RunOptions(BaseModel):
     """Load a file even when the manifest says its content was loaded before."""
     max_rejects: MaxRejects | None = None
     """Fail a file's run past this many rejects (None: the pipeline's `max_rejects`)."""
+    delimiter: Delimiter | None = None
+    """The CSV delimiter (None: the pipeline's `delimiter`)."""
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
+
+
+def _source(path: str, options: RunOptions, spec: PipelineSpec) -> SourceFile:
+    """The input file as the pipeline reads it: its format, delimiter and header check."""
+    return SourceFile(
+        path,
+        options.format,
+        delimiter=options.delimiter or spec.delimiter,
+        check_header=header_check(spec),
+    )
 
 
 def resolve_pipeline(options: RunOptions, spec: PipelineSpec | None = None) -> PipelineSpec:
@@ -134,7 +146,7 @@ def run(
     options = options or RunOptions()
     pipeline = resolve_pipeline(options, spec)
     file = None if replay else identify(input_path)
-    with SourceFile(input_path, options.format) as source:
+    with _source(input_path, options, pipeline) as source:
         return _in_store(
             open_store(db),
             lambda store: run_source(
@@ -235,7 +247,7 @@ def _run_file(
     store: Store, path: str, options: RunOptions, progress: Progress | None, spec: PipelineSpec
 ) -> RunSummary:
     file = identify(path)
-    with SourceFile(path, options.format) as source:
+    with _source(path, options, spec) as source:
         return run_source(source, store, options, progress, spec=spec, file=file)
 
 

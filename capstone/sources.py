@@ -38,6 +38,7 @@ __all__ = [
     "JSON_FAILURES",
     "WRONG_COLUMNS",
     "Format",
+    "HeaderCheck",
     "Item",
     "Malformed",
     "SourceFile",
@@ -52,6 +53,11 @@ _BOM = b"\xef\xbb\xbf"
 
 WRONG_COLUMNS = "malformed.columns"
 """The reason for a CSV row with more or fewer cells than the header: it has no JSON form."""
+
+
+HeaderCheck = Callable[[str, list[str], str, str], None]
+"""Checks a CSV header: the file's name, the header's cells, its text as read, and the
+delimiter that split it."""
 
 
 class Malformed(NamedTuple):
@@ -102,6 +108,10 @@ class SourceFile:
 
     path: str
     format: Format | None = None
+    delimiter: str | None = None
+    """The CSV delimiter; None: a tab for a `.tsv` name, else a comma."""
+    check_header: "HeaderCheck | None" = None
+    """Called with a CSV file's header cells and its text before any row is read."""
     compression: Compression | None = field(default=None, init=False)
     """How the content is compressed (told from its first bytes when opened), None when plain."""
     _fh: io.BufferedReader | None = field(default=None, init=False)  # the (decompressed) content
@@ -191,7 +201,8 @@ class SourceFile:
             elif fmt == "jsonl":
                 yield from _json_lines(fh, self.name)
             else:
-                yield from _csv_rows(fh, self.name)
+                delimiter = self.delimiter or ("\t" if _named_tsv(self.path) else ",")
+                yield from _csv_rows(fh, self.name, delimiter, self.check_header)
         except OSError as error:
             raise InputError(f"reading {self.name} failed: {error.strerror or error}") from None
 
@@ -244,8 +255,20 @@ class _Hashing(io.RawIOBase):
         return (self._digest.hexdigest(), self._size) if self._whole else None
 
 
-_SUFFIX_FORMATS: dict[str, Format] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+_SUFFIX_FORMATS: dict[str, Format] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".tsv": "csv",
+}
 """Extensions that say the format outright; anything else (.json, .txt, stdin) is sniffed."""
+
+
+def _named_tsv(path: str) -> bool:
+    stem, suffix = os.path.splitext(path.lower())
+    if suffix in SUFFIXES:
+        suffix = os.path.splitext(stem)[1]
+    return suffix == ".tsv"
 
 
 def _named_format(path: str) -> Format | None:
@@ -368,7 +391,9 @@ def _first_non_utf8_line(fh: io.BufferedReader) -> int | None:
     return None
 
 
-def _csv_rows(fh: io.BufferedReader, name: str) -> Iterator[Item]:
+def _csv_rows(
+    fh: io.BufferedReader, name: str, delimiter: str, check_header: "HeaderCheck | None"
+) -> Iterator[Item]:
     # The csv module refuses fields over 128 KiB; a long field is a record to reject, not a
     # reason to refuse the file, so allow up to the same size as a JSON array element.
     csv.field_size_limit(MAX_RECORD_BYTES)
@@ -376,14 +401,17 @@ def _csv_rows(fh: io.BufferedReader, name: str) -> Iterator[Item]:
     tap = _LineTap(iter(text))
     # Strict: a quote that opens a cell and never closes would otherwise take the rest of the
     # file into that cell, one row that hides every record after it.
-    reader = csv.reader(tap, strict=True)
+    reader = csv.reader(tap, strict=True, delimiter=delimiter)
     try:
         # Blank lines before the header are skipped, as after it: taken as an empty header, they
         # made a file load nothing and report success.
         header = [column.strip() for column in next((row for row in reader if row), [])]
-        tap.row_text()
+        _, header_text = tap.row_text()
         if not header:
             return
+        if check_header is not None:
+            # Before any row: with the wrong delimiter every row would be a reject.
+            check_header(name, header, header_text, delimiter)
         if len(set(header)) != len(header) or "" in header:
             raise InputError(
                 f"{name}: the CSV header has blank or repeated column names; give every column a unique name"

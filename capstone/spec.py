@@ -92,6 +92,39 @@ def _not_negative(value: timedelta) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_not_negative)]
+
+
+def _tab(value: Any) -> Any:
+    # A TOML "\t" is already a tab; the word and the two characters are what a shell passes.
+    return "\t" if value in ("tab", "\\t") else value
+
+
+def _one_delimiter(value: str) -> str:
+    if (
+        len(value) != 1
+        or value in '"\r\n'
+        or value.isalnum()
+        or (value.isspace() and value != "\t")
+    ):
+        raise ValueError(
+            f"delimiter {value!r} must be one character other than a letter, digit, quote, "
+            'space or line break (a tab is "\\t" or tab)'
+        )
+    return value
+
+
+Delimiter = Annotated[str, BeforeValidator(_tab), AfterValidator(_one_delimiter)]
+"""A CSV delimiter: one character, `tab` or `\\t` for a tab."""
+
+
+def parse_delimiter(value: str) -> str:
+    """A delimiter given on the command line; ConfigError naming `--delimiter` if it is none."""
+    try:
+        return _one_delimiter(_tab(value))
+    except ValueError as error:
+        raise ConfigError(f"--{error}") from None
+
+
 """A span of time from "90s", "2h", "1h30m" or a number of seconds; never negative, since a
 negative lookback would skip records newer than the watermark."""
 
@@ -208,6 +241,10 @@ class PipelineSpec(BaseModel):
     keep_lineage: Duration | None = None
     """Prune the pipeline's lineage older than this after each successful run (default: keep
     it all); see `capstone.retention`."""
+    delimiter: Delimiter | None = None
+    """The CSV delimiter (default: a tab for `.tsv` files, else a comma)."""
+    decimal: Literal[".", ","] = "."
+    """The decimal mark of float fields written as text (`,` for `3,14`)."""
 
     @field_validator("key", mode="before")
     @classmethod
@@ -314,10 +351,19 @@ class PipelineSpec(BaseModel):
 
     def definition(self) -> str:
         """The canonical JSON stored with the target table, compared on every run."""
-        return self.model_dump_json(
-            exclude={"name", "lookback", "future_tolerance", "max_rejects", "keep_lineage"}
-        )
+        return self.model_dump_json(exclude=_READ_SETTINGS)
 
+
+_READ_SETTINGS = {
+    "name",
+    "lookback",
+    "future_tolerance",
+    "max_rejects",
+    "keep_lineage",
+    "delimiter",
+    "decimal",
+}
+"""Settings of how files are read, not of what the table holds: changing one changes no table."""
 
 EVENTS = PipelineSpec(name=BUILTIN, target="target")
 """The seed's pipeline: key, name, value, ts, into the table `target`."""

@@ -72,6 +72,16 @@ LockTimeout = Annotated[
         metavar="SECONDS",
     ),
 ]
+Delimiter = Annotated[
+    str | None,
+    typer.Option(
+        "--delimiter",
+        help="The CSV delimiter: one character, or tab (default: the pipeline's; a tab for "
+        ".tsv files, else a comma).",
+        show_default=False,
+        metavar="CHAR",
+    ),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.", metavar="")]
 ConfigPath = Annotated[
     Path | None,

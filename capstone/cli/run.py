@@ -14,6 +14,7 @@ from capstone.cli._errors import handle_errors
 from capstone.cli._options import (
     ConfigPath,
     Db,
+    Delimiter,
     Json,
     LockTimeout,
     Pipeline,
@@ -30,7 +31,7 @@ from capstone.limits import RejectLimit
 from capstone.metrics import write_metrics
 from capstone.pipeline import MAX_BATCH_SIZE, RunOptions, feed_files
 from capstone.sources import Format, SourceFile
-from capstone.spec import PipelineSpec
+from capstone.spec import PipelineSpec, parse_delimiter
 from capstone.store import Store
 from capstone.summary import RunSummary
 from capstone.timeutil import parse_duration, utcnow
@@ -139,6 +140,7 @@ def run(
             metavar="",
         ),
     ] = False,
+    delimiter: Delimiter = None,
     as_json: Json = False,
     quiet: Quiet = False,
     metrics_file: MetricsFile = None,
@@ -172,6 +174,7 @@ def run(
         lock_timeout=lock_timeout,
         force=force,
         max_rejects=None if max_rejects is None else _reject_limit(max_rejects),
+        delimiter=None if delimiter is None else parse_delimiter(delimiter),
     )
     metrics = _Metrics(metrics_file, pipeline, db, inputs[0] if len(inputs) == 1 else None)
     with metrics:  # a failure before any run began is written as one

@@ -7,12 +7,13 @@ import typer
 
 import capstone.watch
 from capstone.cli._errors import handle_errors
-from capstone.cli._options import ConfigPath, Db, Json, LockTimeout, Pipeline
+from capstone.cli._options import ConfigPath, Db, Delimiter, Json, LockTimeout, Pipeline
 from capstone.cli.render import file_note, visible
 from capstone.config import load_config
 from capstone.errors import ConfigError, LockError
 from capstone.limits import RejectLimit
 from capstone.pipeline import RunOptions
+from capstone.spec import parse_delimiter
 from capstone.summary import RunSummary
 from capstone.timeutil import parse_duration
 
@@ -71,6 +72,7 @@ def watch(
         ),
     ] = None,
     lock_timeout: LockTimeout = 5.0,
+    delimiter: Delimiter = None,
     as_json: Json = False,
 ) -> None:
     """Keep loading new and changed files as they appear, each as its own run, one line each.
@@ -87,7 +89,12 @@ def watch(
         limit = None if max_rejects is None else RejectLimit.parse(max_rejects)
     except ValueError as error:
         raise ConfigError(f"--{error}".replace("max_rejects", "max-rejects", 1)) from None
-    options = RunOptions(pipeline=pipeline, lock_timeout=lock_timeout, max_rejects=limit)
+    options = RunOptions(
+        pipeline=pipeline,
+        lock_timeout=lock_timeout,
+        max_rejects=limit,
+        delimiter=None if delimiter is None else parse_delimiter(delimiter),
+    )
     every, quiet_for = _seconds("--interval", interval), _seconds("--settle", settle)
 
     done: list[RunSummary] = []
