@@ -35,6 +35,7 @@ from capstone.spec import (
     FieldSpec,
     PipelineSpec,
 )
+from capstone.timeformats import in_zone, parser
 from capstone.timeutil import to_utc_naive
 
 __all__ = [
@@ -189,7 +190,10 @@ def _annotation(spec: FieldSpec, decimal: str = ".") -> Any:
         base = bool
     elif spec.type == "timestamp":
         base = datetime
-        metadata += [BeforeValidator(iso_text_only), AfterValidator(to_utc_naive)]
+        metadata.append(BeforeValidator(parser(spec.format, spec.timezone) or iso_text_only))
+        if spec.timezone is not None:
+            metadata.append(AfterValidator(in_zone(spec.timezone)))
+        metadata.append(AfterValidator(to_utc_naive))
     else:
         base = Any
         metadata.append(AfterValidator(_storable_json))
@@ -243,6 +247,8 @@ class RecordShape:
     lineage_key: Callable[[Any], str]
     strips_text: bool = False
     """Whether the model stores strings without surrounding whitespace (the seed's shape)."""
+    read_time: Callable[[Any], datetime] | None = None
+    """The event time field's own reading of a raw value (its format and zone), if it has one."""
 
     def loose_key(self, record: dict[str, Any]) -> str | None:
         """A best-effort key for a record that failed validation (None when it has none), written
@@ -269,8 +275,14 @@ class RecordShape:
         return tuple(name for name, field in self.spec.fields.items() if field.type == "json")
 
     def loose_event_time(self, record: dict[str, Any]) -> str | None:
+        """A rejected record's event time as ISO text, when it has a readable one."""
         value = record.get(self.spec.event_time)
-        return value if isinstance(value, str) else None
+        if self.read_time is None:
+            return value if isinstance(value, str) else None
+        try:
+            return to_utc_naive(self.read_time(value)).isoformat()
+        except (ValueError, OverflowError):  # pydantic's errors are ValueErrors
+            return None
 
 
 def _event_values(event: Any) -> tuple[Any, ...]:
@@ -333,4 +345,20 @@ def shape_of(spec: PipelineSpec) -> RecordShape:
         value: datetime = record.__dict__[event_time_name]
         return value
 
-    return RecordShape(spec, model, values, event_time, lineage_key)
+    when = spec.fields[spec.event_time]
+    read_time = _reader(when.format, when.timezone)
+    return RecordShape(spec, model, values, event_time, lineage_key, read_time=read_time)
+
+
+def _reader(fmt: str | None, timezone: str | None) -> Callable[[Any], datetime] | None:
+    """How a field of this format and zone reads a raw value; None for plain ISO text in UTC."""
+    parse = parser(fmt, timezone)
+    if parse is None and timezone is None:
+        return None
+    zone = None if timezone is None else in_zone(timezone)
+
+    def read(value: Any) -> datetime:
+        moment = parse(value) if parse is not None else datetime.fromisoformat(iso_text_only(value))
+        return moment if zone is None else zone(moment)
+
+    return read

@@ -30,6 +30,7 @@ from capstone.errors import ConfigError
 from capstone.fates import RESERVED_COLUMNS, RESERVED_FIELDS, StagingLayout
 from capstone.jsontext import dumps_exact
 from capstone.limits import MaxRejects
+from capstone.timeformats import EPOCH_UNITS, check_format, check_timezone
 from capstone.timeutil import parse_duration
 
 __all__ = [
@@ -153,6 +154,21 @@ class FieldSpec(BaseModel):
     max_length: int | None = Field(None, ge=1, le=MAX_LENGTH_SETTING)
     pattern: str | None = None
     allowed: tuple[str | int | float, ...] | None = Field(None, min_length=1)
+    format: str | None = None
+    """How a timestamp is written: epoch_s, epoch_ms, epoch_us, epoch_ns, or a strptime
+    layout (default: ISO-8601 text)."""
+    timezone: str | None = None
+    """The zone of timestamps written without an offset (default: UTC)."""
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        return None if value is None else check_format(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        return None if value is None else check_timezone(value)
 
     @field_validator("pattern")
     @classmethod
@@ -184,6 +200,10 @@ class FieldSpec(BaseModel):
             raise ValueError(
                 f"allowed applies to string, integer and float fields, not {self.type}"
             )
+        if (self.format is not None or self.timezone is not None) and self.type != "timestamp":
+            raise ValueError(f"format and timezone apply to timestamp fields, not {self.type}")
+        if self.timezone is not None and self.format in EPOCH_UNITS:
+            raise ValueError(f"an epoch ({self.format}) is in UTC by definition; drop timezone")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         if any(bound is not None and not math.isfinite(bound) for bound in (self.min, self.max)):
@@ -301,7 +321,10 @@ class PipelineSpec(BaseModel):
         if event_time is None:
             raise ValueError(f"event_time field {self.event_time!r} is not declared under fields")
         if event_time.type != "timestamp" or not event_time.required:
-            raise ValueError(f"event_time field {self.event_time!r} must be a required timestamp")
+            raise ValueError(
+                f"event_time field {self.event_time!r} must be a required timestamp (for epoch "
+                'numbers: type = "timestamp", format = "epoch_ms", or epoch_s, epoch_us, epoch_ns)'
+            )
         if self.event_time in self.key:
             raise ValueError("event_time cannot be part of the key")
         if self.delete_field is not None:
