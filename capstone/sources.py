@@ -191,6 +191,11 @@ class SourceFile:
             self._file.close()
         self._fh = self._file = None
 
+    def head(self, size: int = 65_536) -> bytes:
+        """Up to `size` first bytes of the content (decompressed), without consuming them."""
+        assert isinstance(self._fh, io.BufferedReader), "use SourceFile as a context manager"
+        return self._fh.peek(size)[:size]
+
     def records(self) -> Iterator[Item]:
         """Yield every record of the file in order; raises InputError if the file cannot be read."""
         assert isinstance(self._fh, io.BufferedReader), "use SourceFile as a context manager"
