@@ -165,14 +165,14 @@ class Classifier:
                         continue
                 if not replay and DEAD_LETTER_FIELD in record:
                     _refuse_export(position)
-                reasons = reasons_from_error(error)
+                reasons = reasons_from_error(error, shape.paths)
                 self._refuse(batch, position, raw, record, unparsed or {}, reasons, replayed)
                 continue
             if unparsed:
                 assert record is not None  # only a parsed record has cells
                 self._refuse(batch, position, raw, record, unparsed, [], replayed)
                 continue
-            extra = event.model_extra
+            extra = event.model_extra if not shape.kept_roots else shape.extra(event)
             if (extra and not replay and DEAD_LETTER_FIELD in extra) or (
                 ids_dropped and _names_a_letter(raw, record)
             ):

@@ -113,13 +113,17 @@ def _config_error(
     loc = located(first)
     setting = ".".join(loc) or "config"
     message = first["msg"].removeprefix("Value error, ")
+    # A check across a pipeline's settings fails at the pipeline; the field it names is where
+    # the line to fix is.
+    named_field = re.search(r"\bfield '([^']+)'", message)
+    where = loc + ("fields", named_field.group(1)) if named_field and "fields" not in loc else loc
     if first["type"] == "extra_forbidden":
         message = "is not a setting capstone knows (check its spelling)"
     # The others are named, so one fix-and-rerun shows every setting to look at.
     named = ", ".join(".".join(located(problem)) for problem in others[:3])
     extra = f" (also: {named}{', ...' if len(others) > 3 else ''})" if others else ""
     return ConfigError(
-        f"{path}{_at(text, loc)}: {setting}: {message}{extra}; fix it (`capstone init` writes "
+        f"{path}{_at(text, where)}: {setting}: {message}{extra}; fix it (`capstone init` writes "
         "a commented example)"
     )
 

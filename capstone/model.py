@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import (
     AfterValidator,
+    AliasPath,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -97,11 +98,15 @@ class Event(BaseModel):
     ts: Annotated[datetime, BeforeValidator(iso_text_only), AfterValidator(to_utc_naive)]
 
 
-def reasons_from_error(error: ValidationError) -> list[Reason]:
-    """One reason per failing field: code `field.type` and a message naming the field."""
+def reasons_from_error(
+    error: ValidationError, paths: dict[tuple[str | int, ...], str] | None = None
+) -> list[Reason]:
+    """One reason per failing field: code `field.type` and a message naming the field (a field
+    read from a `path` by its own name, found in `paths`)."""
     reasons: list[Reason] = []
     for item in error.errors(include_url=False):
-        field = ".".join(str(part) for part in item["loc"]) or "record"
+        loc = item["loc"]
+        field = (paths and paths.get(loc)) or ".".join(str(part) for part in loc) or "record"
         kind = "invalid" if item["type"] == "value_error" else item["type"]
         message = item["msg"].removeprefix("Value error, ")
         reasons.append((f"{field}.{kind}", f"{field}: {message}"))
@@ -214,7 +219,17 @@ def build_model(spec: PipelineSpec) -> type[BaseModel]:
     for index, (name, field) in enumerate(spec.fields.items()):
         # Internal names keep record fields such as `json` or `copy` clear of BaseModel's own.
         default = ... if field.required else None
-        definitions[f"f{index}"] = (_annotation(field, spec.decimal), Field(default, alias=name))
+        where = (
+            Field(default, alias=name)
+            if field.path_parts is None
+            else Field(default, validation_alias=AliasPath(*field.path_parts))
+        )
+        definitions[f"f{index}"] = (_annotation(field, spec.decimal), where)
+    if spec.unknown != "drop":
+        # A path reads inside an object without taking it: the object is the record's still,
+        # kept in `attributes` (or, refusing unknown fields, known rather than refused).
+        for index, root in enumerate(path_roots(spec)):
+            definitions[f"r{index}"] = (Any, Field(None, alias=root))
     model: type[BaseModel] = create_model(
         f"{spec.name.title().replace('_', '')}Record",
         __config__=ConfigDict(
@@ -225,6 +240,15 @@ def build_model(spec: PipelineSpec) -> type[BaseModel]:
         **definitions,
     )
     return model
+
+
+def path_roots(spec: PipelineSpec) -> tuple[str, ...]:
+    """The record keys that paths read inside of, and that no field reads whole."""
+    roots = dict.fromkeys(
+        field.path_parts[0] for field in spec.fields.values() if field.path_parts is not None
+    )
+    whole = {name for name, field in spec.fields.items() if field.path_parts is None}
+    return tuple(root for root in roots if root not in whole)
 
 
 def _json_text(value: Any) -> str | None:
@@ -249,13 +273,38 @@ class RecordShape:
     """Whether the model stores strings without surrounding whitespace (the seed's shape)."""
     read_time: Callable[[Any], datetime] | None = None
     """The event time field's own reading of a raw value (its format and zone), if it has one."""
+    paths: dict[tuple[str | int, ...], str] | None = None
+    """The fields read from a path, by where pydantic says an error is."""
+    kept_roots: tuple[tuple[str, str], ...] = ()
+    """(model attribute, record key) of objects paths read inside, to keep in `attributes`."""
+
+    def extra(self, record: Any) -> dict[str, Any] | None:
+        """The fields of a valid record kept in `attributes`."""
+        extra: dict[str, Any] | None = record.model_extra
+        if not self.kept_roots:
+            return extra
+        data = record.__dict__
+        roots = {key: data[name] for name, key in self.kept_roots if data[name] is not None}
+        return {**(extra or {}), **roots} or None
+
+    def raw_value(self, record: dict[str, Any], name: str) -> Any:
+        """A field's value in a raw record, following its path."""
+        parts = self.spec.fields[name].path_parts
+        if parts is None:
+            return record.get(name)
+        value: Any = record
+        for part in parts:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(part)
+        return value
 
     def loose_key(self, record: dict[str, Any]) -> str | None:
         """A best-effort key for a record that failed validation (None when it has none), written
         as the model would have written it, so `capstone lineage KEY` finds the reject too."""
         parts: list[Any] = []
         for name in self.spec.key:
-            value = record.get(name)
+            value = self.raw_value(record, name)
             if isinstance(value, str) and self.spec.fields[name].type == "integer":
                 with contextlib.suppress(ValueError):
                     value = int(value)
@@ -276,7 +325,7 @@ class RecordShape:
 
     def loose_event_time(self, record: dict[str, Any]) -> str | None:
         """A rejected record's event time as ISO text, when it has a readable one."""
-        value = record.get(self.spec.event_time)
+        value = self.raw_value(record, self.spec.event_time)
         if self.read_time is None:
             return value if isinstance(value, str) else None
         try:
@@ -347,7 +396,26 @@ def shape_of(spec: PipelineSpec) -> RecordShape:
 
     when = spec.fields[spec.event_time]
     read_time = _reader(when.format, when.timezone)
-    return RecordShape(spec, model, values, event_time, lineage_key, read_time=read_time)
+    paths: dict[tuple[str | int, ...], str] = {
+        field.path_parts: name
+        for name, field in spec.fields.items()
+        if field.path_parts is not None
+    }
+    kept = (
+        tuple((f"r{i}", root) for i, root in enumerate(path_roots(spec)))
+        if spec.unknown == "keep"
+        else ()
+    )
+    return RecordShape(
+        spec,
+        model,
+        values,
+        event_time,
+        lineage_key,
+        read_time=read_time,
+        paths=paths or None,
+        kept_roots=kept,
+    )
 
 
 def _reader(fmt: str | None, timezone: str | None) -> Callable[[Any], datetime] | None:

@@ -118,6 +118,34 @@ Delimiter = Annotated[str, BeforeValidator(_tab), AfterValidator(_one_delimiter)
 """A CSV delimiter: one character, `tab` or `\\t` for a tab."""
 
 
+_PATH_KEY = re.compile(r'"((?:[^"\\]|\\.)*)"|([^."]+)')
+
+
+def path_keys(path: str) -> tuple[str, ...]:
+    """The keys of a field's `path`: `actor.login` is ("actor", "login"), and a quoted key may
+    hold dots, `payload."ref.name"`; ValueError when the path does not read so."""
+    keys: list[str] = []
+    position = 0
+    while True:
+        found = _PATH_KEY.match(path, position)
+        if found is None:
+            raise ValueError(
+                f"path {path!r} is not keys joined by dots (actor.login; quote a key that holds "
+                'a dot: payload."ref.name")'
+            )
+        quoted, plain = found.groups()
+        keys.append(re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else plain)
+        position = found.end()
+        if position == len(path):
+            return tuple(keys)
+        if path[position] != "." or position + 1 == len(path):
+            raise ValueError(
+                f"path {path!r} is not keys joined by dots (actor.login; quote a key that holds "
+                'a dot: payload."ref.name")'
+            )
+        position += 1
+
+
 def parse_delimiter(value: str) -> str:
     """A delimiter given on the command line; ConfigError naming `--delimiter` if it is none."""
     try:
@@ -159,11 +187,26 @@ class FieldSpec(BaseModel):
     layout (default: ISO-8601 text)."""
     timezone: str | None = None
     """The zone of timestamps written without an offset (default: UTC)."""
+    path: str | None = None
+    """Where in the record the value is, when not at the top under the field's name:
+    `actor.login`; a key holding a dot is quoted, `payload."ref.name"`."""
 
     @field_validator("format")
     @classmethod
     def _known_format(cls, value: str | None) -> str | None:
         return None if value is None else check_format(value)
+
+    @field_validator("path")
+    @classmethod
+    def _readable_path(cls, value: str | None) -> str | None:
+        if value is not None:
+            path_keys(value)
+        return value
+
+    @property
+    def path_parts(self) -> tuple[str, ...] | None:
+        """The object keys of `path`, outermost first; None when the field has no path."""
+        return None if self.path is None else path_keys(self.path)
 
     @field_validator("timezone")
     @classmethod
@@ -300,7 +343,15 @@ class PipelineSpec(BaseModel):
             raise ValueError("declare at least the key and event_time fields")
         for name in self.fields:
             if not IDENTIFIER.fullmatch(name):
-                raise ValueError(f"field {name!r} is not a column name: use letters, digits and _")
+                hint = (
+                    f"; to read a nested value, name the column and give the path: "
+                    f'{name.rsplit(".", 1)[-1]} = {{ type = ..., path = "{name}" }}'
+                    if "." in name
+                    else ""
+                )
+                raise ValueError(
+                    f"field {name!r} is not a column name: use letters, digits and _{hint}"
+                )
             if name.lower() in RESERVED_COLUMNS:
                 raise ValueError(f"field {name!r} is a column capstone adds; rename it")
             if name.lower() in RESERVED_FIELDS:
