@@ -116,7 +116,7 @@ def _config_error(
     # A check across a pipeline's settings fails at the pipeline; the field it names is where
     # the line to fix is.
     named_field = re.search(r"\bfield '([^']+)'", message)
-    where = loc + ("fields", named_field.group(1)) if named_field and "fields" not in loc else loc
+    where = (*loc, "fields", named_field.group(1)) if named_field and "fields" not in loc else loc
     if first["type"] == "extra_forbidden":
         message = "is not a setting capstone knows (check its spelling)"
     # The others are named, so one fix-and-rerun shows every setting to look at.
