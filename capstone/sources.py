@@ -46,8 +46,9 @@ __all__ = [
     "parse_object",
 ]
 
-Format = Literal["json", "jsonl", "csv"]
-FORMATS: tuple[Format, ...] = ("json", "jsonl", "csv")
+Format = Literal["json", "jsonl", "csv", "parquet"]
+FORMATS: tuple[Format, ...] = ("json", "jsonl", "csv", "parquet")
+_PARQUET_MAGIC = b"PAR1"
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -175,6 +176,8 @@ class SourceFile:
         self.compression = detect(head)
         if self.compression is not None:
             fh, head = _first_bytes(decompressed(fh, self.compression, self.name))
+        if head.startswith(_PARQUET_MAGIC) or self.format == "parquet":
+            return self._parquet(fh, head)
         check_text(head, self.name, self.compression)
         if fh.peek(3)[:3] == _BOM:
             fh.read(3)
@@ -182,6 +185,27 @@ class SourceFile:
         if self.format is None:
             fh, head = _look_ahead(fh, bytes.strip)
             self.format = _detect(head)
+        return fh
+
+    def _parquet(self, fh: io.BufferedReader, head: bytes) -> io.BufferedReader:
+        """A Parquet file is read by pyarrow from its path (its index is at the end); here it is
+        only recognised, and hashed in one pass for the manifest."""
+        if not head.startswith(_PARQUET_MAGIC):
+            raise InputError(f"{self.name} is not a Parquet file (it does not start with PAR1)")
+        if self.format not in (None, "parquet"):
+            raise InputError(
+                f"{self.name} is a Parquet file, not {self.format}; leave out --format"
+            )
+        if self.path == "-" or self.compression is not None:
+            where = "on standard input" if self.path == "-" else f"{self.compression}-compressed"
+            raise InputError(
+                f"{self.name} is Parquet {where}; capstone reads Parquet from a plain file, "
+                "which it must seek in (Parquet compresses its own pages): save it as a file "
+                "and pass its path"
+            )
+        self.format = "parquet"
+        while fh.read(1 << 20):
+            pass
         return fh
 
     def __exit__(self, *exc: object) -> None:
@@ -192,8 +216,11 @@ class SourceFile:
         self._fh = self._file = None
 
     def head(self, size: int = 65_536) -> bytes:
-        """Up to `size` first bytes of the content (decompressed), without consuming them."""
+        """Up to `size` first bytes of the content (decompressed), without consuming them; none
+        for Parquet, which is not text."""
         assert isinstance(self._fh, io.BufferedReader), "use SourceFile as a context manager"
+        if self.format == "parquet":
+            return b""
         return self._fh.peek(size)[:size]
 
     def records(self) -> Iterator[Item]:
@@ -205,6 +232,10 @@ class SourceFile:
                 yield from _json_array(fh, self.name)
             elif fmt == "jsonl":
                 yield from _json_lines(fh, self.name)
+            elif fmt == "parquet":
+                from capstone.parquet import parquet_rows
+
+                yield from parquet_rows(self.path, self.name)
             else:
                 delimiter = self.delimiter or ("\t" if _named_tsv(self.path) else ",")
                 yield from _csv_rows(fh, self.name, delimiter, self.check_header)

@@ -30,7 +30,7 @@ from capstone.errors import CapstoneError, ConfigError
 from capstone.limits import RejectLimit
 from capstone.metrics import write_metrics
 from capstone.pipeline import MAX_BATCH_SIZE, RunOptions, feed_files
-from capstone.sources import Format, SourceFile
+from capstone.sources import FORMATS, Format, SourceFile
 from capstone.spec import PipelineSpec, parse_delimiter
 from capstone.store import Store
 from capstone.summary import RunSummary
@@ -87,8 +87,8 @@ def run(
         str | None,
         typer.Option(
             "--format",
-            help="json, jsonl or csv; detected from content when omitted.",
-            metavar="json|jsonl|csv",
+            help="json, jsonl, csv or parquet; detected from content when omitted.",
+            metavar="json|jsonl|csv|parquet",
         ),
     ] = None,
     future_tolerance: Annotated[
@@ -161,9 +161,9 @@ def run(
 
     Example: capstone run --input data/sample_input.txt --output data/output_summary.json
     """
-    if input_format is not None and input_format not in ("json", "jsonl", "csv"):
-        raise ConfigError(f"--format must be json, jsonl or csv, not {input_format!r}")
-    fmt: Format | None = input_format  # type: ignore[assignment]
+    if input_format is not None and input_format not in FORMATS:
+        raise ConfigError(f"--format must be json, jsonl, csv or parquet, not {input_format!r}")
+    fmt: Format | None = input_format
     spec = load_config(config).pipeline(pipeline)
     options = RunOptions(
         pipeline=pipeline,
