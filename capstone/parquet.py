@@ -45,13 +45,14 @@ def parquet_rows(path: str, name: str) -> Iterator[tuple[int, str, dict[str, Any
     import pyarrow as pa
 
     try:
-        reader = parquet.ParquetFile(path, memory_map=False)
+        # One thread, no pre-buffering: memory follows the batch being read, not a read-ahead.
+        reader = parquet.ParquetFile(path, memory_map=False, pre_buffer=False)
     except (pa.ArrowException, OSError) as error:
         raise InputError(f"{name} is not a Parquet file capstone can read ({error})") from None
     converters = _converters(reader.schema_arrow)
     number = 0
     try:
-        for batch in reader.iter_batches(batch_size=_BATCH_ROWS):
+        for batch in reader.iter_batches(batch_size=_BATCH_ROWS, use_threads=False):
             for row in batch.to_pylist():
                 number += 1
                 for column, convert in converters:
@@ -66,6 +67,8 @@ def parquet_rows(path: str, name: str) -> Iterator[tuple[int, str, dict[str, Any
         ) from None
     finally:
         reader.close()
+        # Arrow's allocator keeps freed pages for reuse; the merge that follows needs them more.
+        pa.default_memory_pool().release_unused()
 
 
 def _converters(schema: "pa.Schema") -> list[tuple[str, Callable[[Any], Any]]]:
