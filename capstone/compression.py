@@ -3,7 +3,7 @@
 gzip (several members one after another too), bzip2, xz and zstd open as a stream of their
 decompressed bytes, read a piece at a time so memory stays flat however large the file. A stream
 that is cut off or damaged fails with an `InputError` naming the file. Known binary formats that
-are no text at all (a PNG, a zip, a Parquet file) are named too, so a file can be refused with a
+are no text at all (a PNG, a zip, an Avro file) are named too, so a file can be refused with a
 message saying what it looks like instead of being read as lines of garbage.
 """
 
@@ -74,7 +74,6 @@ _SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
     (b"PK\x05\x06", "an empty zip archive", _CHECK_PATH),
     (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", f"extract it {_UNPACK}"),
     (b"Rar!\x1a\x07", "a RAR archive", f"extract it {_UNPACK}"),
-    (b"PAR1\x15", "a Parquet file", _EXPORT),  # then a page header: 0x15 is its first field
     (b"Obj\x01", "an Avro file", _EXPORT),
     (b"ARROW1", "an Arrow file", _EXPORT),
     (b"SQLite format 3\x00", "a SQLite database", f"{_EXPORT}, or pass it to --db"),
@@ -112,7 +111,9 @@ def check_text(head: bytes, name: str, compression: Compression | None = None) -
         return
     what, fix = found
     wrapped = "" if compression is None else f"is {compression}-compressed, and what it holds "
-    raise InputError(f"{name} {wrapped}looks like {what}, not JSON, JSON Lines or CSV; {fix}")
+    raise InputError(
+        f"{name} {wrapped}looks like {what}, not JSON, JSON Lines, CSV or Parquet; {fix}"
+    )
 
 
 def decompressed(fh: BinaryIO, compression: Compression, name: str) -> io.BufferedReader:

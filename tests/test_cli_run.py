@@ -171,7 +171,7 @@ def test_bad_format_and_duration_are_usage_errors(
     bad_format = invoke(runner, "run", "--input", sample, "--db", db_path, "--format", "xml")
     bad_lookback = invoke(runner, "run", "--input", sample, "--db", db_path, "--lookback", "soon")
     assert (bad_format.exit_code, bad_lookback.exit_code) == (2, 2)
-    assert "json, jsonl or csv" in bad_format.stderr
+    assert "json, jsonl, csv or parquet" in bad_format.stderr
     assert "90s, 15m" in bad_lookback.stderr
 
 

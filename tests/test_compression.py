@@ -224,11 +224,7 @@ def test_garbage_after_a_gzip_member_fails(tmp_path: Path) -> None:
     [
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "a PNG image", "check the --input path"),
         (b"PK\x03\x04\x14\x00\x00\x00\x08\x00", "a zip archive", "unzip it and pass the files"),
-        (
-            b"PAR1\x15\x04\x15\x80\x01\x15\x80\x01",
-            "a Parquet file",
-            "export it as JSON Lines or CSV",
-        ),
+        (b"Obj\x01\x04\x14avro.schema", "an Avro file", "export it as JSON Lines or CSV"),
         ("[{}]".encode("utf-16"), "UTF-16 text", "re-encode it as UTF-8"),
     ],
 )
@@ -242,7 +238,7 @@ def test_a_known_binary_format_is_refused_saying_what_it_looks_like(
         read(str(path))
     message = str(refused.value)
     assert message.startswith(f"{path} looks like {looks_like}")
-    assert f", not JSON, JSON Lines or CSV; {fix}" in message
+    assert f", not JSON, JSON Lines, CSV or Parquet; {fix}" in message
     assert "\n" not in message
 
 

@@ -56,7 +56,7 @@ def run(
         typer.Option(
             "--input",
             "-i",
-            help="File to load (JSON array, JSON Lines or CSV, plain or gzip/bzip2/xz/zstd), - for "
+            help="File to load (JSON array, JSON Lines or CSV, plain or gzip/bzip2/xz/zstd; Parquet), - for "
             "stdin, a folder, or a quoted glob ('landing/**/*.gz'); repeatable: one run per file.",
             metavar="FILE|-|FOLDER|GLOB",
         ),
