@@ -13,10 +13,29 @@ from typing import IO
 
 from capstone.errors import InputError
 
-__all__ = ["MAX_RECORD_BYTES", "array_elements"]
+__all__ = ["MAX_RECORD_BYTES", "TooLarge", "array_elements"]
 
 MAX_RECORD_BYTES = 64 * 1024 * 1024
-"""Largest single array element capstone will buffer; a larger one fails the run."""
+"""The default size cap of one record, in every format (a pipeline's `max_record_bytes`)."""
+
+
+class TooLarge(InputError):
+    """A record larger than the cap: the file fails before the record is held whole."""
+
+    def __init__(self, name: str, where: str, limit: int) -> None:
+        super().__init__(
+            f"{name}: the record at {where} is larger than {_size(limit)} (max_record_bytes); "
+            "split the record, or raise max_record_bytes for the pipeline"
+        )
+
+
+def _size(limit: int) -> str:
+    if limit % (1 << 20) == 0:
+        return f"{limit >> 20} MB"
+    if limit % (1 << 10) == 0:
+        return f"{limit >> 10} KB"
+    return f"{limit:,} bytes"
+
 
 _CHUNK = 1 << 20
 _BLANK = re.compile(r"[ \t\r\n]*")
@@ -36,11 +55,14 @@ class _Buffer:
         self.eof = False
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
 
-    def more(self) -> bool:
-        """Read another chunk (keeping text from `pos` on); False at end of file."""
+    def more(self, room: int = _CHUNK) -> bool:
+        """Read another chunk (keeping text from `pos` on); False at end of file. The chunk is
+        as large as the unfinished element so far (but no more than `room`, what is left below
+        the record cap): an element found whole only after n bytes is decoded about log(n)
+        times, not n / 1 MB times."""
         if self.eof:
             return False
-        chunk = self.fh.read(_CHUNK)
+        chunk = self.fh.read(max(_CHUNK, min(len(self.text) - self.pos, room)))
         self.eof = not chunk
         try:
             decoded = self._utf8.decode(chunk, final=self.eof)
@@ -117,8 +139,9 @@ def _closed(text: str, start: int, end: int) -> bool:
     return text[start] not in "-0123456789" or text[end] in " \t\r\n,]"
 
 
-def _element_end(buffer: _Buffer, index: int) -> int:
-    """Where the element at `buffer.pos` ends, reading more of the file as needed."""
+def _element_end(buffer: _Buffer, index: int, limit: int) -> int:
+    """Where the element at `buffer.pos` ends, reading more of the file as needed; TooLarge once
+    it is known to be longer than `limit`, before more of it is read."""
     while True:
         text, start = buffer.text, buffer.pos
         try:
@@ -127,10 +150,15 @@ def _element_end(buffer: _Buffer, index: int) -> int:
             # (The decoder's line and column count from the buffer, not the file: left out.)
             problem: str | None = _POSITION_WORDS.sub("", error.msg)
             end = -1
-            if start < len(text) and text[start] in "[{":
+            # Cut off by the end of what was read so far, the element may be whole further on;
+            # a syntax error inside it is another matter.
+            cut_off = error.msg.startswith("Unterminated string") or error.pos >= len(text)
+            if not cut_off and start < len(text) and text[start] in "[{":
                 # A broken object or array whose brackets balance is one malformed record, for
                 # the dead-letter table, not a reason to refuse the whole file.
                 found = _scan_end_or_fail(buffer, start, index, problem)
+                if found is not None and found - start > limit:
+                    raise TooLarge(buffer.name, f"element {index}", limit) from None
                 if found is not None:
                     return found
         except RecursionError:
@@ -139,13 +167,12 @@ def _element_end(buffer: _Buffer, index: int) -> int:
         # A bare number is only whole when a delimiter follows it: "1." at the end of a chunk
         # decodes as 1. Objects, arrays and strings carry their own closing character.
         if end != -1 and (buffer.eof or (end < len(text) and _closed(text, start, end))):
+            if end - start > limit:
+                raise TooLarge(buffer.name, f"element {index}", limit)
             return end
-        if len(text) - start > MAX_RECORD_BYTES:
-            raise InputError(
-                f"{buffer.name}: element {index} is larger than {MAX_RECORD_BYTES >> 20} MB or not "
-                "valid JSON; fix the file or split the record"
-            )
-        if not buffer.more():
+        if len(text) - start > limit:
+            raise TooLarge(buffer.name, f"element {index}", limit)
+        if not buffer.more(limit + 1 - (len(text) - start)):
             raise InputError(
                 f"{buffer.name} is not valid JSON at element {index}: {problem}; "
                 "fix or re-export the file (is it truncated?)"
@@ -162,8 +189,11 @@ def _scan_end_or_fail(buffer: _Buffer, start: int, index: int, problem: str | No
         ) from None
 
 
-def array_elements(fh: IO[bytes], name: str) -> Iterator[tuple[int, str]]:
-    """Yield (index, raw text) for each element of the JSON array that `fh` holds."""
+def array_elements(
+    fh: IO[bytes], name: str, limit: int = MAX_RECORD_BYTES
+) -> Iterator[tuple[int, str]]:
+    """Yield (index, raw text) for each element of the JSON array that `fh` holds; TooLarge
+    for an element of more than `limit` characters."""
     buffer = _Buffer(fh, name)
     if buffer.skip_blank() != "[":
         raise InputError(
@@ -176,7 +206,7 @@ def array_elements(fh: IO[bytes], name: str) -> Iterator[tuple[int, str]]:
         buffer.pos += 1
     else:
         while True:
-            end = _element_end(buffer, index)
+            end = _element_end(buffer, index, limit)
             yield index, buffer.text[buffer.pos : end]
             buffer.pos = end
             index += 1

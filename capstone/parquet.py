@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from capstone._jsonarray import MAX_RECORD_BYTES, TooLarge
 from capstone.errors import InputError
 
 if TYPE_CHECKING:
@@ -38,9 +39,12 @@ def _pyarrow() -> Any:
     return pyarrow.parquet
 
 
-def parquet_rows(path: str, name: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
+def parquet_rows(
+    path: str, name: str, limit: int = MAX_RECORD_BYTES
+) -> Iterator[tuple[int, str, dict[str, Any]]]:
     """(row number, the row as JSON text, the row) for every row of the Parquet file at `path`;
-    InputError when pyarrow is missing or the file is not Parquet it can read."""
+    InputError when pyarrow is missing or the file is not Parquet it can read, TooLarge for a
+    row whose JSON text is longer than `limit`."""
     parquet = _pyarrow()
     import pyarrow as pa
 
@@ -59,7 +63,10 @@ def parquet_rows(path: str, name: str) -> Iterator[tuple[int, str, dict[str, Any
                     value = row[column]
                     if value is not None:
                         row[column] = convert(value)
-                yield number, orjson.dumps(row, default=_plain).decode(), row
+                raw = orjson.dumps(row, default=_plain).decode()
+                if len(raw) > limit:
+                    raise TooLarge(name, f"row {number}", limit)
+                yield number, raw, row
     except pa.ArrowException as error:
         raise InputError(
             f"{name}: reading Parquet failed after row {number} ({error}); the file may be cut "

@@ -8,8 +8,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import islice
-from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -70,7 +68,6 @@ FileProgress = Callable[[str, int, int], Progress | None]
 """Called as each file of `run_many` starts with (path, its place from 1, files in all); returns
 the file's Progress callback, or None."""
 
-T = TypeVar("T")
 
 MAX_BATCH_SIZE = 1_000_000
 """A batch is held in memory while it is validated; beyond this, memory would follow the input."""
@@ -101,10 +98,23 @@ class RunOptions(BaseModel):
     """The CSV delimiter (None: the pipeline's `delimiter`)."""
 
 
-def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
+MAX_BATCH_BYTES = 64 << 20
+"""A batch closes once its records' raw text reaches this, whatever --batch-size says: memory
+follows the bytes held, so 10,000 records of 1 MB each are never held at once."""
+
+
+def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    """Lists of at most `size` items and, past the first, at most MAX_BATCH_BYTES of raw text."""
+    batch: list[Item] = []
+    held = 0
+    for item in items:
+        batch.append(item)
+        held += len(item[1])
+        if len(batch) >= size or held >= MAX_BATCH_BYTES:
+            yield batch
+            batch, held = [], 0
+    if batch:
+        yield batch
 
 
 def _source(path: str, options: RunOptions, spec: PipelineSpec) -> SourceFile:
@@ -114,6 +124,7 @@ def _source(path: str, options: RunOptions, spec: PipelineSpec) -> SourceFile:
         options.format,
         delimiter=options.delimiter or spec.delimiter,
         check_header=header_check(spec),
+        max_record_bytes=spec.max_record_bytes,
     )
 
 
@@ -618,14 +629,9 @@ def _execute(
                 csv=csv,
                 watermark=old,
             )
-            tally = _Tally()
-            limit = options.max_rejects or spec.max_rejects
-            for chunk in _batches(items(tx), options.batch_size):
-                tally.add(tx, classifier.classify(chunk))
-                if progress is not None:
-                    progress(tally.records, bytes_read())
-                _check_rejects(limit, source_name, tally, spec, final=False)
-            _check_rejects(limit, source_name, tally, spec, final=True)
+            tally = _classify_all(
+                tx, classifier, items(tx), options, spec, source_name, progress, bytes_read
+            )
             skip_text = None if skip_through is None else format_ts(skip_through)
             merged = tx.merge(skip_text, None if old is None else format_ts(old))
             watermark = advance(old, tally.newest)
@@ -650,14 +656,47 @@ def _execute(
         ended = _record_end(store, run, RunStatus.INTERRUPTED, "interrupted by signal", clock)
         _interrupt_events(events, store, ended)
         raise _interrupted(store, run) from None
-    except CapstoneError as error:
+    except (CapstoneError, MemoryError) as caught:
+        error = _out_of_memory(source_name) if isinstance(caught, MemoryError) else caught
         events.fail(_record_end(store, run, RunStatus.FAILED, str(error), clock), str(error))
         error.run_id = run.run_id
-        raise
+        if error is caught:
+            raise
+        raise error from None
     except Exception as error:
         message = f"{type(error).__name__}: {error}"
         events.fail(_record_end(store, run, RunStatus.FAILED, message, clock), message)
         raise
+
+
+def _classify_all(
+    tx: RunTransaction,
+    classifier: Classifier,
+    items: Iterable[Item],
+    options: RunOptions,
+    spec: PipelineSpec,
+    source_name: str,
+    progress: Progress | None,
+    bytes_read: Callable[[], int],
+) -> "_Tally":
+    """Classify the records batch by batch into the run's transaction, and count them."""
+    tally = _Tally()
+    limit = options.max_rejects or spec.max_rejects
+    for chunk in _batches(items, options.batch_size):
+        tally.add(tx, classifier.classify(chunk))
+        if progress is not None:
+            progress(tally.records, bytes_read())
+        _check_rejects(limit, source_name, tally, spec, final=False)
+    _check_rejects(limit, source_name, tally, spec, final=True)
+    return tally
+
+
+def _out_of_memory(source_name: str) -> InputError:
+    # What failed to fit is let go by now; the run's end can be logged in what is left.
+    return InputError(
+        f"{source_name}: a batch of this file is too large for the memory available; lower "
+        "--batch-size or the pipeline's max_record_bytes, or free memory"
+    )
 
 
 def _completed(

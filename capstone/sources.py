@@ -21,7 +21,7 @@ from typing import Any, Literal, NamedTuple, cast
 
 import orjson
 
-from capstone._jsonarray import MAX_RECORD_BYTES, array_elements
+from capstone._jsonarray import MAX_RECORD_BYTES, TooLarge, array_elements
 from capstone.compression import (
     SNIFF_BYTES,
     SUFFIXES,
@@ -113,6 +113,9 @@ class SourceFile:
     """The CSV delimiter; None: a tab for a `.tsv` name, else a comma."""
     check_header: "HeaderCheck | None" = None
     """Called with a CSV file's header cells and its text before any row is read."""
+    max_record_bytes: int = MAX_RECORD_BYTES
+    """The size cap of one record (a line, a row, an element): beyond it the file fails,
+    found before the record is held whole where the format allows."""
     compression: Compression | None = field(default=None, init=False)
     """How the content is compressed (told from its first bytes when opened), None when plain."""
     _fh: io.BufferedReader | None = field(default=None, init=False)  # the (decompressed) content
@@ -176,7 +179,9 @@ class SourceFile:
         self.compression = detect(head)
         if self.compression is not None:
             fh, head = _first_bytes(decompressed(fh, self.compression, self.name))
-        if head.startswith(_PARQUET_MAGIC) or self.format == "parquet":
+        if self.format == "parquet" or (
+            head.startswith(_PARQUET_MAGIC) and (self.format is None or self._parquet_footer())
+        ):
             return self._parquet(fh, head)
         check_text(head, self.name, self.compression)
         if fh.peek(3)[:3] == _BOM:
@@ -186,6 +191,18 @@ class SourceFile:
             fh, head = _look_ahead(fh, bytes.strip)
             self.format = _detect(head)
         return fh
+
+    def _parquet_footer(self) -> bool:
+        """Whether the file also ends as Parquet does: text that merely starts with PAR1, read
+        with an explicit --format, is read as that format."""
+        if self.path == "-" or self.compression is not None:
+            return True
+        with open(self.path, "rb") as whole:
+            whole.seek(0, os.SEEK_END)
+            if whole.tell() < 8:
+                return False
+            whole.seek(-4, os.SEEK_END)
+            return whole.read(4) == _PARQUET_MAGIC
 
     def _parquet(self, fh: io.BufferedReader, head: bytes) -> io.BufferedReader:
         """A Parquet file is read by pyarrow from its path (its index is at the end); here it is
@@ -228,17 +245,18 @@ class SourceFile:
         assert isinstance(self._fh, io.BufferedReader), "use SourceFile as a context manager"
         fh, fmt = self._fh, self.format
         try:
+            limit = self.max_record_bytes
             if fmt == "json":
-                yield from _json_array(fh, self.name)
+                yield from _json_array(fh, self.name, limit)
             elif fmt == "jsonl":
-                yield from _json_lines(fh, self.name)
+                yield from _json_lines(fh, self.name, limit)
             elif fmt == "parquet":
                 from capstone.parquet import parquet_rows
 
-                yield from parquet_rows(self.path, self.name)
+                yield from parquet_rows(self.path, self.name, limit)
             else:
                 delimiter = self.delimiter or ("\t" if _named_tsv(self.path) else ",")
-                yield from _csv_rows(fh, self.name, delimiter, self.check_header)
+                yield from _csv_rows(fh, self.name, delimiter, self.check_header, limit)
         except OSError as error:
             raise InputError(f"reading {self.name} failed: {error.strerror or error}") from None
 
@@ -368,8 +386,11 @@ def _detect(head: bytes) -> Format:
     return "csv"
 
 
-def _json_lines(fh: io.BufferedReader, name: str) -> Iterator[Item]:
-    for number, line in enumerate(fh, 1):
+def _json_lines(fh: io.BufferedReader, name: str, limit: int) -> Iterator[Item]:
+    # readline(limit + 1): a line longer than the cap is found before it is held whole.
+    for number, line in enumerate(iter(lambda: fh.readline(limit + 1), b""), 1):
+        if len(line) > limit and not line.endswith(b"\n"):
+            raise TooLarge(name, f"line {number}", limit)
         if number == 1 and line.strip() == b"{":
             raise InputError(
                 f"{name} holds one pretty-printed JSON object; capstone reads a JSON array of "
@@ -380,17 +401,21 @@ def _json_lines(fh: io.BufferedReader, name: str) -> Iterator[Item]:
             yield number, text, None
 
 
-def _json_array(fh: io.BufferedReader, name: str) -> Iterator[Item]:
+def _json_array(fh: io.BufferedReader, name: str, limit: int) -> Iterator[Item]:
     # Raw text only: the validator parses it in one pass, exactly as for JSON Lines.
-    for index, raw in array_elements(fh, name):
+    for index, raw in array_elements(fh, name, limit):
         yield index, raw, None
 
 
 class _LineTap:
-    """Wraps a line iterator and remembers the lines the csv module consumed for the current row."""
+    """Feeds the csv module lines, remembering those it consumed for the current row; a row
+    longer than `limit` characters raises TooLarge before it is held whole."""
 
-    def __init__(self, lines: Iterator[str]) -> None:
-        self._lines = lines
+    def __init__(self, text: io.TextIOWrapper, name: str, limit: int) -> None:
+        self._text = text
+        self._name = name
+        self._limit = limit
+        self._size = 0
         self.taken: list[str] = []
         self.line_number = 0
 
@@ -398,9 +423,16 @@ class _LineTap:
         return self
 
     def __next__(self) -> str:
-        line = next(self._lines)
+        line = self._text.readline(self._limit + 1 - self._size)
+        if not line:
+            raise StopIteration
         self.taken.append(line)
         self.line_number += 1
+        self._size += len(line)
+        if self._size > self._limit and not (self._size == self._limit + 1 and line[-1] == "\n"):
+            raise TooLarge(
+                self._name, f"line {self.line_number - len(self.taken) + 1}", self._limit
+            )
         return line
 
     def row_text(self) -> tuple[int, str]:
@@ -408,6 +440,7 @@ class _LineTap:
         text = "".join(self.taken).rstrip("\r\n")
         first = self.line_number - len(self.taken) + 1
         self.taken.clear()
+        self._size = 0
         return first, text
 
 
@@ -428,13 +461,17 @@ def _first_non_utf8_line(fh: io.BufferedReader) -> int | None:
 
 
 def _csv_rows(
-    fh: io.BufferedReader, name: str, delimiter: str, check_header: "HeaderCheck | None"
+    fh: io.BufferedReader,
+    name: str,
+    delimiter: str,
+    check_header: "HeaderCheck | None",
+    limit: int = MAX_RECORD_BYTES,
 ) -> Iterator[Item]:
-    # The csv module refuses fields over 128 KiB; a long field is a record to reject, not a
-    # reason to refuse the file, so allow up to the same size as a JSON array element.
-    csv.field_size_limit(MAX_RECORD_BYTES)
+    # The csv module refuses fields over 128 KiB; a long field is a record like any other up to
+    # the record cap, which the line tap enforces on the whole row.
+    csv.field_size_limit(max(limit, 1 << 17))
     text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
-    tap = _LineTap(iter(text))
+    tap = _LineTap(text, name, limit)
     # Strict: a quote that opens a cell and never closes would otherwise take the rest of the
     # file into that cell, one row that hides every record after it.
     reader = csv.reader(tap, strict=True, delimiter=delimiter)

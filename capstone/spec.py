@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import SchemaError
 
+from capstone._jsonarray import MAX_RECORD_BYTES
 from capstone.errors import ConfigError
 from capstone.fates import RESERVED_COLUMNS, RESERVED_FIELDS, StagingLayout
 from capstone.jsontext import dumps_exact
@@ -308,6 +309,9 @@ class PipelineSpec(BaseModel):
     """The CSV delimiter (default: a tab for `.tsv` files, else a comma)."""
     decimal: Literal[".", ","] = "."
     """The decimal mark of float fields written as text (`,` for `3,14`)."""
+    max_record_bytes: int = Field(MAX_RECORD_BYTES, ge=1024, le=1 << 30)
+    """The size cap of one record (a line, a row, an element); a file holding a larger one
+    fails, found before the record is held whole where the format allows."""
 
     @field_validator("key", mode="before")
     @classmethod
@@ -436,6 +440,7 @@ _READ_SETTINGS = {
     "keep_lineage",
     "delimiter",
     "decimal",
+    "max_record_bytes",
 }
 """Settings of how files are read, not of what the table holds: changing one changes no table."""
 

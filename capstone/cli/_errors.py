@@ -53,6 +53,13 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise _fail("interrupted; `capstone runs` shows the state of every run", 130) from None
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
+        except MemoryError:
+            # Runs turn it into a failed run of their own; this one came outside any run.
+            raise _fail(
+                "the command's data is too large for the memory available; free memory, or "
+                "narrow it (--limit, --pipeline, a smaller --batch-size)",
+                1,
+            ) from None
         except BrokenPipeError:
             # The reader left (`| head`): what it read is all it wanted, and the command's own work
             # is done.
