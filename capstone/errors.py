@@ -1,5 +1,7 @@
 """One family of errors. Each message names the problem and the fix; the CLI maps them to exit codes."""
 
+from collections.abc import Sequence
+
 __all__ = [
     "CapstoneError",
     "ConfigError",
@@ -9,6 +11,7 @@ __all__ = [
     "MissingDatabase",
     "StoreError",
     "WatermarkError",
+    "damaged_error",
 ]
 
 
@@ -51,3 +54,10 @@ class InterruptedRun(CapstoneError):
     committed (its results kept) or was rolled back."""
 
     exit_code = 130
+
+
+def damaged_error(damaged: Sequence[str]) -> StoreError:
+    """One line for the stored rows a report could not read (after showing the others): the
+    first one's message, and how many more there were."""
+    more = f" ({len(damaged) - 1} more row(s) cannot be read either)" if len(damaged) > 1 else ""
+    return StoreError(damaged[0] + more)

@@ -1,6 +1,8 @@
 """A database edited by hand or damaged: every command that reads the row fails in one line
 naming the table, the row and the fix, never as "a bug"."""
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -92,3 +94,31 @@ def test_the_fix_the_message_names_works(runner: CliRunner, db: str, sample: str
     result = runner.invoke(app, ["dead-letters", "--db", db])
     assert result.exit_code == 0, result.output
     assert "(2 shown)" in result.stdout
+
+
+@pytest.mark.parametrize("args", [["dead-letters"], ["dead-letters", "--json"]], ids=" ".join)
+def test_the_letters_around_a_damaged_one_are_still_shown(
+    runner: CliRunner, db: str, sample: str, args: list[str]
+) -> None:
+    """A report shows the rows it can read, then fails in one line naming the damaged row."""
+    letter = _damage_first_letter(db, sample, "record = '[1]'")
+    result = runner.invoke(app, [*args, "--db", db])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    assert f"the dead_letters row with id = {letter} cannot be read" in result.stderr
+    assert "evt-005" in result.stdout  # the second letter, still readable
+    assert "(1 shown)" in result.stdout or result.stdout.count('"pipeline"') == 1
+
+
+def test_the_runs_around_a_damaged_one_are_still_listed(
+    runner: CliRunner, db_path: str, sample: str
+) -> None:
+    """`capstone runs` lists the readable runs and names the damaged one (and how many more)."""
+    for _ in range(3):
+        run(sample, db_path)
+    change(db_path, "UPDATE run_log SET input_records = 'x' WHERE run_id IN (1, 2)")
+    result = runner.invoke(app, ["runs", "--db", db_path, "--json"])
+    assert result.exit_code == 1
+    assert [r["run_id"] for r in json.loads(result.stdout)] == [3]
+    assert result.stderr.startswith("capstone: error: the run_log row with run_id = 2")
+    assert result.stderr.endswith("(1 more row(s) cannot be read either)\n")

@@ -27,7 +27,7 @@ from capstone.cli._output import console, plural, stream_json
 from capstone.cli.render import dead_letters_table
 from capstone.config import load_config
 from capstone.dead_letters import export_line
-from capstone.errors import CapstoneError, ConfigError
+from capstone.errors import CapstoneError, ConfigError, damaged_error
 from capstone.pipeline import RunOptions, dismiss_dead_letters, dismiss_matching
 from capstone.spec import PipelineSpec
 
@@ -81,6 +81,7 @@ def dead_letters(
         return
     if limit is None:
         limit = 0 if as_json else 50
+    damaged: list[str] = []
     with existing(db) as store:
         check_run_exists(store, run_id)
         if as_json:
@@ -91,6 +92,7 @@ def dead_letters(
                 run_id=run_id,
                 limit=limit + 1 if limit else None,
                 include_resolved=resolved,
+                damaged=damaged,
             )
             cut = False
 
@@ -106,6 +108,8 @@ def dead_letters(
                 stream_json(shown())
             if cut:
                 typer.echo(f"capstone: showing the first {limit}; --limit N shows more", err=True)
+            if damaged:
+                raise damaged_error(damaged)
             return
         letters = store.dead_letters(
             pipeline=pipeline,
@@ -113,12 +117,15 @@ def dead_letters(
             run_id=run_id,
             limit=limit + 1 if limit else None,
             include_resolved=resolved,
+            damaged=damaged,
         )
     more = bool(limit) and len(letters) > limit
     if more:
         letters = letters[:limit]
         typer.echo(f"capstone: showing the first {limit}; --limit N shows more", err=True)
     console.print(dead_letters_table(letters, console.width))
+    if damaged:
+        raise damaged_error(damaged)
 
 
 def _refuse_options_before(ctx: typer.Context) -> None:

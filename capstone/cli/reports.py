@@ -29,7 +29,7 @@ from capstone.cli.render import (
     summary_table,
 )
 from capstone.config import load_config
-from capstone.errors import CapstoneError, ConfigError
+from capstone.errors import CapstoneError, ConfigError, damaged_error
 from capstone.html_report import collect, parse_since, render_html, write_html
 from capstone.retention import pruned_note
 from capstone.spec import lineage_key_from_parts
@@ -148,6 +148,7 @@ def runs(
 
     Example: capstone runs --limit 5 --json; capstone runs 3; capstone runs --failed
     """
+    damaged: list[str] = []
     with existing(db) as store:
         if run_id is not None:
             detail = store.get_run(run_id)
@@ -156,7 +157,9 @@ def runs(
             steps = store.step_counts(run_id)
             reasons = store.reject_reasons(run_id)
         else:
-            history = store.runs(limit=limit, pipeline=pipeline, unsuccessful=failed)
+            history = store.runs(
+                limit=limit, pipeline=pipeline, unsuccessful=failed, damaged=damaged
+            )
     if run_id is not None:
         assert detail is not None
         if as_json:
@@ -168,8 +171,10 @@ def runs(
         return
     if as_json:
         print_json([r.model_dump() for r in history])
-        return
-    console.print(runs_table(history, console.width))
+    else:
+        console.print(runs_table(history, console.width))
+    if damaged:
+        raise damaged_error(damaged)
 
 
 @handle_errors
@@ -227,9 +232,12 @@ def lineage(
     """
     spec = None if pipeline is None else load_config(config).pipeline(pipeline)
     key = lineage_key_from_parts(key_parts, spec)
+    damaged: list[str] = []
     with existing(db) as store:
-        entries = store.lineage(key, pipeline)
+        entries = store.lineage(key, pipeline, damaged)
         pruned = pruned_note(store.pruned_history(pipeline))
+    if not entries and damaged:
+        raise damaged_error(damaged)
     if not entries:  # the same exit code with --json: a script tells "no such key" by it
         hint = f"; {pruned}" if pruned else ""
         raise CapstoneError(
@@ -239,7 +247,9 @@ def lineage(
         print_json([entry.model_dump() for entry in entries])
         if pruned:
             typer.echo(f"capstone: {pruned}", err=True)
-        return
-    console.print(lineage_table(entries, key, console.width))
-    if pruned:
-        console.print(pruned)
+    else:
+        console.print(lineage_table(entries, key, console.width))
+        if pruned:
+            console.print(pruned)
+    if damaged:
+        raise damaged_error(damaged)

@@ -12,7 +12,7 @@ import socket
 import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cache
@@ -173,6 +173,28 @@ def _stored(model: type[M], table: str, row: Row, *, json: str = "") -> M:
         f"hand or damaged: correct it (UPDATE {table} SET {column} = ... WHERE {where}) or "
         "restore the database from a backup"
     )
+
+
+def _readable(
+    rows: Iterable[Row], read: Callable[[Row], M], damaged: list[str] | None
+) -> Iterator[M]:
+    """The rows `read` can read; with a `damaged` list, the others' messages go there instead
+    of failing the whole report (the rows around a damaged one are still worth seeing)."""
+    for row in rows:
+        try:
+            yield read(row)
+        except StoreError as error:
+            if damaged is None:
+                raise
+            damaged.append(str(error))
+
+
+def _run_row(row: Row) -> RunSummary:
+    return _stored(RunSummary, "run_log", row)
+
+
+def _lineage_row(row: Row) -> LineageEntry:
+    return _stored(LineageEntry, "lineage", row)
 
 
 def _dead_letter(row: Row) -> DeadLetter:
@@ -550,9 +572,14 @@ class SqlStore(ABC):
     # -- reports --------------------------------------------------------------------------------
 
     def runs(
-        self, limit: int | None = None, pipeline: str | None = None, unsuccessful: bool = False
+        self,
+        limit: int | None = None,
+        pipeline: str | None = None,
+        unsuccessful: bool = False,
+        damaged: list[str] | None = None,
     ) -> list[RunSummary]:
-        """Run history, newest first; `unsuccessful` keeps runs that ended without success."""
+        """Run history, newest first; `unsuccessful` keeps runs that ended without success.
+        Rows that cannot be read raise StoreError, or with a `damaged` list are named there."""
         with self._translate():
             rows = self._all(
                 _RUN.format(ts=self.dialect.ts_text)
@@ -565,7 +592,7 @@ class SqlStore(ABC):
                     "limit": self.dialect.unlimited if limit is None else limit,
                 },
             )
-        return [_stored(RunSummary, "run_log", row) for row in rows]
+        return list(_readable(rows, _run_row, damaged))
 
     def get_run(self, run_id: int) -> RunSummary | None:
         """One run, or None."""
@@ -623,6 +650,7 @@ class SqlStore(ABC):
         run_id: int | None = None,
         limit: int | None = None,
         include_resolved: bool = False,
+        damaged: list[str] | None = None,
     ) -> list[DeadLetter]:
         """Dead letters, oldest first; `reason` matches a substring of the reason codes and
         `run_id` the run that first wrote them."""
@@ -640,7 +668,7 @@ class SqlStore(ABC):
                     "limit": self.dialect.unlimited if limit is None else limit,
                 },
             )
-        return [_dead_letter(row) for row in rows]
+        return list(_readable(rows, _dead_letter, damaged))
 
     def _stream(self, statement: str, params: Mapping[str, Any]) -> Generator[Row]:
         """The rows of a driver-style statement as the driver reads them, never all held at once."""
@@ -658,6 +686,7 @@ class SqlStore(ABC):
         run_id: int | None = None,
         limit: int | None = None,
         include_resolved: bool = False,
+        damaged: list[str] | None = None,
     ) -> Generator[DeadLetter]:
         """`dead_letters`, one at a time as the database returns them (for exports of any size);
         the store must stay open while they are read."""
@@ -678,8 +707,7 @@ class SqlStore(ABC):
                 },
             )
             try:
-                for row in rows:
-                    yield _dead_letter(row)
+                yield from _readable(rows, _dead_letter, damaged)
             finally:
                 # Left early (a reader that stopped): the cursor ends here, while the store is open.
                 rows.close()
@@ -709,7 +737,9 @@ class SqlStore(ABC):
             )
         return {row["pipeline"]: row["n"] for row in rows}
 
-    def lineage(self, key: str, pipeline: str | None = None) -> list[LineageEntry]:
+    def lineage(
+        self, key: str, pipeline: str | None = None, damaged: list[str] | None = None
+    ) -> list[LineageEntry]:
         """Every lineage row for a key across runs, in run and position order."""
         d = self.dialect
         with self._translate():
@@ -723,7 +753,7 @@ class SqlStore(ABC):
                 "ORDER BY l.run_id, l.position, l.id",
                 {"key": self._clean(key), "pipeline": pipeline},
             )
-        return [_stored(LineageEntry, "lineage", row) for row in rows]
+        return list(_readable(rows, _lineage_row, damaged))
 
     # -- the file manifest ----------------------------------------------------------------------
 
