@@ -14,7 +14,7 @@ It does everything a capstone run does, with no framework around it:
 - merge set-based with the timestamp guard: one window-function pass decides, for each staged
   record, whether it is newer than the stored row and every earlier staged record of its key (load)
   or not (stale), and one guarded upsert applies the loaded records in input order;
-- write lineage for every record (stage plus load or stale, reject, skip), the watermark, per-run
+- write lineage for every record (load or stale, implying stage; reject; skip), the watermark, per-run
   step and reason counts, and a run log row, all in one transaction.
 
 It writes its own schema (the same tables and keys as capstone's, without capstone's extra
@@ -89,10 +89,15 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     raw TEXT NOT NULL, fingerprint TEXT NOT NULL, resolved_run_id INTEGER, record TEXT,
     UNIQUE (pipeline, fingerprint)
 );
-CREATE TABLE IF NOT EXISTS lineage (
+CREATE TABLE IF NOT EXISTS lineage_records (
     id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, step TEXT NOT NULL, key TEXT,
     position INTEGER NOT NULL, detail TEXT
 );
+CREATE VIEW IF NOT EXISTS lineage AS
+    SELECT 2 * id + 1 AS id, run_id, step, key, position, detail FROM lineage_records
+    UNION ALL
+    SELECT 2 * id AS id, run_id, 'stage' AS step, key, position, NULL AS detail
+    FROM lineage_records WHERE step IN ('load', 'stale', 'delete');
 """
 
 # -- the record model (equivalent to capstone.model.Event) ---------------------------------------
@@ -217,7 +222,7 @@ def _detect(head: bytes) -> str:
 # -- the load --------------------------------------------------------------------------------------
 
 MERGE_LINEAGE = """
-INSERT INTO lineage (run_id, step, key, position, detail)
+INSERT INTO lineage_records (run_id, step, key, position, detail)
 SELECT ?1, CASE WHEN applied THEN 'load' ELSE 'stale' END, key, position,
        CASE WHEN applied THEN 'ts ' || ts ELSE 'kept ts ' || newest_before || ' over ' || ts END
 FROM (
@@ -287,7 +292,9 @@ SEEN_DEAD = (
     "UPDATE dead_letters SET last_run_id = ?, times_seen = times_seen + 1, reason = ?, "
     "message = ? WHERE pipeline = ? AND fingerprint = ? AND run_id != ?"
 )
-INSERT_LINEAGE = "INSERT INTO lineage (run_id, step, key, position, detail) VALUES (?, ?, ?, ?, ?)"
+INSERT_LINEAGE = (
+    "INSERT INTO lineage_records (run_id, step, key, position, detail) VALUES (?, ?, ?, ?, ?)"
+)
 
 Dead = tuple[int, str | None, str, str, str, dict[str, Any] | None]
 """(position, key, reason codes, message, raw text, parsed record) of a rejected record."""
@@ -410,11 +417,7 @@ class _Run:
     def merge(self) -> int:
         """Stage and load/stale lineage, then the guarded upsert; returns how many loaded."""
         conn, run_id = self.conn, self.run_id
-        conn.execute(
-            "INSERT INTO lineage (run_id, step, key, position, detail) "
-            "SELECT ?, 'stage', key, position, NULL FROM staging ORDER BY seq",
-            (run_id,),
-        )
+        # One lineage row per staged record: its `stage` step is implied (the `lineage` view).
         conn.execute(MERGE_LINEAGE, (run_id,))
         before = conn.total_changes
         conn.execute(MERGE_TARGET, (run_id,))

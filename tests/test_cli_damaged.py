@@ -79,11 +79,12 @@ def test_a_run_log_row_with_text_for_a_count_is_named(
 def test_a_lineage_row_with_text_for_a_position_is_named(
     runner: CliRunner, db_path: str, sample: str
 ) -> None:
-    """`update lineage set position = 'abc'` gives one line naming the lineage row."""
+    """`update lineage_records set position = 'abc'` gives one line naming the lineage row
+    (as the `lineage` view numbers it: the record's `stage` step, 2n, comes first)."""
     run(sample, db_path)
-    [(row,)] = fetch(db_path, "SELECT MIN(id) FROM lineage WHERE key = 'evt-001'")
-    change(db_path, f"UPDATE lineage SET position = 'abc' WHERE id = {row}")
-    _fails_clearly(runner, ["lineage", "evt-001"], db_path, "lineage", f"id = {row}")
+    [(row,)] = fetch(db_path, "SELECT MIN(id) FROM lineage_records WHERE key = 'evt-001'")
+    change(db_path, f"UPDATE lineage_records SET position = 'abc' WHERE id = {row}")
+    _fails_clearly(runner, ["lineage", "evt-001"], db_path, "lineage", f"id = {2 * row}")
 
 
 def test_the_fix_the_message_names_works(runner: CliRunner, db: str, sample: str) -> None:

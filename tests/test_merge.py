@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from capstone import RunOptions, run
 from capstone.spec import FieldSpec, PipelineSpec
-from tests.conftest import fetch
+from capstone.store import open_store
+from tests.conftest import change, fetch
 
 KEYS = st.sampled_from(["a", "b", "c", "d"])
 TIMES = st.integers(0, 6).map(lambda h: (datetime(2025, 1, 1) + timedelta(hours=h)).isoformat())
@@ -166,3 +167,25 @@ def stored(kind: str, value: Any) -> Any:
     if kind == "json" and isinstance(value, str):
         return orjson.loads(value)
     return value
+
+
+def test_a_database_of_two_lineage_rows_per_record_migrates_to_one(db: str, sample: str) -> None:
+    """A database written before lineage kept one row per record (a `stage` row beside each
+    load or stale) reads the same after the migration, with half the rows stored."""
+    run(sample, db)
+    before = fetch(db, "SELECT run_id, step, key, position, detail FROM lineage ORDER BY id")
+    # Put the database back as the older capstone left it, and forget the migration.
+    [(version,)] = fetch(db, "SELECT MAX(version) FROM schema_migrations")
+    change(db, "DROP VIEW lineage")
+    change(db, "ALTER TABLE lineage_records RENAME TO lineage")
+    change(
+        db,
+        "INSERT INTO lineage (run_id, step, key, position, detail) SELECT run_id, 'stage', key, "
+        "position, NULL FROM lineage WHERE step IN ('load', 'stale', 'delete')",
+    )
+    change(db, f"DELETE FROM schema_migrations WHERE version = {version}")
+    assert fetch(db, "SELECT COUNT(*) FROM lineage") == [(12,)]
+    open_store(db).close()
+    assert fetch(db, "SELECT COUNT(*) FROM lineage_records") == [(7,)]
+    after = fetch(db, "SELECT run_id, step, key, position, detail FROM lineage")
+    assert sorted(after, key=str) == sorted(before, key=str)

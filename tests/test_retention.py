@@ -212,19 +212,19 @@ def test_keep_lineage_from_the_config_file(tmp_path: Path) -> None:
 
 
 def refuse_deletes(db: str) -> None:
-    """A trigger that makes every DELETE from lineage fail, as a broken prune would."""
+    """A trigger that makes every DELETE from lineage_records fail, as a broken prune would."""
     if db.startswith("postgresql://"):
         change(
             db,
             "CREATE FUNCTION no_delete() RETURNS trigger LANGUAGE plpgsql AS "
             "$$ BEGIN RAISE EXCEPTION 'lineage is read only'; END $$; "
-            "CREATE TRIGGER no_delete BEFORE DELETE ON lineage "
+            "CREATE TRIGGER no_delete BEFORE DELETE ON lineage_records "
             "FOR EACH STATEMENT EXECUTE FUNCTION no_delete()",
         )
         return
     change(
         db,
-        "CREATE TRIGGER no_delete BEFORE DELETE ON lineage "
+        "CREATE TRIGGER no_delete BEFORE DELETE ON lineage_records "
         "BEGIN SELECT RAISE(ABORT, 'lineage is read only'); END",
     )
 

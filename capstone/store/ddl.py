@@ -143,7 +143,25 @@ def later_migrations(d: Dialect) -> list[tuple[str, str]]:
             f"ALTER TABLE run_log ADD COLUMN pruned_at {d.words['ts']}; "
             f"ALTER TABLE run_log ADD COLUMN pruned_before {d.words['ts']}",
         ),
+        (
+            "lineage in half the rows: a staged record's `stage` step is implied by its fate",
+            LINEAGE_RECORDS,
+        ),
     ]
+
+
+LINEAGE_RECORDS = """
+    ALTER TABLE lineage RENAME TO lineage_records;
+    DELETE FROM lineage_records WHERE step = 'stage';
+    CREATE VIEW lineage AS
+        SELECT 2 * id + 1 AS id, run_id, step, key, position, detail FROM lineage_records
+        UNION ALL
+        SELECT 2 * id AS id, run_id, 'stage' AS step, key, position, CAST(NULL AS TEXT) AS detail
+        FROM lineage_records WHERE step IN ('load', 'stale', 'delete')
+    """
+"""One row per record in `lineage_records` (its fate: load, stale, delete, reject, skip), and
+the `lineage` view that reads as every step: a staged record's `stage` step is the row its fate
+implies, listed before it (ids 2n and 2n + 1). Half the rows, the same history."""
 
 
 def files_table(d: Dialect) -> str:

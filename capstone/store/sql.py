@@ -871,6 +871,8 @@ class SqlStore(ABC):
             "SELECT run_id FROM run_log WHERE pipeline = :pipeline AND status <> 'running' "
             "AND finished_at < :before AND pruned_at IS NULL"
         )
+        # Counted as the `lineage` view reads (every step, as `lineage_entries` counts them);
+        # deleted from the rows that store them.
         lineage = f"FROM lineage WHERE run_id IN ({runs})"
         # A dismissal resolves letters too: both are closed, and kept only for the record.
         letters = f"FROM dead_letters WHERE pipeline = :pipeline AND resolved_run_id IN ({runs})"
@@ -893,17 +895,18 @@ class SqlStore(ABC):
                     bytes_before=size,
                     free_before=free,
                 )
+                found = self._one(
+                    f"SELECT (SELECT COUNT(*) {lineage}) AS lineage, "
+                    f"(SELECT COUNT(*) {letters}) AS letters",
+                    params,
+                )
+                assert found is not None
                 if dry_run:
-                    found = self._one(
-                        f"SELECT (SELECT COUNT(*) {lineage}) AS lineage, "
-                        f"(SELECT COUNT(*) {letters}) AS letters",
-                        params,
-                    )
-                    assert found is not None
                     return result.model_copy(
                         update={"lineage_rows": found["lineage"], "dead_letters": found["letters"]}
                     )
-                removed_lineage = int(self._run(f"DELETE {lineage}", params).rowcount)
+                removed_lineage = int(found["lineage"])
+                self._run(f"DELETE FROM lineage_records WHERE run_id IN ({runs})", params)
                 removed_letters = int(self._run(f"DELETE {letters}", params).rowcount)
                 self._run(
                     "UPDATE run_log SET pruned_at = :now, pruned_before = :before "
@@ -976,7 +979,7 @@ class SqlRun(ABC):
 
     def _write_lineage(self, rows: Iterable[LineageRow]) -> None:
         listed = list(rows)
-        self.store._bulk("lineage", LINEAGE_COLUMNS, listed)
+        self.store._bulk("lineage_records", LINEAGE_COLUMNS, listed)
         self.lineage_entries += len(listed)
 
     def _refuse_foreign(self, ids: Sequence[int]) -> None:

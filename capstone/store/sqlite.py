@@ -191,13 +191,12 @@ class SQLiteRun(SqlRun):
         before = self.conn.total_changes
         self.conn.execute(
             f"""
-            INSERT INTO lineage (run_id, step, key, position, detail)
+            INSERT INTO lineage_records (run_id, step, key, position, detail)
             SELECT :run,
-                   CASE WHEN f.stage THEN 'stage' WHEN applied AND gone THEN 'delete'
-                        WHEN applied THEN 'load' ELSE 'stale' END,
+                   CASE WHEN applied AND gone THEN 'delete' WHEN applied THEN 'load'
+                        ELSE 'stale' END,
                    key, position,
-                   CASE WHEN f.stage THEN NULL
-                        {late_detail}
+                   CASE {late_detail}
                         WHEN applied THEN 'ts ' || ts
                         ELSE 'kept ts ' || newest_before || ' over ' || ts END
             FROM (
@@ -210,11 +209,12 @@ class SQLiteRun(SqlRun):
                            ) AS newest_before
                     FROM temp.staging AS s LEFT JOIN main.{table} AS t ON {joined} {tombstone}
                 )
-            ) CROSS JOIN (SELECT 1 AS stage UNION ALL SELECT 0) AS f
+            )
             """,
             params,
         )
-        self.lineage_entries += self.conn.total_changes - before
+        # Each row stands for two steps: the record's `stage` and its fate (the `lineage` view).
+        self.lineage_entries += 2 * (self.conn.total_changes - before)
         before = self.conn.total_changes
         # 2. The target. SQLite applies the rows of one INSERT ... SELECT in the SELECT's order,
         #    so feeding staging in input order through the strict guard is, by construction,
@@ -268,7 +268,7 @@ class SQLiteRun(SqlRun):
     def _count_lineage(self, after_id: int, condition: str) -> int:
         """Rows the merge's lineage statement wrote (ids after `after_id`) that meet `condition`."""
         row = self.conn.execute(
-            f"SELECT COUNT(*) FROM lineage WHERE id > ? AND {condition}", (after_id,)
+            f"SELECT COUNT(*) FROM lineage_records WHERE id > ? AND {condition}", (after_id,)
         ).fetchone()
         return int(row[0])
 
@@ -325,7 +325,7 @@ class SQLiteRun(SqlRun):
         )
         before = self.conn.total_changes
         self.conn.execute(
-            "INSERT INTO lineage (run_id, step, key, position, detail) "
+            "INSERT INTO lineage_records (run_id, step, key, position, detail) "
             "SELECT :run, 'skip', key, position, 'ts ' || ts FROM temp.covered",
             params,
         )
@@ -336,7 +336,7 @@ class SQLiteRun(SqlRun):
         return skipped
 
     def _last_lineage_id(self) -> int:
-        row = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM lineage").fetchone()
+        row = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM lineage_records").fetchone()
         return int(row[0])
 
 

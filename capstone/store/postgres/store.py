@@ -198,16 +198,15 @@ class PostgresRun(SqlRun):
         if deletes:
             self._keep_tombstones(target, tombstones, alias, run)
         # Key order again: the lineage key index takes the rows in sequence, not scattered.
-        stage_rows = execute(
-            "INSERT INTO lineage (run_id, step, key, position, detail) "
-            f"SELECT %(run)s, CASE WHEN covered THEN 'skip' ELSE 'stage' END, {key_text}, "
-            "position, CASE WHEN covered THEN 'ts ' || ts_text END FROM pg_temp.merge_plan "
-            f"ORDER BY {key_text}, seq",
+        skip_rows = execute(
+            "INSERT INTO lineage_records (run_id, step, key, position, detail) "
+            f"SELECT %(run)s, 'skip', {key_text}, position, 'ts ' || ts_text "
+            f"FROM pg_temp.merge_plan WHERE covered ORDER BY {key_text}, seq",
             run,
         ).rowcount
         merge_rows = execute(
             f"""
-            INSERT INTO lineage (run_id, step, key, position, detail)
+            INSERT INTO lineage_records (run_id, step, key, position, detail)
             SELECT %(run)s, CASE WHEN applied AND gone THEN 'delete' WHEN applied THEN 'load'
                                  ELSE 'stale' END, {key_text}, position,
                    CASE WHEN applied AND behind THEN 'late: ' || ts_text || ' behind watermark '
@@ -219,7 +218,8 @@ class PostgresRun(SqlRun):
             """,
             run,
         ).rowcount
-        self.lineage_entries += stage_rows + merge_rows
+        # Each merge row stands for two steps: `stage` and its fate (the `lineage` view).
+        self.lineage_entries += skip_rows + 2 * merge_rows
         counts = execute(
             "SELECT COUNT(*) FILTER (WHERE NOT covered) AS staged, "
             "COUNT(*) FILTER (WHERE applied) AS loaded, COUNT(*) FILTER (WHERE covered) AS "
