@@ -75,6 +75,8 @@ class Result:
     cpu: list[float] = field(default_factory=list)
     wall: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
+    lineage_bytes: list[float] = field(default_factory=list)
+    """Bytes of lineage (rows and indexes, from dbstat) per input record, SQLite first loads."""
     counts: dict[str, Any] | None = None
     error: str | None = None
 
@@ -99,6 +101,10 @@ class Result:
     def peak_mb(self) -> float | None:
         return max(self.rss_mb) if self.rss_mb else None
 
+    @property
+    def lineage_per_record(self) -> float | None:
+        return statistics.median(self.lineage_bytes) if self.lineage_bytes else None
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self) | {
             "median_seconds": self.median,
@@ -106,6 +112,7 @@ class Result:
             "median_cpu": self.median_cpu,
             "records_per_second": self.rate,
             "peak_rss_mb": self.peak_mb,
+            "lineage_bytes_per_record": self.lineage_per_record,
         }
 
 
@@ -372,6 +379,19 @@ class Databases:
 # -- measuring -------------------------------------------------------------------------------------
 
 
+def _lineage_bytes(db: str) -> int:
+    """Bytes the lineage rows and their indexes take in a SQLite database (dbstat)."""
+    conn = sqlite3.connect(db)
+    try:
+        row = conn.execute(
+            "SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name IN (SELECT name FROM "
+            "sqlite_schema WHERE type IN ('table', 'index') AND tbl_name LIKE 'lineage%')"
+        ).fetchone()
+    finally:
+        conn.close()
+    return int(row[0])
+
+
 def _log(message: str) -> None:
     sys.stderr.write(f"bench: {message}\n")
     sys.stderr.flush()
@@ -455,6 +475,8 @@ class Bench:
                 _child(args, tool, base_input, "jsonl", db, self.work)
             os.sync()  # the previous load's writes are flushed before this one starts
             report = _child(args, tool, input_path, fmt, db, self.work)
+            if base is None and base_input is None and not self.dbs.uses_postgres(tool):
+                result.lineage_bytes.append(_lineage_bytes(db) / result.records)
             if keep_as_base and not self.dbs.uses_postgres(tool):
                 kept = self.work / f"{tool}-base-{result.n}.db"
                 _move_sqlite(Path(db), kept)
@@ -653,6 +675,8 @@ def _targets(results: list[Result]) -> list[dict[str, Any]]:
                 else big.peak_mb <= 1.2 * base.peak_mb,
             }
         )
+    if ours is not None:
+        check("JSON Lines first load, lineage bytes per record", ours.lineage_per_record, 70)
     into = _find(results, "incremental", n, "capstone")
     empty = _find(results, "incremental_empty", n, "capstone")
     if into is not None and empty is not None:
@@ -702,6 +726,7 @@ def _table(machine: dict[str, Any], results: list[Result], checks: list[dict[str
         "records/s",
         "cap/floor",
         "peak RSS MB",
+        "lineage B/rec",
     )
     rows: list[tuple[str, ...]] = []
     for result in results:
@@ -720,6 +745,7 @@ def _table(machine: dict[str, Any], results: list[Result], checks: list[dict[str
                 _fmt(result.rate, ",.0f") if result.scenario != "feed_rerun" else "-",
                 _fmt(ratio, ".2f") + "x" if result.tool == "capstone" and ratio else "",
                 _fmt(result.peak_mb, ".0f"),
+                _fmt(result.lineage_per_record, ".1f"),
             )
         )
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -765,7 +791,7 @@ def _table(machine: dict[str, Any], results: list[Result], checks: list[dict[str
             f"{FEED_FILES} files skipped by the manifest"
         )
     if checks:
-        lines += ["", "targets (issue 3):"]
+        lines += ["", "targets (issue 3; lineage bytes: issue 18):"]
         for item in checks:
             mark = {True: "PASS", False: "FAIL", None: "n/a "}[item["ok"]]
             value = item["value"]

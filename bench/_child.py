@@ -115,6 +115,15 @@ def _cpu(who: int) -> float:
 
 
 def _self_rss() -> int:
+    """This process's peak resident memory in KiB: VmHWM where Linux has it, since ru_maxrss is
+    kept across execve (a child of a large process would report its parent's peak)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
