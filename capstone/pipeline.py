@@ -1,6 +1,7 @@
 """The orchestrator: source -> classify -> stage / dead-letter / skip -> merge -> finish, in one transaction."""
 
 import contextlib
+import mmap
 import os
 import sys
 import time
@@ -103,13 +104,34 @@ MAX_BATCH_BYTES = 64 << 20
 follows the bytes held, so 10,000 records of 1 MB each are never held at once."""
 
 
+_RESERVE_ABOVE = 1 << 20
+"""Records larger than this first check that memory is left to validate and store them."""
+
+_COPIES = 8
+"""About how many times its raw size a record takes while it is validated and stored."""
+
+
+def _reserve_for(size: int) -> None:
+    """MemoryError unless room for a record of `size` bytes can be had. The Rust parts
+    (pydantic-core's JSON parser, orjson) do not fail cleanly when an allocation fails: they
+    abort or crash the process. So a large record's memory is asked for first, as an anonymous
+    map never touched (it costs no resident memory), where a refusal is a clean MemoryError."""
+    try:
+        mmap.mmap(-1, _COPIES * size).close()
+    except OSError:
+        raise MemoryError from None
+
+
 def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
     """Lists of at most `size` items and, past the first, at most MAX_BATCH_BYTES of raw text."""
     batch: list[Item] = []
     held = 0
     for item in items:
+        length = len(item[1])
+        if length > _RESERVE_ABOVE:
+            _reserve_for(length)
         batch.append(item)
-        held += len(item[1])
+        held += length
         if len(batch) >= size or held >= MAX_BATCH_BYTES:
             yield batch
             batch, held = [], 0

@@ -182,3 +182,25 @@ def test_running_out_of_memory_is_a_failed_run_with_one_line(tmp_path: Path) -> 
         "lower --batch-size or the pipeline's max_record_bytes, or free memory\n"
     )
     assert fetch(str(db), "SELECT status FROM run_log") == [("failed",)]
+
+
+@pytest.mark.slow
+def test_a_large_record_without_the_memory_for_it_fails_cleanly(tmp_path: Path) -> None:
+    """A 40 MB record (under the cap) in a process allowed 400 MB of address space: the Rust
+    parsers would abort or crash on the failed allocation, so the record's room is asked for
+    first, and the run fails in one line instead."""
+    path = tmp_path / "big.jsonl"
+    path.write_text(record("big", 40 << 20) + "\n")
+    db = tmp_path / "x.db"
+    code = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (400 << 20, 400 << 20)); "
+        "from capstone.__main__ import main; "
+        f"sys.argv = ['capstone', 'run', '-i', {str(path)!r}, '--db', {str(db)!r}, '-q']; main()"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 1, (done.returncode, done.stderr[-500:])
+    assert done.stderr == (
+        f"capstone: error: {path}: a batch of this file is too large for the memory available; "
+        "lower --batch-size or the pipeline's max_record_bytes, or free memory\n"
+    )
+    assert fetch(str(db), "SELECT status FROM run_log") == [("failed",)]

@@ -309,18 +309,22 @@ class PostgresStore(SqlStore):
         row = self._one(
             "SELECT pg_total_relation_size(to_regclass(:lineage)) "
             "+ pg_total_relation_size(to_regclass(:letters)) AS size",
-            {"lineage": self._table("lineage"), "letters": self._table("dead_letters")},
+            {"lineage": self._table("lineage_records"), "letters": self._table("dead_letters")},
         )
         return (None if row is None else int(row["size"])), None
 
     def _after_prune(self) -> None:
         # The planner's statistics would still count the deleted rows until autovacuum ran.
-        self.conn.execute(f"ANALYZE {self._table('lineage')}, {self._table('dead_letters')}")
+        self.conn.execute(
+            f"ANALYZE {self._table('lineage_records')}, {self._table('dead_letters')}"
+        )
 
     def _give_back(self, vacuum: bool) -> None:
         if vacuum:
             # Plain VACUUM: no exclusive lock, so runs of other pipelines go on meanwhile.
-            self.conn.execute(f"VACUUM {self._table('lineage')}, {self._table('dead_letters')}")
+            self.conn.execute(
+                f"VACUUM {self._table('lineage_records')}, {self._table('dead_letters')}"
+            )
 
     def dataset(self, table: str) -> tuple[str, str]:
         info = self.conn.info
