@@ -13,7 +13,6 @@ import contextlib
 import html
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -22,6 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from capstone import __version__
+from capstone.atomic import write_atomically
 from capstone.errors import CapstoneError, ConfigError
 from capstone.manifest import LoadedFile
 from capstone.store import Store
@@ -166,21 +166,8 @@ def write_html(path: str | os.PathLike[str], text: str) -> None:
     CapstoneError if it cannot be written, and any file already there as it was."""
     target = Path(path)
     try:
-        handle, temporary = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-        )
+        write_atomically(target, text)
     except OSError as error:
-        raise _unwritable(target, error) from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
         raise _unwritable(target, error) from None
 
 

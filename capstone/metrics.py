@@ -5,13 +5,12 @@ such a file whole or not at all (a temporary file in the same folder, then a ren
 collector never reads half of one. One file per pipeline: each write replaces the file.
 """
 
-import contextlib
 import os
-import tempfile
 import time
 from datetime import UTC
 from pathlib import Path
 
+from capstone.atomic import write_atomically
 from capstone.errors import CapstoneError
 from capstone.summary import RunStatus, RunSummary
 from capstone.timeutil import parse_ts
@@ -81,21 +80,8 @@ def write_metrics(
     target = Path(path)
     text = render_metrics(pipeline, summary, now)
     try:
-        handle, temporary = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-        )
+        write_atomically(target, text)
     except OSError as error:
-        raise _unwritable(target, summary, error) from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
         raise _unwritable(target, summary, error) from None
 
 

@@ -654,21 +654,16 @@ class SqlStore(ABC):
     ) -> list[DeadLetter]:
         """Dead letters, oldest first; `reason` matches a substring of the reason codes and
         `run_id` the run that first wrote them."""
-        with self._translate():
-            rows = self._all(
-                f"{_DEAD_LETTER} WHERE (CAST(:pipeline AS TEXT) IS NULL OR pipeline = :pipeline) "
-                f"AND (CAST(:reason AS TEXT) IS NULL OR {self.dialect.find}(reason, :reason) > 0) "
-                "AND (CAST(:run AS BIGINT) IS NULL OR run_id = :run) "
-                "AND (:resolved OR resolved_run_id IS NULL) ORDER BY id LIMIT :limit",
-                {
-                    "pipeline": pipeline,
-                    "reason": reason,
-                    "run": run_id,
-                    "resolved": include_resolved,
-                    "limit": self.dialect.unlimited if limit is None else limit,
-                },
+        return list(
+            self.iter_dead_letters(
+                pipeline=pipeline,
+                reason=reason,
+                run_id=run_id,
+                limit=limit,
+                include_resolved=include_resolved,
+                damaged=damaged,
             )
-        return list(_readable(rows, _dead_letter, damaged))
+        )
 
     def _stream(self, statement: str, params: Mapping[str, Any]) -> Generator[Row]:
         """The rows of a driver-style statement as the driver reads them, never all held at once."""
