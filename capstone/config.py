@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from capstone.errors import ConfigError
 from capstone.spec import BUILTIN, EVENTS, PipelineSpec
 
-__all__ = ["CONFIG_NAME", "Config", "load_config", "starter_config"]
+__all__ = ["CONFIG_NAME", "Config", "config_from_text", "load_config", "starter_config"]
 
 CONFIG_NAME = "capstone.toml"
 
@@ -62,6 +62,12 @@ def load_config(path: Path | None = None) -> Config:
             f"{path}{_deepest(text)}: arrays or tables nest too deeply (capstone settings nest "
             "at most a few levels); fix it (`capstone init` writes a commented example)"
         ) from None
+
+
+def config_from_text(path: Path, text: str) -> Config:
+    """The config `text` would be as the file at `path` (ConfigError naming its line if not):
+    for checking a change before it is written."""
+    return _parse(path, text)
 
 
 def _parse(path: Path, text: str) -> Config:

@@ -19,7 +19,7 @@ from typing import Any
 from capstone.errors import ConfigError, InputError
 from capstone.fates import RESERVED_COLUMNS, RESERVED_FIELDS
 from capstone.sources import SourceFile, parse_object
-from capstone.spec import IDENTIFIER, INT64_MAX, INT64_MIN, PipelineSpec
+from capstone.spec import BUILTIN, IDENTIFIER, INT64_MAX, INT64_MIN, PipelineSpec
 
 __all__ = ["DEFAULT_SAMPLE", "Choice", "Draft", "draft_pipeline", "pipeline_name"]
 
@@ -131,10 +131,12 @@ class Draft:
 
 
 def pipeline_name(path: str) -> str:
-    """A pipeline name from a file name: `events-2025-01.jsonl.gz` gives `events_2025_01`."""
+    """A pipeline name from a file name: `events-2025-01.jsonl.gz` gives `events_2025_01`
+    (`events.parquet`, the built-in pipeline's name, gives `events_feed`)."""
     stem = path.replace("\\", "/").rsplit("/", 1)[-1].split(".", 1)[0]
     name = re.sub(r"[^A-Za-z0-9_]+", "_", stem).strip("_").lower() or "feed"
-    return f"p_{name}" if name[0].isdigit() else name[:63]
+    name = f"p_{name}" if name[0].isdigit() else name[:58]
+    return f"{name}_feed" if name == BUILTIN else name
 
 
 def draft_pipeline(
@@ -148,6 +150,10 @@ def draft_pipeline(
 ) -> Draft:
     """Draft a pipeline from the first `sample` records of `path`; ConfigError when no key or
     event time can be proposed (or the given ones do not fit), InputError when it cannot be read."""
+    if name == BUILTIN:
+        raise ConfigError(
+            f"{BUILTIN!r} is the built-in pipeline; give the draft another --pipeline"
+        )
     name = name or pipeline_name(path)
     with SourceFile(path) as probe:
         is_csv = probe.format == "csv"

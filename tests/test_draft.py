@@ -176,3 +176,45 @@ def test_a_drafted_pipeline_runs_through_the_library(db: str, tmp_path: Path) ->
     sample = github_events(tmp_path / "gh.jsonl.gz", count=50)
     summary = run(sample, db, spec=draft_pipeline(sample).spec)
     assert (summary.loaded, summary.rejected) == (50, 0)
+
+
+def test_a_parquet_sample_loads_with_no_reject(runner: CliRunner, db: str, tmp_path: Path) -> None:
+    """A Parquet file written by pyarrow: integers, a zoned timestamp column, a struct and a
+    decimal are drafted as integer, timestamp, json and string fields that load every row."""
+    import datetime as dt
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = 120
+    table = pa.table(
+        {
+            "event_id": pa.array(range(rows), pa.int64()),
+            "created_at": pa.array(
+                [
+                    dt.datetime(2025, 1, 15, tzinfo=dt.UTC) + dt.timedelta(minutes=i)
+                    for i in range(rows)
+                ],
+                pa.timestamp("ms", tz="UTC"),
+            ),
+            "actor": [{"login": f"u{i % 7}"} for i in range(rows)],
+            "amount": pa.array([Decimal(f"{i}.50") for i in range(rows)], pa.decimal128(8, 2)),
+        }
+    )
+    sample = tmp_path / "events.parquet"
+    pq.write_table(table, sample)
+    summary = draft_and_load(runner, tmp_path, db, str(sample))
+    assert (summary["loaded"], summary["rejected"]) == (rows, 0)
+    spec = load_config(tmp_path / "capstone.toml").pipeline("events_feed")
+    assert (spec.key, spec.event_time) == (("event_id",), "created_at")
+    assert spec.fields["actor"].type == "json"
+
+
+def test_the_built_in_name_is_never_drafted(tmp_path: Path) -> None:
+    """events.jsonl drafts `events_feed`; asking for `events` by name is refused."""
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"id": 1, "ts": "2025-01-01T00:00:00"}\n')
+    assert draft_pipeline(str(path)).spec.name == "events_feed"
+    with pytest.raises(ConfigError, match="'events' is the built-in pipeline"):
+        draft_pipeline(str(path), name="events")

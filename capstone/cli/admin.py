@@ -10,7 +10,7 @@ from capstone.cli._errors import handle_errors
 from capstone.cli._options import ConfigPath, Db, Delimiter, Json, Pipeline, existing
 from capstone.cli._output import console, print_json
 from capstone.cli.render import pipelines_table
-from capstone.config import CONFIG_NAME, load_config, starter_config
+from capstone.config import CONFIG_NAME, config_from_text, load_config, starter_config
 from capstone.draft import DEFAULT_SAMPLE, draft_pipeline
 from capstone.errors import CapstoneError, ConfigError
 from capstone.pipeline import MAX_LOCK_TIMEOUT
@@ -162,6 +162,9 @@ def _draft(
             f"{path} already has a pipeline {spec.name!r}; name the draft with --pipeline NAME"
         )
     try:
+        before = path.read_text(encoding="utf-8") if path.exists() else ""
+        # The file as it will be is read first: a draft never leaves a config that fails.
+        config_from_text(path, before + draft.toml(sample_file))
         with path.open("a", encoding="utf-8") as fh:
             fh.write(draft.toml(sample_file))
     except OSError as error:
