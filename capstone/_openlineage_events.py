@@ -96,6 +96,7 @@ _COUNTS = (
     "rejected",
     "skipped",
     "dead_letters",
+    "dead_letters_updated",
     "lineage_entries",
 )
 

@@ -46,7 +46,12 @@ def render_metrics(pipeline: str, summary: RunSummary | None, now: float | None 
     for name, help_text, value in (
         ("input_records", "Records the last run read.", run.input_records),
         ("dead_letters", "Dead letters the last run wrote for the first time.", run.dead_letters),
-        ("lineage_entries", "Lineage rows the last run wrote.", run.lineage_entries),
+        (
+            "dead_letters_updated",
+            "Dead letters of earlier runs the last run saw again.",
+            run.dead_letters_updated,
+        ),
+        ("lineage_entries", "Lineage entries (steps) the last run recorded.", run.lineage_entries),
         ("duration_seconds", "How long the last run took.", f"{run.duration_ms / 1000:.3f}"),
         ("success", "1 if the last run committed, else 0.", int(run.status == RunStatus.SUCCESS)),
         (

@@ -112,7 +112,8 @@ class TestRun:
     def test_replay_writes_its_counters(
         self, runner: CliRunner, db: str, sample: str, tmp_path: Path
     ) -> None:
-        """A replay writes its own run's counters."""
+        """A replay writes its own run's counters; the two letters it rejects again are counted
+        as seen again, not as new."""
         path = tmp_path / "capstone.prom"
         assert runner.invoke(app, ["run", "-i", sample, "--db", db, "-q"]).exit_code == 0
         result = runner.invoke(app, ["replay", "--db", db, "-q", "--metrics-file", str(path)])
@@ -120,6 +121,8 @@ class TestRun:
         found = parse(path.read_text(encoding="utf-8"))
         assert value_of(found, "capstone_run_id") == 2
         assert value_of(found, "capstone_run_input_records") == 2
+        assert value_of(found, "capstone_run_dead_letters") == 0
+        assert value_of(found, "capstone_run_dead_letters_updated") == 2
         assert value_of(found, "capstone_run_success") == 1
 
     def test_an_unwritable_folder_is_refused_before_the_run(
