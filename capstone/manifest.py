@@ -7,6 +7,7 @@ manifest exactly when its data is in the database.
 """
 
 import os
+from stat import S_ISREG
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
@@ -74,7 +75,8 @@ def unchanged_since_load(path: str, stat: os.stat_result, loaded: LoadedFile) ->
 
 def identify(path: str) -> FileIdentity | None:
     """The file's identity, hashing all its bytes (at disk speed, before any parsing); None for
-    standard input, which cannot be read twice and so has no manifest entry."""
+    standard input and other streams (a named pipe, a device), which cannot be read twice and so
+    have no manifest entry: hashing one would consume what the run is to load."""
     if path == STDIN:
         return None
     try:
@@ -83,6 +85,8 @@ def identify(path: str) -> FileIdentity | None:
         raise missing_file(path) from None
     except OSError as error:
         raise InputError(f"cannot read input {path}: {error.strerror}") from None
+    if not S_ISREG(stat.st_mode):
+        return None
     return FileIdentity(
         path=path,
         resolved_path=os.path.realpath(path),

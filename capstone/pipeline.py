@@ -12,7 +12,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from capstone import openlineage, retention
+from capstone import openlineage, readahead, retention
 from capstone.classify import Classifier, header_check
 from capstone.config import load_config
 from capstone.dead_letters import replay_items
@@ -93,6 +93,9 @@ class RunOptions(BaseModel):
     lock_timeout: float = Field(5.0, ge=0, le=MAX_LOCK_TIMEOUT)
     force: bool = False
     """Load a file even when the manifest says its content was loaded before."""
+    read_ahead: bool | None = None
+    """Read and validate in a second process while this one writes (`capstone.readahead`);
+    None: when the platform can fork and the input is not Parquet nor under 1 MB."""
     max_rejects: MaxRejects | None = None
     """Fail a file's run past this many rejects (None: the pipeline's `max_rejects`)."""
     delimiter: Delimiter | None = None
@@ -652,7 +655,15 @@ def _execute(
                 watermark=old,
             )
             tally = _classify_all(
-                tx, classifier, items(tx), options, spec, source_name, progress, bytes_read
+                tx,
+                classifier,
+                items(tx),
+                options,
+                spec,
+                source_name,
+                progress,
+                bytes_read,
+                source if _reads_ahead(options, source) else None,
             )
             skip_text = None if skip_through is None else format_ts(skip_through)
             merged = tx.merge(skip_text, None if old is None else format_ts(old))
@@ -700,17 +711,48 @@ def _classify_all(
     source_name: str,
     progress: Progress | None,
     bytes_read: Callable[[], int],
+    ahead: SourceFile | None = None,
 ) -> "_Tally":
-    """Classify the records batch by batch into the run's transaction, and count them."""
+    """Classify the records batch by batch into the run's transaction, and count them; with
+    the source `ahead`, a forked reader reads and classifies while this process writes."""
     tally = _Tally()
     limit = options.max_rejects or spec.max_rejects
-    for chunk in _batches(items, options.batch_size):
-        tally.add(tx, classifier.classify(chunk))
-        if progress is not None:
-            progress(tally.records, bytes_read())
-        _check_rejects(limit, source_name, tally, spec, final=False)
+
+    def classified() -> Iterator[tuple[Batch, int]]:
+        for chunk in _batches(items, options.batch_size):
+            yield classifier.classify(chunk), bytes_read()
+
+    with contextlib.ExitStack() as stack:
+        if ahead is None:
+            batches: Iterable[tuple[Batch, int]] = classified()
+        else:
+            reader = stack.enter_context(readahead.read_ahead(classified, ahead.content_read))
+            batches = reader
+        for batch, read in batches:
+            tally.add(tx, batch)
+            if progress is not None:
+                progress(tally.records, read)
+            _check_rejects(limit, source_name, tally, spec, final=False)
+        if ahead is not None:
+            ahead.read_elsewhere(reader.finished)
     _check_rejects(limit, source_name, tally, spec, final=True)
     return tally
+
+
+_READ_AHEAD_FROM = 1 << 20
+"""Bytes of input from which a forked reader pays for itself (forking takes a few ms)."""
+
+
+def _reads_ahead(options: RunOptions, source: SourceFile | None) -> bool:
+    """Whether to read `source` in a forked reader: never Parquet (pyarrow's threads and memory
+    pools are not made to be forked), nor stored dead letters (read through the run's own
+    connection)."""
+    if source is None or source.format == "parquet" or not readahead.available():
+        return False
+    if options.read_ahead is not None:
+        return options.read_ahead
+    size = source.size
+    return size is None or size >= _READ_AHEAD_FROM
 
 
 def _out_of_memory(source_name: str) -> InputError:

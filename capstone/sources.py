@@ -121,6 +121,7 @@ class SourceFile:
     _fh: io.BufferedReader | None = field(default=None, init=False)  # the (decompressed) content
     _file: io.BufferedReader | None = field(default=None, init=False)  # the file, never stdin
     _hashing: "_Hashing | None" = field(default=None, init=False)  # under _file
+    _read_elsewhere: tuple[str, int] | None = field(default=None, init=False)
 
     @property
     def name(self) -> str:
@@ -144,7 +145,14 @@ class SourceFile:
     def content_read(self) -> tuple[str, int] | None:
         """SHA-256 (hex) and size of the file's bytes as this source read them (compressed, if
         the file is), or None for standard input or when the file was not read in one pass."""
+        if self._read_elsewhere is not None:
+            return self._read_elsewhere
         return None if self._hashing is None else self._hashing.content()
+
+    def read_elsewhere(self, content: tuple[str, int] | None) -> None:
+        """Take `content_read` from the copy of this source another process read (see
+        `capstone.readahead`): this one's file was never read past its head."""
+        self._read_elsewhere = content
 
     def __enter__(self) -> "SourceFile":
         """Open the file, undo its compression and settle its format (`format`, if not given, is

@@ -3,13 +3,17 @@ content fingerprint."""
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
+import orjson
 import pytest
 
+from capstone import run
 from capstone.errors import ConfigError, InputError
 from capstone.inputs import expand_inputs, fingerprint
 from capstone.sources import SourceFile
+from tests.conftest import event, fetch
 
 
 @pytest.fixture
@@ -164,3 +168,24 @@ def test_fingerprint_of_a_missing_file_is_the_missing_file_error(tmp_path: Path)
     """A file gone between listing and fingerprinting says so, as for --input."""
     with pytest.raises(InputError, match="does not exist; check the --input path"):
         fingerprint(str(tmp_path / "gone.jsonl"))
+
+
+def test_a_named_pipe_loads_what_is_written_into_it(tmp_path: Path, db_path: str) -> None:
+    """A FIFO is read once, by the run: it is not hashed first (which would consume it) and gets
+    no manifest entry, like standard input."""
+    pipe = tmp_path / "feed.jsonl"
+    os.mkfifo(pipe)
+    lines = "".join(
+        orjson.dumps(event(f"k{i}", "2025-03-01T00:00:00")).decode() + "\n" for i in range(20)
+    )
+
+    def write() -> None:
+        with pipe.open("w") as fh:
+            fh.write(lines)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    summary = run(str(pipe), db_path)
+    writer.join()
+    assert (summary.input_records, summary.loaded) == (20, 20)
+    assert fetch(db_path, "SELECT COUNT(*) FROM files") == [(0,)]

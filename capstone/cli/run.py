@@ -132,6 +132,16 @@ def run(
             metavar="",
         ),
     ] = False,
+    read_ahead: Annotated[
+        bool | None,
+        typer.Option(
+            "--read-ahead/--no-read-ahead",
+            help="Read and validate in a second process while this one writes, using both cores "
+            "(default: for inputs of 1 MB or more, except Parquet).",
+            show_default=False,
+            metavar="",
+        ),
+    ] = None,
     keep_going: Annotated[
         bool,
         typer.Option(
@@ -173,6 +183,7 @@ def run(
         batch_size=batch_size,
         lock_timeout=lock_timeout,
         force=force,
+        read_ahead=read_ahead,
         max_rejects=None if max_rejects is None else _reject_limit(max_rejects),
         delimiter=None if delimiter is None else parse_delimiter(delimiter),
     )

@@ -1,0 +1,179 @@
+"""Reading ahead: a second process reads, decompresses, parses and validates while this one writes.
+
+Validation is Python (Pydantic's model per record) and so is the writer's side of SQLite, and the
+GIL lets one thread of them run at a time: a writer thread bought nothing (notes.md, section 5).
+A forked process does: it inherits the opened source and the run's classifier as they are (no
+pickling of either), produces the run's batches in order, and sends each, pickled, through a
+pipe. The pipe's small buffer is the back-pressure: the reader is at most a batch or two ahead,
+so memory stays bounded however large the file.
+
+The writer keeps the run's one transaction and all of its failure semantics:
+- an error in the reader (bad input, MemoryError, a bug) is sent over and raised in the writer,
+  which rolls the run back as if it had read the file itself;
+- Ctrl-C and SIGTERM are the writer's to handle: the reader ignores SIGINT, is killed when the
+  writer leaves (normally or not), and dies with it (PR_SET_PDEATHSIG), so a kill -9 of the writer
+  leaves no reader behind and the database as it was;
+- a reader that dies without a word (killed, crashed) fails the run with one line.
+"""
+
+import contextlib
+import ctypes
+import os
+import pickle
+import signal
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from typing import Any, Generic, TypeVar
+
+from capstone.errors import CapstoneError, InputError
+
+__all__ = ["ReadAhead", "available", "read_ahead"]
+
+T = TypeVar("T")
+F = TypeVar("F")
+
+_ITEM, _DONE, _ERROR, _MEMORY = range(4)
+_PR_SET_PDEATHSIG = 1
+
+
+def available() -> bool:
+    """Whether this platform can fork a reader (Linux, macOS and the BSDs; not Windows)."""
+    return hasattr(os, "fork")
+
+
+class ReadAhead(Generic[T, F]):
+    """The writer's end: iterate for the reader's items, then read `finished` for its last word."""
+
+    def __init__(self, receive: Connection, reader: int) -> None:
+        self._receive = receive
+        self.reader = reader
+        """The reader's process id."""
+        self.exitcode: int | None = None
+        self._finished: F | None = None
+        self._done = False
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            kind, payload = self._next()
+            if kind == _ITEM:
+                yield payload
+            elif kind == _DONE:
+                self._finished, self._done = payload, True
+                return
+            elif kind == _MEMORY:
+                raise MemoryError
+            else:
+                raise payload
+
+    @property
+    def finished(self) -> F:
+        """What the reader's `finish` returned, once every item was taken."""
+        assert self._done, "iterate the read-ahead to its end first"
+        return self._finished  # type: ignore[return-value]
+
+    def _next(self) -> tuple[int, Any]:
+        try:
+            return self._receive.recv()  # type: ignore[no-any-return]
+        except (EOFError, OSError):
+            code = self.wait()
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            raise InputError(
+                f"the process reading the input {how} before it finished; nothing was kept, "
+                "run again (or pass --no-read-ahead to read in one process)"
+            ) from None
+
+    def wait(self) -> int:
+        """Wait for the reader to end; its exit code (minus the signal that killed it)."""
+        if self.exitcode is None:
+            _, status = os.waitpid(self.reader, 0)
+            self.exitcode = os.waitstatus_to_exitcode(status)
+        return self.exitcode
+
+    def stop(self) -> None:
+        """End the reader, done or not, and reap it."""
+        if self.exitcode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.reader, signal.SIGKILL)
+            self.wait()
+
+
+@contextlib.contextmanager
+def read_ahead(
+    produce: Callable[[], Iterator[T]], finish: Callable[[], F]
+) -> Iterator[ReadAhead[T, F]]:
+    """Run `produce` in a forked reader and yield the writer's end of it; `finish` runs in the
+    reader after the last item and its result comes over as `finished`. Leaving the block (an
+    error, an interrupt) stops the reader.
+
+    A bare fork, not multiprocessing's Process: that one closes standard input in the child,
+    which is what `--input -` reads, and runs exit handlers the writer owns."""
+    receive, send = os.pipe()
+    writer = os.getpid()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about forking a process that has threads (a progress display's):
+        # the reader only reads and validates, and never takes a lock such a thread holds.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the reader: it never returns into the writer's code
+        code = 1
+        try:
+            os.close(receive)
+            _read(produce, finish, Connection(send, readable=False), writer)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(send)
+    ahead: ReadAhead[T, F] = ReadAhead(Connection(receive, writable=False), pid)
+    try:
+        yield ahead
+    finally:
+        ahead._receive.close()
+        ahead.stop()
+
+
+def _read(
+    produce: Callable[[], Iterator[Any]], finish: Callable[[], Any], send: Connection, writer: int
+) -> None:
+    """The reader's life: produce, send, and say how it ended. A writer gone (its end of the pipe
+    closed) ends it quietly."""
+    _detach(writer)
+    try:
+        for item in produce():
+            send.send((_ITEM, item))
+        send.send((_DONE, finish()))
+    except (BrokenPipeError, ConnectionResetError):
+        return
+    except MemoryError:
+        _say(send, (_MEMORY, None))
+    except CapstoneError as error:
+        _say(send, (_ERROR, _portable(error)))
+    except Exception as error:
+        _say(send, (_ERROR, RuntimeError(f"{type(error).__name__}: {error}")))
+
+
+def _detach(writer: int) -> None:
+    """Leave Ctrl-C and SIGTERM to the writer, and die with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != writer:  # the writer died before the line above
+            os._exit(1)
+
+
+def _portable(error: CapstoneError) -> CapstoneError:
+    """The error as it can cross the pipe: its own class when that pickles, else an InputError."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return InputError(str(error))
+    return error
+
+
+def _say(send: Connection, message: tuple[int, Any]) -> None:
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        send.send(message)
