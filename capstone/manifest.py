@@ -7,8 +7,8 @@ manifest exactly when its data is in the database.
 """
 
 import os
-from stat import S_ISREG
 from datetime import UTC, datetime, timedelta
+from stat import S_ISREG
 
 from pydantic import BaseModel, ConfigDict
 
