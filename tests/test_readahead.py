@@ -113,7 +113,7 @@ def test_an_error_in_the_reader_stops_the_reader(tmp_path: Path) -> None:
         yield 1
         raise InputError("bad input at item 2; fix it")
 
-    taken = []
+    taken: list[int] = []
     with (
         pytest.raises(InputError, match="bad input at item 2"),
         read_ahead(produce, lambda: None) as reader,
