@@ -180,6 +180,12 @@ def _parser() -> argparse.ArgumentParser:
         help="import capstone from this folder (e.g. a snapshot of another commit)",
     )
     add(
+        "--baseline-src",
+        type=Path,
+        help="also measure capstone from this folder as `baseline` (e.g. a checkout of an older "
+        "commit), side by side; the table shows capstone's speed-up over it",
+    )
+    add(
         "--out", type=Path, default=OUT, help="data cache and scratch databases (default bench/out)"
     )
     add("--timeout", type=float, default=3600, help="seconds before a measurement is abandoned")
@@ -197,8 +203,14 @@ def _parser() -> argparse.ArgumentParser:
 # -- environment -----------------------------------------------------------------------------------
 
 
-def _child_env(args: argparse.Namespace) -> dict[str, str]:
-    paths = [str(args.capstone_src.resolve())] if args.capstone_src else []
+def _tools(args: argparse.Namespace) -> tuple[str, ...]:
+    """The tools measured: capstone and the floor, and the baseline capstone if given."""
+    return (*TOOLS, "baseline") if args.baseline_src else TOOLS
+
+
+def _child_env(args: argparse.Namespace, tool: str = "capstone") -> dict[str, str]:
+    source = args.baseline_src if tool == "baseline" else args.capstone_src
+    paths = [str(source.resolve())] if source else []
     paths.append(str(ROOT))
     return os.environ | {"PYTHONPATH": os.pathsep.join(paths), "PYTHONDONTWRITEBYTECODE": "1"}
 
@@ -210,6 +222,20 @@ def _git(*command: str) -> str:
         )
         return done.stdout.strip()
     return ""
+
+
+def _baseline(args: argparse.Namespace) -> str | None:
+    """The baseline's folder and, when it is a git checkout, its commit."""
+    if not args.baseline_src:
+        return None
+    folder = args.baseline_src.resolve()
+    done = subprocess.run(
+        ["git", "-C", str(folder), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return f"{folder} (git {done.stdout.strip()})" if done.returncode == 0 else str(folder)
 
 
 def _machine(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -240,6 +266,7 @@ def _machine(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "orjson": metadata.version("orjson"),
         "capstone": version,
         "capstone_source": source,
+        "baseline_source": _baseline(args),
         "git_commit": commit,
         "capstone_uncommitted_changes": dirty,
         "capstone_backend": "postgresql" if args.db_url else "sqlite",
@@ -330,7 +357,7 @@ class Databases:
         self._schemas: list[str] = []
 
     def uses_postgres(self, tool: str) -> bool:
-        return tool == "capstone" and self.pg_url is not None
+        return tool in ("capstone", "baseline") and self.pg_url is not None
 
     @contextlib.contextmanager
     def fresh(self, tool: str, name: str) -> Iterator[str]:
@@ -409,7 +436,9 @@ def _child(
 ) -> dict[str, Any]:
     """Run one load in a fresh process and return its report (seconds, maxrss_kb, counts, wall);
     with `feed`, `input_path` is a folder loaded with `run_many`."""
-    command = [sys.executable, "-m", "bench._child", tool, str(input_path), db, "--format", fmt]
+    measured = "capstone" if tool == "baseline" else tool
+    command = [sys.executable, "-m", "bench._child", measured, str(input_path), db]
+    command += ["--format", fmt]
     command += ["--batch-size", str(args.batch_size), "--via", args.via]
     command += ["--feed"] if feed else []
     clock = time.perf_counter()
@@ -417,7 +446,7 @@ def _child(
         done = subprocess.run(
             command,
             capture_output=True,
-            env=_child_env(args),
+            env=_child_env(args, tool),
             cwd=work,
             timeout=args.timeout,
             check=False,
@@ -510,10 +539,11 @@ class Bench:
         keep_base: bool = False,
     ) -> None:
         """Every repeat of both tools on one scenario, alternating tools to spread drift."""
-        pair = {tool: Result(scenario, label, n, tool, records) for tool in TOOLS}
+        tools = _tools(self.args)
+        pair = {tool: Result(scenario, label, n, tool, records) for tool in tools}
         repeats = self.repeats(n)
         for repeat in range(repeats):
-            for tool in TOOLS:
+            for tool in tools:
                 result = pair[tool]
                 if result.error is not None:
                     continue
@@ -611,7 +641,7 @@ class Bench:
             self.scenario("incremental_empty", label, n, size, inc, "jsonl")
         if "feeds" in scenarios:
             self.feeds(n)
-        for tool in TOOLS:
+        for tool in _tools(args):
             base = self.bases.pop((tool, n), None)
             if base is not None and not args.keep:
                 _remove_sqlite(base)
@@ -639,8 +669,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def _targets(results: list[Result]) -> list[dict[str, Any]]:
-    """Issue 3's targets, checked against the figures measured in this run."""
+def _targets(results: list[Result], postgres: bool = False) -> list[dict[str, Any]]:
+    """Issue 18's targets (with issue 3's records/s and RSS growth), checked against the figures
+    measured in this run."""
     checks: list[dict[str, Any]] = []
     sizes = sorted({r.n for r in results if r.n != FIVE_M}) or sorted({r.n for r in results})
     n = LARGE if LARGE in sizes else sizes[-1] if sizes else LARGE
@@ -650,19 +681,37 @@ def _targets(results: list[Result]) -> list[dict[str, Any]]:
         ok = None if value is None else value >= limit if higher_is_better else value <= limit
         checks.append({"target": name + at, "value": value, "limit": limit, "ok": ok})
 
-    ours, floor = _find(results, "jsonl", n, "capstone"), _find(results, "jsonl", n, "floor")
-    if ours is not None and floor is not None:
-        cpu = _ratio(ours.median_cpu, floor.median_cpu)
-        check(
-            f"JSON Lines first load, capstone/floor (by cpu s: {_fmt(cpu, '.2f')})",
-            _ratio(ours.median, floor.median),
-            1.5,
-        )
-        check("JSON Lines first load, records/s", ours.rate, 80_000, higher_is_better=True)
+    ours = _find(results, "jsonl", n, "capstone")
     for fmt in ("jsonl", "json", "csv"):
-        result = _find(results, fmt, n, "capstone")
-        if result is not None:
-            check(f"{LABELS[fmt]}, peak RSS MB", result.peak_mb, 200)
+        mine, floor = _find(results, fmt, n, "capstone"), _find(results, fmt, n, "floor")
+        if mine is None:
+            continue
+        if floor is not None:
+            cpu = _ratio(mine.median_cpu, floor.median_cpu)
+            check(
+                f"{LABELS[fmt]}, capstone/floor seconds (by cpu s: {_fmt(cpu, '.2f')})",
+                _ratio(mine.median, floor.median),
+                0.75,
+            )
+        baseline = _find(results, fmt, n, "baseline")
+        if baseline is not None:
+            check(
+                f"{LABELS[fmt]}, speed-up over the baseline capstone",
+                _ratio(baseline.median, mine.median),
+                1.5 if postgres else 2.0,
+                higher_is_better=True,
+            )
+        check(f"{LABELS[fmt]}, peak RSS MB of the run's processes", mine.peak_mb, 250)
+    if ours is not None:
+        check("JSON Lines first load, records/s", ours.rate, 80_000, higher_is_better=True)
+    folder = _find(results, "feed", n, "capstone")
+    if folder is not None:
+        check(
+            "feed of gzip files, cores busy (cpu s / seconds)",
+            _ratio(folder.median_cpu, folder.median),
+            1.5,
+            higher_is_better=True,
+        )
     big, base = _find(results, "jsonl", FIVE_M, "capstone"), _find(results, "jsonl", n, "capstone")
     if big is not None and base is not None and n != FIVE_M:
         checks.append(
@@ -680,7 +729,7 @@ def _targets(results: list[Result]) -> list[dict[str, Any]]:
     into = _find(results, "incremental", n, "capstone")
     empty = _find(results, "incremental_empty", n, "capstone")
     if into is not None and empty is not None:
-        check("incremental into full db / into empty db", _ratio(into.median, empty.median), 2.5)
+        check("incremental into full db / into empty db", _ratio(into.median, empty.median), 2.0)
     return checks
 
 
@@ -703,7 +752,12 @@ def _table(machine: dict[str, Any], results: list[Result], checks: list[dict[str
         + (")" if machine["git_commit"] else "")
         + f" via {'capstone.run()' if machine['via'] == 'lib' else '`capstone run`'}"
         + f" · batch size {machine['batch_size']:,} · seed {machine['seed']}",
-        f"capstone on {machine['capstone_backend']}, floor on SQLite"
+        (
+            f"baseline: capstone from {machine['baseline_source']}\n"
+            if machine.get("baseline_source")
+            else ""
+        )
+        + f"capstone on {machine['capstone_backend']}, floor on SQLite"
         + (
             " (the ratio compares different databases)"
             if machine["capstone_backend"] != "sqlite"
@@ -711,8 +765,10 @@ def _table(machine: dict[str, Any], results: list[Result], checks: list[dict[str
         )
         + f" · load average {machine['load_before']:.2f} at start, "
         + f"{machine.get('load_after', float('nan')):.2f} at end",
-        "seconds = median of the repeats, load only; cpu s = its user+system CPU time; "
-        "wall s = the whole process, startup included",
+        "seconds = median of the repeats, load only; cpu s = its user+system CPU time (with the "
+        "forked reader's: above seconds when both cores work); wall s = the whole process, "
+        "startup included; speed-up = baseline seconds / capstone seconds; peak RSS = the run's "
+        "process plus its reader",
         "",
     ]
     header = (
@@ -725,6 +781,7 @@ def _table(machine: dict[str, Any], results: list[Result], checks: list[dict[str
         "wall s",
         "records/s",
         "cap/floor",
+        "speed-up",
         "peak RSS MB",
         "lineage B/rec",
     )
@@ -732,6 +789,8 @@ def _table(machine: dict[str, Any], results: list[Result], checks: list[dict[str
     for result in results:
         floor = _find(results, result.scenario, result.n, "floor")
         ratio = _ratio(result.median, floor.median if floor else None)
+        baseline = _find(results, result.scenario, result.n, "baseline")
+        speedup = _ratio(baseline.median if baseline else None, result.median)
         rows.append(
             (
                 result.label,
@@ -744,6 +803,7 @@ def _table(machine: dict[str, Any], results: list[Result], checks: list[dict[str
                 # A rerun skipped by the manifest reads no record: records/s would mean nothing.
                 _fmt(result.rate, ",.0f") if result.scenario != "feed_rerun" else "-",
                 _fmt(ratio, ".2f") + "x" if result.tool == "capstone" and ratio else "",
+                _fmt(speedup, ".2f") + "x" if result.tool == "capstone" and speedup else "",
                 _fmt(result.peak_mb, ".0f"),
                 _fmt(result.lineage_per_record, ".1f"),
             )
@@ -761,7 +821,7 @@ def _table(machine: dict[str, Any], results: list[Result], checks: list[dict[str
         lines.append("")
         for n in increments:
             parts = []
-            for tool in TOOLS:
+            for tool in [t for t in (*TOOLS, "baseline") if _find(results, "incremental", n, t)]:
                 into = _find(results, "incremental", n, tool)
                 empty = _find(results, "incremental_empty", n, tool)
                 ratio = _ratio(into.median if into else None, empty.median if empty else None)
@@ -791,7 +851,7 @@ def _table(machine: dict[str, Any], results: list[Result], checks: list[dict[str
             f"{FEED_FILES} files skipped by the manifest"
         )
     if checks:
-        lines += ["", "targets (issue 3; lineage bytes: issue 18):"]
+        lines += ["", "targets (issue 18; records/s and RSS at 5M: issue 3):"]
         for item in checks:
             mark = {True: "PASS", False: "FAIL", None: "n/a "}[item["ok"]]
             value = item["value"]
@@ -856,7 +916,7 @@ def main(argv: list[str] | None = None) -> int:
             "other processes were busy during the run (see the load average); "
             "wall times are inflated, compare cpu s"
         )
-    checks = _targets(bench.results)
+    checks = _targets(bench.results, postgres=args.db_url is not None)
     if args.json:
         document = {
             "machine": machine,

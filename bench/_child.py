@@ -3,9 +3,9 @@
 `seconds` times the load alone (from the call of `capstone.run` or the floor's `load` to its return;
 with `--via cli`, the whole `capstone run` process); `cpu` is the user+system CPU time of the same
 span, which other processes on the machine disturb far less than wall time. The benchmark starts this module once per
-measurement, so the peak RSS it reports
-(`getrusage(RUSAGE_SELF)`, or `RUSAGE_CHILDREN` of the one CLI process it starts with `--via cli`)
-belongs to that load alone. It prints exactly one JSON object on stdout:
+measurement, so the peak RSS it reports belongs to that load alone: VmHWM of this process plus
+the peak of the reader a run forks (`capstone.readahead`), or `RUSAGE_CHILDREN` of the one CLI
+process it starts with `--via cli`. CPU seconds include the reader's. It prints exactly one JSON object on stdout:
 
     {"ok": true, "seconds": ..., "cpu": ..., "maxrss_kb": ..., "counts": {...}, "pid": ...}
     {"ok": false, "error": "...", "detail": "...traceback tail..."}
@@ -43,13 +43,13 @@ def _capstone_lib(args: argparse.Namespace) -> dict[str, Any]:
     from capstone import RunOptions, run
 
     options = RunOptions(batch_size=args.batch_size, format=args.format)
-    clock, cpu = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
+    clock, cpu = time.perf_counter(), _cpu_all()
     summary = run(args.input, args.db, options)
-    seconds, cpu = time.perf_counter() - clock, _cpu(resource.RUSAGE_SELF) - cpu
+    seconds, cpu = time.perf_counter() - clock, _cpu_all() - cpu
     if summary.status != "success":
         raise RuntimeError(f"capstone run ended with status {summary.status}: {summary.error}")
     counts = summary.model_dump(include=set(COUNTS))
-    return {"seconds": seconds, "cpu": cpu, "counts": counts, "maxrss_kb": _self_rss()}
+    return {"seconds": seconds, "cpu": cpu, "counts": counts} | _memory()
 
 
 def _capstone_cli(args: argparse.Namespace) -> dict[str, Any]:
@@ -77,9 +77,9 @@ def _capstone_feed(args: argparse.Namespace) -> dict[str, Any]:
     from capstone.pipeline import RunOptions, run_many
 
     options = RunOptions(batch_size=args.batch_size, format=args.format)
-    clock, cpu = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
+    clock, cpu = time.perf_counter(), _cpu_all()
     feed = run_many([args.input], args.db, options)
-    seconds, cpu = time.perf_counter() - clock, _cpu(resource.RUSAGE_SELF) - cpu
+    seconds, cpu = time.perf_counter() - clock, _cpu_all() - cpu
     if feed.failed:
         raise RuntimeError(
             f"capstone run_many: {len(feed.failed)} file(s) failed: {feed.failed[0].error}"
@@ -97,7 +97,7 @@ def _capstone_feed(args: argparse.Namespace) -> dict[str, Any]:
         "files": len(feed.runs),
         "files_skipped": sum(r.same_content_as is not None for r in feed.runs),
     }
-    return {"seconds": seconds, "cpu": cpu, "counts": counts, "maxrss_kb": _self_rss()}
+    return {"seconds": seconds, "cpu": cpu, "counts": counts} | _memory()
 
 
 def _floor(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,6 +112,20 @@ def _floor(args: argparse.Namespace) -> dict[str, Any]:
 def _cpu(who: int) -> float:
     usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_all() -> float:
+    """CPU seconds of this process and of its ended children: a run's forked reader (reaped by
+    the run) counts with the run."""
+    return _cpu(resource.RUSAGE_SELF) + _cpu(resource.RUSAGE_CHILDREN)
+
+
+def _memory() -> dict[str, int]:
+    """Peak memory of the load's processes together: this one's peak plus the largest peak of
+    its forked readers (pages they share with this process are counted twice, so the sum is an
+    upper bound)."""
+    own, readers = _self_rss(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"maxrss_kb": own + readers, "writer_rss_kb": own, "reader_rss_kb": readers}
 
 
 def _self_rss() -> int:
