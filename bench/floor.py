@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS watermarks (
 );
 CREATE TABLE IF NOT EXISTS staging (
     seq INTEGER PRIMARY KEY, position INTEGER NOT NULL, key TEXT NOT NULL, name TEXT NOT NULL,
-    value REAL NOT NULL, ts TEXT NOT NULL, attributes TEXT
+    value REAL NOT NULL, ts TEXT NOT NULL, attributes TEXT, ts_us INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS target (
     key TEXT PRIMARY KEY, name TEXT NOT NULL, value REAL NOT NULL, ts TEXT NOT NULL,
@@ -90,14 +90,20 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     UNIQUE (pipeline, fingerprint)
 );
 CREATE TABLE IF NOT EXISTS lineage_records (
-    id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, step TEXT NOT NULL, key TEXT,
-    position INTEGER NOT NULL, detail TEXT
+    id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, step INTEGER NOT NULL, key TEXT,
+    position INTEGER NOT NULL, ts INTEGER, detail TEXT
 );
 CREATE VIEW IF NOT EXISTS lineage AS
-    SELECT 2 * id + 1 AS id, run_id, step, key, position, detail FROM lineage_records
+    SELECT 2 * id + 1 AS id, run_id,
+           CASE step WHEN 1 THEN 'load' WHEN 2 THEN 'stale' WHEN 4 THEN 'reject'
+                     WHEN 5 THEN 'skip' END AS step, key, position,
+           COALESCE(detail, 'ts ' || strftime('%Y-%m-%dT%H:%M:%S', ts / 1000000, 'unixepoch')
+                    || CASE WHEN ts % 1000000 = 0 THEN '' ELSE printf('.%06d', ts % 1000000) END)
+               AS detail
+    FROM lineage_records
     UNION ALL
     SELECT 2 * id AS id, run_id, 'stage' AS step, key, position, NULL AS detail
-    FROM lineage_records WHERE step IN ('load', 'stale', 'delete');
+    FROM lineage_records WHERE step IN (1, 2);
 """
 
 # -- the record model (equivalent to capstone.model.Event) ---------------------------------------
@@ -222,13 +228,13 @@ def _detect(head: bytes) -> str:
 # -- the load --------------------------------------------------------------------------------------
 
 MERGE_LINEAGE = """
-INSERT INTO lineage_records (run_id, step, key, position, detail)
-SELECT ?1, CASE WHEN applied THEN 'load' ELSE 'stale' END, key, position,
-       CASE WHEN applied THEN 'ts ' || ts ELSE 'kept ts ' || newest_before || ' over ' || ts END
+INSERT INTO lineage_records (run_id, step, key, position, ts, detail)
+SELECT ?1, CASE WHEN applied THEN 1 ELSE 2 END, key, position, CASE WHEN applied THEN ts_us END,
+       CASE WHEN applied THEN NULL ELSE 'kept ts ' || newest_before || ' over ' || ts END
 FROM (
-    SELECT key, position, ts, ts > newest_before AS applied, newest_before
+    SELECT key, position, ts, ts_us, ts > newest_before AS applied, newest_before
     FROM (
-        SELECT s.seq, s.key, s.position, s.ts,
+        SELECT s.seq, s.key, s.position, s.ts, s.ts_us,
                MAX(COALESCE(t.ts, ''), COALESCE(MAX(s.ts) OVER (
                    PARTITION BY s.key ORDER BY s.seq
                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), '')) AS newest_before
@@ -280,8 +286,8 @@ def _loose(record: dict[str, Any]) -> tuple[str | None, datetime | None]:
 
 
 INSERT_STAGING = (
-    "INSERT INTO staging (seq, position, key, name, value, ts, attributes) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO staging (seq, position, key, name, value, ts, attributes, ts_us) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 INSERT_DEAD = (
     "INSERT INTO dead_letters (pipeline, run_id, last_run_id, position, key, reason, message, "
@@ -292,8 +298,19 @@ SEEN_DEAD = (
     "UPDATE dead_letters SET last_run_id = ?, times_seen = times_seen + 1, reason = ?, "
     "message = ? WHERE pipeline = ? AND fingerprint = ? AND run_id != ?"
 )
+# Lineage stores steps as codes (load 1, stale 2, reject 4, skip 5) and an event-time detail as
+# microseconds since 1970, as capstone does (`capstone.lineage`).
+REJECT, SKIP = 4, 5
+EPOCH, MICROSECOND = datetime(1970, 1, 1), timedelta(microseconds=1)
+
+
+def _micros(ts: datetime) -> int:
+    return (ts - EPOCH) // MICROSECOND
+
+
 INSERT_LINEAGE = (
-    "INSERT INTO lineage_records (run_id, step, key, position, detail) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO lineage_records (run_id, step, key, position, ts, detail) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
 )
 
 Dead = tuple[int, str | None, str, str, str, dict[str, Any] | None]
@@ -342,13 +359,13 @@ class _Run:
                     continue
                 key, loose_ts = _loose(record)
                 if skip_through is not None and loose_ts is not None and loose_ts <= skip_through:
-                    skip.append((run_id, "skip", key, position, f"ts {loose_ts.isoformat()}"))
+                    skip.append((run_id, SKIP, key, position, _micros(loose_ts), None))
                 else:
                     dead.append((position, key, *_reasons(error), _text(raw, record), record))
                 continue
             ts = event.ts
             if skip_through is not None and ts <= skip_through:
-                skip.append((run_id, "skip", event.key, position, f"ts {ts.isoformat()}"))
+                skip.append((run_id, SKIP, event.key, position, _micros(ts), None))
                 continue
             if ts > future_limit:
                 message = f"ts: {ts.isoformat()} is later than now plus the tolerance"
@@ -367,6 +384,7 @@ class _Run:
                     event.value,
                     ts.isoformat(),
                     dumps(extra, option=orjson.OPT_SORT_KEYS).decode() if extra else None,
+                    (ts - EPOCH) // MICROSECOND,
                 )
             )
         self.seq = seq
@@ -408,7 +426,8 @@ class _Run:
                 SEEN_DEAD, [(run_id, r[5], r[6], pipeline, r[8], run_id) for r in rows]
             )
         self.conn.executemany(
-            INSERT_LINEAGE, [(run_id, "reject", key, pos, codes) for pos, key, codes, *_ in dead]
+            INSERT_LINEAGE,
+            [(run_id, REJECT, key, pos, None, codes) for pos, key, codes, *_ in dead],
         )
         self.new_dead += added
         self.rejected += len(dead)

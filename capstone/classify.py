@@ -33,7 +33,7 @@ from capstone.jsontext import has_non_finite, loads_exact
 from capstone.model import INT64_MAX, RecordShape, reasons_from_error, shape_of
 from capstone.sources import HeaderCheck, Item, Malformed, parse_object
 from capstone.spec import EVENTS, MAX_TEXT_LENGTH, PipelineSpec
-from capstone.timeutil import parse_ts
+from capstone.timeutil import EPOCH, MICROSECOND, parse_ts
 
 __all__ = ["Classifier"]
 
@@ -210,9 +210,12 @@ class Classifier:
                     Rejected(position, key[:cut], _text(raw), [reason], record, replayed)
                 )
                 continue
-            row = (self._seq + 1, position, *values(event), attributes)
-            if key_column:
-                row += (key,)
+            us = (ts - EPOCH) // MICROSECOND  # to_micros(ts), without a call per record
+            row = (
+                (self._seq + 1, position, *values(event), attributes, key, us)
+                if key_column
+                else (self._seq + 1, position, *values(event), attributes, us)
+            )
             if self.screen is not None and (unstorable := self.screen(row)):
                 batch.rejected.append(
                     Rejected(position, key[:cut], _text(raw), unstorable, record, replayed)

@@ -51,23 +51,27 @@ as text; a replay parses them again (a fixed export may hold JSON values there i
 RESERVED_FIELDS = frozenset({DEAD_LETTER_FIELD, RAW_FIELD, CELLS_FIELD})
 """Names a dead-letter export writes into its lines, so a replay reads them as its own."""
 
-SEQ, POSITION, ATTRIBUTES, LINEAGE_KEY, RUN_ID = (
+SEQ, POSITION, ATTRIBUTES, LINEAGE_KEY, RUN_ID, TS_US = (
     "seq",
     "position",
     "attributes",
     "_lineage_key",
     "run_id",
+    "_ts_us",
 )
-RESERVED_COLUMNS = frozenset({SEQ, POSITION, ATTRIBUTES, LINEAGE_KEY, RUN_ID})
+RESERVED_COLUMNS = frozenset({SEQ, POSITION, ATTRIBUTES, LINEAGE_KEY, RUN_ID, TS_US})
 """Columns capstone adds to staging and target tables; no field may take their names."""
 
 
 @dataclass(frozen=True, slots=True)
 class StagingLayout:
-    """Where each value of a staged row sits: (seq, position, *columns, attributes[, lineage key]).
+    """Where each value of a staged row sits:
+    (seq, position, *columns, attributes[, lineage key], event time in microseconds).
 
-    The lineage key comes last only when the pipeline's key is not a single string field (a
-    single string key is its own lineage key).
+    The lineage key comes only when the pipeline's key is not a single string field (a single
+    string key is its own lineage key). The event time as microseconds since 1970 is what lineage
+    stores of it (an integer of 7 bytes where the text took 22; see `capstone.lineage`); the
+    reader works it out, off the writer's path.
     """
 
     columns: tuple[str, ...]
@@ -79,7 +83,7 @@ class StagingLayout:
     def names(self) -> tuple[str, ...]:
         """The staging table's columns, in row order."""
         tail = (LINEAGE_KEY,) if self.own_lineage_key else ()
-        return (SEQ, POSITION, *self.columns, ATTRIBUTES, *tail)
+        return (SEQ, POSITION, *self.columns, ATTRIBUTES, *tail, TS_US)
 
     def index(self, column: str) -> int:
         """The row index of a record column."""

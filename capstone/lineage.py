@@ -1,9 +1,15 @@
 """Lineage: one row for every step a record passes through in a run, found again by its key.
 
-A staged record gets two rows (`stage`, then `load` or `stale`), a rejected or skipped one a
-single row. The stores write these rows and count them as they write; the count is the run's
-`lineage_entries`. Details say what decided the step: `ts 2025-01-15T12:00:00` for a record loaded
-or skipped at that event time, `kept ts A over B` for a stale one, the reason codes of a reject.
+A staged record has two steps (`stage`, then `load` or `stale`), a rejected or skipped one a
+single step. The stores count steps as they write; the count is the run's `lineage_entries`.
+Details say what decided the step: `ts 2025-01-15T12:00:00` for a record loaded or skipped at that
+event time, `kept ts A over B` for a stale one, the reason codes of a reject.
+
+Stored, a record takes one row of `lineage_records` (its fate; `stage` is implied by load, stale
+and delete) in a compact form: the step as a small integer (`STEP_CODES`), and a detail that is
+only the record's event time (`ts ...`, most rows) as that time in microseconds since 1970 (`ts`),
+`detail` left NULL. The `lineage` view reads them back as every step with its text
+(`capstone.store.ddl.lineage_view`).
 """
 
 from collections.abc import Callable, Iterable, Iterator
@@ -12,12 +18,15 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from capstone.fates import Rejected, Skipped
+from capstone.timeutil import parse_ts, to_micros
 
 if TYPE_CHECKING:
     from capstone.summary import RunSummary
 
 __all__ = [
+    "LINEAGE_COLUMNS",
     "STEPS",
+    "STEP_CODES",
     "LineageEntry",
     "LineageRow",
     "StepCount",
@@ -37,10 +46,14 @@ def reported_steps(found: dict[str, int]) -> list[str]:
     return [step for step in STEPS if step != "delete" or found.get(step)]
 
 
-LineageRow = tuple[int, str, str | None, int, str | None]
-"""(run_id, step, key, position, detail), as the `lineage` table takes it."""
+STEP_CODES = {"load": 1, "stale": 2, "delete": 3, "reject": 4, "skip": 5}
+"""How `lineage_records` stores each fate (SQLite stores 1, the most common, in no byte at all)."""
 
-LINEAGE_COLUMNS = ("run_id", "step", "key", "position", "detail")
+LineageRow = tuple[int, int, str | None, int, int | None, str | None]
+"""(run_id, step code, key, position, ts in microseconds, detail), as `lineage_records` takes it:
+a detail that would read `ts TIME` is stored as TIME's microseconds, the detail left NULL."""
+
+LINEAGE_COLUMNS = ("run_id", "step", "key", "position", "ts", "detail")
 
 
 class LineageEntry(BaseModel):
@@ -67,16 +80,26 @@ def of_rejects(
     run_id: int, rows: Iterable[Rejected], clean: Callable[[str], str]
 ) -> Iterator[LineageRow]:
     """The `reject` rows of dead-lettered records; `clean` makes text storable by the backend."""
+    reject = STEP_CODES["reject"]
     for r in rows:
-        yield run_id, "reject", None if r.key is None else clean(r.key), r.position, clean(r.codes)
+        key = None if r.key is None else clean(r.key)
+        yield run_id, reject, key, r.position, None, clean(r.codes)
 
 
 def of_skips(
     run_id: int, rows: Iterable[Skipped], clean: Callable[[str], str]
 ) -> Iterator[LineageRow]:
     """The `skip` rows of records an earlier run had, with the event time that said so."""
+    skip = STEP_CODES["skip"]
     for position, key, ts in rows:
-        yield run_id, "skip", None if key is None else clean(key), position, f"ts {ts}"
+        yield (
+            run_id,
+            skip,
+            None if key is None else clean(key),
+            position,
+            to_micros(parse_ts(ts)),
+            None,
+        )
 
 
 def iter_steps(summary: "RunSummary") -> Iterator[tuple[str, int]]:

@@ -41,6 +41,16 @@ def format_ts(value: datetime) -> str:
     return value.isoformat()
 
 
+EPOCH = datetime(1970, 1, 1)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def to_micros(value: datetime) -> int:
+    """A naive UTC time as whole microseconds since 1970 (negative before): how lineage stores
+    event times. Exact, unlike a float timestamp."""
+    return (value - EPOCH) // MICROSECOND
+
+
 def parse_ts(text: str) -> datetime:
     """Parse an ISO-8601 timestamp to naive UTC; raises ValueError when it is not one."""
     return to_utc_naive(datetime.fromisoformat(text))

@@ -24,9 +24,10 @@ def codes(record: dict[str, Any]) -> list[str]:
 
 
 def test_valid_record_is_staged_with_canonical_ts() -> None:
-    """A valid event is staged with ts as naive UTC text."""
+    """A valid event is staged with ts as naive UTC text, and as microseconds since 1970 last
+    (what lineage stores)."""
     [row] = classify(GOOD | {"ts": "2025-01-01T01:00:00+01:00"}).staged
-    assert row == (1, 0, "a", "n", 1.0, "2025-01-01T00:00:00", None)
+    assert row == (1, 0, "a", "n", 1.0, "2025-01-01T00:00:00", None, 1_735_689_600_000_000)
 
 
 @pytest.mark.parametrize(

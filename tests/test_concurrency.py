@@ -22,6 +22,7 @@ from capstone.sources import SourceFile
 from capstone.spec import EVENTS, PipelineSpec
 from capstone.store import open_store
 from capstone.store.postgres import PostgresStore
+from capstone.timeutil import parse_ts, to_micros
 from tests.conftest import fetch
 from tests.pg import drop_schema, fresh_schema_url
 
@@ -192,7 +193,7 @@ def test_two_pipelines_run_in_parallel_on_postgres(pg_db: str, tmp_path: Path) -
 def test_newer_row_committed_during_a_merge_makes_its_records_stale(pg_db: str) -> None:
     """A merge that meets a newer row another pipeline committed meanwhile counts its record stale."""
     newer, older = (
-        (1, 1, "k", "n", value, ts, None)
+        (1, 1, "k", "n", value, ts, None, to_micros(parse_ts(ts)))
         for value, ts in ((2.0, "2025-01-02T00:00:00"), (1.0, "2025-01-01T00:00:00"))
     )
     # The events table exists before the race: creating it is not what this test is about.

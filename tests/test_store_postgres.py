@@ -30,6 +30,7 @@ from capstone.store.postgres import (
     redact_url,
     screen_for,
 )
+from capstone.timeutil import parse_ts, to_micros
 from tests.conftest import event, fetch
 from tests.pg import execute, with_password
 
@@ -548,7 +549,8 @@ class TestPipelineTables:
         try:
             begun = store.begin_run("lines", "test")
             with store.run_transaction(begun, 1.0, LINES) as tx:
-                tx.stage([(1, 1, "O-1", 2, "2025-01-01T00:00:00", None, '["O-1",2]')])
+                row = (1, 1, "O-1", 2, "2025-01-01T00:00:00", None, '["O-1",2]')
+                tx.stage([(*row, to_micros(parse_ts(row[4])))])
                 other.execute(
                     "INSERT INTO lines (\"order\", line, at, run_id) VALUES ('O-1', 2, '2025-01-02', 0)"
                 )

@@ -95,6 +95,13 @@ class Dialect:
     """A join that keeps the planner on the left table first (for the lineage lookup by key)."""
     same: str = "IS NOT DISTINCT FROM"
     """Null-safe equality of two values."""
+    micros_text: str = "{0}"
+    """How microseconds since 1970 (`{0}`) read as the canonical ISO text capstone writes."""
+    text_micros: str = "{0}"
+    """How canonical ISO text (`{0}`) becomes microseconds since 1970 (for migrations)."""
+    lineage_rebuilt: str = ""
+    """Statements that finish a rewritten `lineage_records`: its indexes (by key, for `lineage
+    KEY`) and anything else the backend keeps beside a table; `;`-separated."""
 
     @property
     def types(self) -> dict[FieldType, str]:

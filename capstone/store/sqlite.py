@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from capstone.errors import LockError, MissingDatabase, StoreError
-from capstone.fates import Merged, StagedRow
+from capstone.fates import TS_US, Merged, StagedRow
+from capstone.lineage import STEP_CODES
 from capstone.spec import PipelineSpec
 from capstone.store.ddl import core_tables, later_migrations, pipeline_tables, run_reasons_table
 from capstone.store.guard import gone, guard, holds
@@ -47,6 +48,14 @@ DIALECT = Dialect(
     # CROSS JOIN keeps SQLite from scanning lineage instead of seeking its index once per run.
     join_in_order="CROSS JOIN",
     same="IS",  # IS NOT DISTINCT FROM only since SQLite 3.39
+    # Whole seconds through the date functions (floored, also before 1970), the fraction apart:
+    # exact where a float would round.
+    micros_text="(strftime('%Y-%m-%dT%H:%M:%S', ({0} - (({0} % 1000000 + 1000000) % 1000000)) "
+    "/ 1000000, 'unixepoch') || CASE WHEN {0} % 1000000 = 0 THEN '' "
+    "ELSE printf('.%06d', ({0} % 1000000 + 1000000) % 1000000) END)",
+    text_micros="(CAST(strftime('%s', substr({0}, 1, 19)) AS INTEGER) * 1000000 + "
+    "CASE WHEN length({0}) > 19 THEN CAST(substr({0}, 21) AS INTEGER) ELSE 0 END)",
+    lineage_rebuilt="CREATE INDEX lineage_run_key ON lineage_records (run_id, key)",
 )
 
 MIGRATIONS: list[tuple[str, str]] = [
@@ -137,6 +146,7 @@ class SQLiteRun(SqlRun):
         self.behind = 0
         columns = column_definitions(spec, DIALECT.types, not_null=False)
         key = ", _lineage_key TEXT NOT NULL" if self.layout.own_lineage_key else ""
+        key += f", {TS_US} INTEGER NOT NULL"
         # Staging lives in the connection's temporary database: it is this run's alone, and its
         # pages never go through the WAL of the main file.
         self.conn.execute("DROP TABLE IF EXISTS temp.staging")
@@ -175,34 +185,40 @@ class SQLiteRun(SqlRun):
         skipped = (
             self._skip_covered(table, ts, lineage_key, joined, tombstone, params) if behind else 0
         )
+        late_when = "WHEN applied AND ts <= :watermark" if behind else ""
         late_detail = (
-            "WHEN applied AND ts <= :watermark "
-            "THEN 'late: ' || ts || ' behind watermark ' || :watermark"
+            f"{late_when} THEN 'late: ' || ts || ' behind watermark ' || :watermark"
             if behind
             else ""
         )
+        load, stale, delete = (STEP_CODES[step] for step in ("load", "stale", "delete"))
         first_id = self._last_lineage_id()
         # 1. Lineage, before the target changes. A staged record is applied when its event time
         #    beats everything before it for its key: the stored row (or tombstone) and every
-        #    earlier staged record (`newest_before`, one window pass). Each record gets its
-        #    `stage` row and its `load` (`delete` for a tombstone) or `stale` row. The window's sort hands rows on in key
-        #    order, so they append to the lineage (run_id, key) index (only speed relies on
-        #    that). Canonical timestamp text compares in time order.
+        #    earlier staged record (`newest_before`, one window pass). Each record gets one row:
+        #    its fate, `load` (`delete` for a tombstone) or `stale`, which implies its `stage`
+        #    step (the `lineage` view). A loaded record's detail is its event time, stored as
+        #    microseconds (`ts`, detail NULL). The window's sort hands rows on in key order, so
+        #    they append to the lineage (run_id, key) index (only speed relies on that).
+        #    Canonical timestamp text compares in time order.
         before = self.conn.total_changes
         self.conn.execute(
             f"""
-            INSERT INTO lineage_records (run_id, step, key, position, detail)
+            INSERT INTO lineage_records (run_id, step, key, position, ts, detail)
             SELECT :run,
-                   CASE WHEN applied AND gone THEN 'delete' WHEN applied THEN 'load'
-                        ELSE 'stale' END,
+                   CASE WHEN applied AND gone THEN {delete} WHEN applied THEN {load}
+                        ELSE {stale} END,
                    key, position,
+                   CASE {late_when + " THEN NULL" if behind else ""} WHEN applied THEN us END,
                    CASE {late_detail}
-                        WHEN applied THEN 'ts ' || ts
+                        WHEN applied THEN NULL
                         ELSE 'kept ts ' || newest_before || ' over ' || ts END
             FROM (
-                SELECT key, position, ts, ts {wins} newest_before AS applied, newest_before, gone
+                SELECT key, position, ts, us, ts {wins} newest_before AS applied, newest_before,
+                       gone
                 FROM (
-                    SELECT {lineage_key} AS key, s.position, s.{ts} AS ts, {gone(spec)} AS gone,
+                    SELECT {lineage_key} AS key, s.position, s.{ts} AS ts, s.{TS_US} AS us,
+                           {gone(spec)} AS gone,
                            MAX({stored}, COALESCE(MAX(s.{ts}) OVER (
                                PARTITION BY {partition} ORDER BY s.seq
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), '')
@@ -253,10 +269,10 @@ class SQLiteRun(SqlRun):
         late = deleted = 0
         if deletes:
             self._keep_tombstones(params)
-            deleted = self._count_lineage(first_id, "step = 'delete'")
+            deleted = self._count_lineage(first_id, f"step = {delete}")
         if behind:
             late = self._count_lineage(
-                first_id, "step IN ('load', 'delete') AND detail LIKE 'late: %'"
+                first_id, f"step IN ({load}, {delete}) AND detail LIKE 'late: %'"
             )
         self.conn.execute("DELETE FROM temp.staging")
         staged = self.staged - skipped
@@ -318,15 +334,15 @@ class SQLiteRun(SqlRun):
         self.conn.execute("DROP TABLE IF EXISTS temp.covered")
         self.conn.execute(
             f"CREATE TEMP TABLE covered AS SELECT s.seq, {lineage_key} AS key, s.position, "
-            f"s.{ts} AS ts FROM temp.staging AS s "
+            f"s.{TS_US} AS us FROM temp.staging AS s "
             f"{'LEFT ' if tombstone else ''}JOIN main.{table} AS t ON {joined} {tombstone} "
             f"WHERE s.{ts} <= :skip AND {holds(self.spec, DIALECT)}",
             params,
         )
         before = self.conn.total_changes
         self.conn.execute(
-            "INSERT INTO lineage_records (run_id, step, key, position, detail) "
-            "SELECT :run, 'skip', key, position, 'ts ' || ts FROM temp.covered",
+            "INSERT INTO lineage_records (run_id, step, key, position, ts) "
+            f"SELECT :run, {STEP_CODES['skip']}, key, position, us FROM temp.covered",
             params,
         )
         skipped = int(self.conn.total_changes - before)

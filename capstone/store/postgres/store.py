@@ -10,7 +10,8 @@ from psycopg import errors, sql
 from psycopg.pq import TransactionStatus
 
 from capstone.errors import LockError, MissingDatabase, StoreError
-from capstone.fates import Merged, Screen, StagedRow
+from capstone.fates import TS_US, Merged, Screen, StagedRow
+from capstone.lineage import STEP_CODES
 from capstone.spec import PipelineSpec
 from capstone.store.ddl import core_tables, later_migrations, pipeline_tables, run_reasons_table
 from capstone.store.guard import gone, guard, holds
@@ -38,6 +39,18 @@ DIALECT = Dialect(
     error=psycopg.Error,
     json_param="CAST(:record AS jsonb)",
     ts_text="capstone_ts_text",
+    # Seconds and microseconds apart: interval * bigint goes through a float, which rounds the
+    # microseconds of times after 2255.
+    micros_text="capstone_ts_text(timestamp '1970-01-01' + {0} / 1000000 * interval '1 second' "
+    "+ {0} % 1000000 * interval '1 microsecond')",
+    # EXTRACT gives numeric (exact) since PostgreSQL 14.
+    text_micros="CAST(EXTRACT(EPOCH FROM CAST({0} AS timestamp)) * 1000000 AS bigint)",
+    lineage_rebuilt="""
+        CREATE INDEX lineage_key ON lineage_records (key);
+        CREATE INDEX lineage_run ON lineage_records USING brin (run_id);
+        SELECT setval(pg_get_serial_sequence('lineage_records', 'id'), COALESCE(MAX(id), 0) + 1,
+                      false) FROM lineage_records
+        """,
 )
 
 MIGRATIONS: list[tuple[str, str]] = [
@@ -77,6 +90,7 @@ class PostgresRun(SqlRun):
         # The event time stays text until the merge: its text is the lineage detail as given.
         columns = column_definitions(spec, DIALECT.types, event_time_type="text")
         key = ", _lineage_key text NOT NULL" if self.layout.own_lineage_key else ""
+        key += f", {TS_US} bigint NOT NULL"
         # Temporary: private to this session, so parallel runs of other pipelines never mix.
         store.conn.execute(
             "CREATE TEMP TABLE staging (seq bigint NOT NULL, position bigint NOT NULL, "
@@ -148,6 +162,7 @@ class PostgresRun(SqlRun):
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) AS newest_before
                     FROM (
                         SELECT seq, position, {record}, {ts}::timestamp AS ts, {ts} AS ts_text,
+                               {TS_US} AS ts_us,
                                attributes{", _lineage_key AS lineage_key" if self.layout.own_lineage_key else ""}
                         FROM pg_temp.staging
                     ) AS s LEFT JOIN {target} AS t
@@ -198,20 +213,25 @@ class PostgresRun(SqlRun):
         if deletes:
             self._keep_tombstones(target, tombstones, alias, run)
         # Key order again: the lineage key index takes the rows in sequence, not scattered.
+        codes = STEP_CODES
         skip_rows = execute(
-            "INSERT INTO lineage_records (run_id, step, key, position, detail) "
-            f"SELECT %(run)s, 'skip', {key_text}, position, 'ts ' || ts_text "
+            "INSERT INTO lineage_records (run_id, step, key, position, ts) "
+            f"SELECT %(run)s, {codes['skip']}, {key_text}, position, ts_us "
             f"FROM pg_temp.merge_plan WHERE covered ORDER BY {key_text}, seq",
             run,
         ).rowcount
+        # One row a record: its fate, implying its `stage` step; a loaded record's detail is its
+        # event time, stored as microseconds (detail NULL).
         merge_rows = execute(
             f"""
-            INSERT INTO lineage_records (run_id, step, key, position, detail)
-            SELECT %(run)s, CASE WHEN applied AND gone THEN 'delete' WHEN applied THEN 'load'
-                                 ELSE 'stale' END, {key_text}, position,
+            INSERT INTO lineage_records (run_id, step, key, position, ts, detail)
+            SELECT %(run)s, CASE WHEN applied AND gone THEN {codes["delete"]}
+                                 WHEN applied THEN {codes["load"]} ELSE {codes["stale"]} END,
+                   {key_text}, position,
+                   CASE WHEN applied AND NOT behind THEN ts_us END,
                    CASE WHEN applied AND behind THEN 'late: ' || ts_text || ' behind watermark '
                                                      || capstone_ts_text(%(watermark)s::timestamp)
-                        WHEN applied THEN 'ts ' || ts_text
+                        WHEN applied THEN NULL
                         ELSE 'kept ts ' || capstone_ts_text(newest_before) || ' over ' || ts_text
                    END
             FROM pg_temp.merge_plan WHERE NOT covered ORDER BY {key_text}, seq
