@@ -373,6 +373,24 @@ def test_a_csv_header_without_the_required_columns_refuses_the_file(
     assert fetch(db, "SELECT status FROM run_log") == [("failed",)]
 
 
+def test_a_file_of_control_bytes_alone_is_refused_as_binary(
+    runner: CliRunner, db: str, sample: str, tmp_path: Path
+) -> None:
+    """A file of NUL and other control bytes, no newline, fails in one line as binary data
+    whatever its name says, and the file manifest does not take it in."""
+    assert invoke(runner, "run", "--input", sample, "--db", db, "-q").exit_code == 0
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\x00" * 64 + bytes(range(1, 32)))
+    result = invoke(runner, "run", "--input", str(path), "--db", db)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"capstone: error: {path} looks like binary data (control bytes such as NUL and no text), "
+        "not JSON, JSON Lines, CSV or Parquet; check the --input path (capstone reads those "
+        "plain or gzip, bzip2, xz or zstd compressed)\n"
+    )
+    assert fetch(db, "SELECT COUNT(*) FROM files") == [(1,)]
+
+
 def test_a_failed_run_is_still_described_in_json_and_output(
     runner: CliRunner, db: str, tmp_path: Path
 ) -> None:
