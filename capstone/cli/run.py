@@ -1,5 +1,6 @@
 """`capstone run` loads a file; `capstone replay` loads stored dead letters again."""
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -24,7 +25,7 @@ from capstone.cli._options import (
     is_stdout,
 )
 from capstone.cli._output import all_steps, console, plural, print_json, stdout_to_nowhere
-from capstone.cli.render import feed_table, steps_table, summary_table
+from capstone.cli.render import feed_table, steps_table, summary_table, visible
 from capstone.config import load_config
 from capstone.errors import CapstoneError, ConfigError
 from capstone.limits import RejectLimit
@@ -176,6 +177,12 @@ def run(
         max_rejects=None if max_rejects is None else _reject_limit(max_rejects),
         delimiter=None if delimiter is None else parse_delimiter(delimiter),
     )
+    # Options that apply only as a file is read: a file skipped as already loaded is told apart.
+    unread_options = [
+        f"{option} {shlex.quote(value)}"
+        for option, value in (("--format", fmt), ("--delimiter", delimiter))
+        if value is not None
+    ]
     metrics = _Metrics(metrics_file, pipeline, db, inputs[0] if len(inputs) == 1 else None)
     with metrics:  # a failure before any run began is written as one
         files = feed_files(inputs, db)
@@ -201,6 +208,7 @@ def run(
             quiet=quiet,
             keep_going=keep_going,
             show_progress=show_progress,
+            unread_options=unread_options,
         )
         return
     input_path = files[0]
@@ -213,6 +221,8 @@ def run(
             _write_output(output, summary, store)
         if not quiet and not is_stdout(output):
             _show_run(summary, store, as_json=as_json, report=report)
+        if not quiet and (note := _skipped_note([summary], unread_options)):
+            typer.echo(f"capstone: {visible(note)}", err=True)
 
     def failed(summary: RunSummary, store: Store) -> None:
         # For scripts: a run that failed or was interrupted is still described on stdout
@@ -286,6 +296,7 @@ def _run_feed(
     quiet: bool,
     keep_going: bool,
     show_progress: bool,
+    unread_options: list[str],
 ) -> None:
     """Many files: one run each, then one table (or JSON document) for them all."""
     bars: list[_LoadBar] = []
@@ -318,6 +329,8 @@ def _run_feed(
             print_json(document)
         else:
             console.print(feed_table(feed.runs, console.width))
+    if not quiet and (note := _skipped_note(feed.runs, unread_options)):
+        typer.echo(f"capstone: {visible(note)}", err=True)
     if feed.failed:
         first = feed.failed[0]
         rest = (
@@ -329,6 +342,26 @@ def _run_feed(
             f"{plural(len(feed.failed), 'file')} of {len(feed.runs) + len(feed.unread)} failed; "
             f"run {first.run_id} ({first.source}): {first.error}{rest}"
         )
+
+
+def _skipped_note(runs: list[RunSummary], unread_options: list[str]) -> str:
+    """The options that apply only as a file is read (--format, --delimiter) and were not
+    applied to the files skipped unread as already loaded, or '': the manifest knows content,
+    not how it was read, so the skip stands and --force reads them again."""
+    skipped = [r for r in runs if r.same_content_as is not None]
+    if not skipped or not unread_options:
+        return ""
+    given = " and ".join(unread_options)
+    if len(skipped) == 1:
+        run = skipped[0]
+        return (
+            f"{given} not applied: {run.source} was skipped unread as already loaded (run "
+            f"{run.same_content_as} loaded the same content); --force reads it again with {given}"
+        )
+    return (
+        f"{given} not applied to {plural(len(skipped), 'file')} skipped unread as already loaded "
+        f"(earlier runs loaded the same content); --force reads them again with {given}"
+    )
 
 
 class _LoadBar:
