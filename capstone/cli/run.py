@@ -28,6 +28,7 @@ from capstone.cli._output import all_steps, console, plural, print_json, stdout_
 from capstone.cli.render import feed_table, steps_table, summary_table, visible
 from capstone.config import load_config
 from capstone.errors import CapstoneError, ConfigError
+from capstone.inputs import names_many
 from capstone.limits import RejectLimit
 from capstone.metrics import write_metrics
 from capstone.pipeline import MAX_BATCH_SIZE, RunOptions, feed_files
@@ -44,7 +45,8 @@ MetricsFile = Annotated[
     typer.Option(
         "--metrics-file",
         help="Also write the run's counters and duration here in the Prometheus text format "
-        "(node_exporter's textfile collector), atomically; failed runs too.",
+        "(node_exporter's textfile collector), atomically; failed runs too. One run's: not with "
+        "a folder, a glob or many --input.",
         metavar="FILE",
     ),
 ]
@@ -183,14 +185,16 @@ def run(
         for option, value in (("--format", fmt), ("--delimiter", delimiter))
         if value is not None
     ]
+    if metrics_file is not None and (len(inputs) > 1 or names_many(inputs[0])):
+        # Refused before anything is read or written, whatever number of files it holds today.
+        raise ConfigError(
+            "--metrics-file describes one run, and a folder, a glob or a repeated --input loads "
+            "one run per file; give a single --input file, or run each file with its own "
+            "metrics file"
+        )
     metrics = _Metrics(metrics_file, pipeline, db, inputs[0] if len(inputs) == 1 else None)
     with metrics:  # a failure before any run began is written as one
         files = feed_files(inputs, db)
-        if metrics_file is not None and len(files) > 1:
-            raise ConfigError(
-                "--metrics-file describes one run; give a single --input file, or run each file "
-                "with its own metrics file"
-            )
     if output is not None:
         for path in files:
             check_writable(output, db, path)
