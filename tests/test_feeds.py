@@ -134,6 +134,21 @@ class TestCliFeeds:
         assert keep.exit_code == 1
         assert fetch(db, "SELECT COUNT(*) FROM target") == [(6,)]
 
+    def test_keep_going_names_every_failed_file_in_its_last_line(
+        self, runner: CliRunner, db: str, tmp_path: Path
+    ) -> None:
+        """With --keep-going and two failed files of three, the error line counts them, names
+        each by run and file, and points to `capstone runs --failed` for the reasons."""
+        first = cut_gzip(tmp_path / "events-2025-01-01.jsonl.gz")
+        write_day(tmp_path, 2)
+        third = cut_gzip(tmp_path / "events-2025-01-03.jsonl.gz")
+        result = runner.invoke(app, ["run", "-i", str(tmp_path), "--db", db, "--keep-going"])
+        assert result.exit_code == 1
+        assert result.stderr == (
+            f"capstone: error: 2 files of 3 failed: run 1 ({first}), run 3 ({third}); "
+            "`capstone runs --failed` shows why each failed\n"
+        )
+
     def test_a_glob_that_matches_nothing_exits_2(
         self, runner: CliRunner, db: str, tmp_path: Path
     ) -> None:

@@ -336,16 +336,28 @@ def _run_feed(
     if not quiet and (note := _skipped_note(feed.runs, unread_options)):
         typer.echo(f"capstone: {visible(note)}", err=True)
     if feed.failed:
-        first = feed.failed[0]
+        raise CapstoneError(_feed_failure(feed))
+
+
+_NAMED_FAILURES = 10
+"""Failed files the last line names one by one; `capstone runs --failed` lists them all."""
+
+
+def _feed_failure(feed: capstone.pipeline.FeedRuns) -> str:
+    """The last line of a feed with failed files: one failure with its error; many (with
+    --keep-going) each by run and file, pointing to `capstone runs --failed` for the errors."""
+    failed = feed.failed
+    counted = f"{plural(len(failed), 'file')} of {len(feed.runs) + len(feed.unread)} failed"
+    if len(failed) == 1:
         rest = (
             f"; {len(feed.unread)} later file(s) not loaded (--keep-going loads them)"
             if feed.unread
             else ""
         )
-        raise CapstoneError(
-            f"{plural(len(feed.failed), 'file')} of {len(feed.runs) + len(feed.unread)} failed; "
-            f"run {first.run_id} ({first.source}): {first.error}{rest}"
-        )
+        return f"{counted}; run {failed[0].run_id} ({failed[0].source}): {failed[0].error}{rest}"
+    named = ", ".join(f"run {r.run_id} ({r.source})" for r in failed[:_NAMED_FAILURES])
+    more = f" and {len(failed) - _NAMED_FAILURES} more" if len(failed) > _NAMED_FAILURES else ""
+    return f"{counted}: {named}{more}; `capstone runs --failed` shows why each failed"
 
 
 def _skipped_note(runs: list[RunSummary], unread_options: list[str]) -> str:
