@@ -329,6 +329,7 @@ def header_check(spec: PipelineSpec) -> HeaderCheck:
         missing = [name for name in required if name not in header]
         if not missing:
             return
+        widest = (delimiter, len(header))
         for other in _OTHER_DELIMITERS:
             if other == delimiter:
                 continue
@@ -339,11 +340,18 @@ def header_check(spec: PipelineSpec) -> HeaderCheck:
                     f"into {_columns(len(cells))} with {other!r}; use --delimiter {_shell(other)} "
                     f"or set delimiter = {_toml(other)} for pipeline {spec.name!r}"
                 )
+            if len(header) == 1 and len(cells) > widest[1]:
+                widest = (other, len(cells))
         shown = ", ".join(header[:8]) + (", ..." if len(header) > 8 else "")
+        split = (
+            ""
+            if widest[0] == delimiter
+            else f"; {widest[0]!r} splits it into {_columns(widest[1])}"
+        )
         raise InputError(
             f"{name}: the CSV header ({shown}) has no column for {', '.join(missing)}, which pipeline "
             f"{spec.name!r} requires, so every row would be rejected; check the header's names "
-            f"(case counts) and the delimiter ({delimiter!r})"
+            f"(case counts) and the delimiter ({delimiter!r}{split})"
         )
 
     return check

@@ -91,13 +91,25 @@ _SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
     (b"\xfe\xff", "UTF-16 text", "re-encode it as UTF-8 (iconv -f utf-16 -t utf-8)"),
 )
 _TAR = (257, b"ustar")  # a tar header's magic sits after the first member's name
+_BOM = b"\xef\xbb\xbf"
+_CONTROL = bytes(range(0x20)) + b"\x7f"
+"""Control bytes. Text is never made of them alone: content that holds nothing else (NUL
+padding, a device dump) is binary, whatever --format or the name says. Whitespace alone, the
+ASCII kind `bytes.strip` removes (\\v and \\f too), is an empty file, not binary."""
+
+
+def _control_bytes_only(head: bytes) -> bool:
+    """Whether the content's first bytes, past a BOM and whitespace, are all control bytes."""
+    text = head.removeprefix(_BOM).strip()
+    return bool(text) and not text.translate(None, _CONTROL)
 
 
 def check_text(head: bytes, name: str, compression: Compression | None = None) -> None:
     """Raise InputError when the (decompressed) content starts like a known binary format.
 
     Text that merely holds odd bytes is left alone: a line of garbage is a record to dead-letter,
-    not a reason to refuse the file. Only a format recognised for sure is refused, by name.
+    not a reason to refuse the file. Only a format recognised for sure is refused, by name, and
+    content whose first bytes hold no text at all, only control bytes (NUL and the like).
     """
     found = next(((what, fix) for magic, what, fix in _SIGNATURES if head.startswith(magic)), None)
     if found is None and head[_TAR[0] : _TAR[0] + len(_TAR[1])] == _TAR[1]:
@@ -107,6 +119,8 @@ def check_text(head: bytes, name: str, compression: Compression | None = None) -
             f"{inner} data",
             "it was compressed twice; decompress it once, capstone undoes the other",
         )
+    if found is None and _control_bytes_only(head):
+        found = ("binary data (control bytes such as NUL and no text)", _CHECK_PATH)
     if found is None:
         return
     what, fix = found

@@ -15,7 +15,14 @@ from collections.abc import Iterable
 from capstone.errors import ConfigError, InputError
 from capstone.sources import missing_file
 
-__all__ = ["STDIN", "UNFINISHED_SUFFIXES", "expand_inputs", "fingerprint", "is_skipped"]
+__all__ = [
+    "STDIN",
+    "UNFINISHED_SUFFIXES",
+    "expand_inputs",
+    "fingerprint",
+    "is_skipped",
+    "names_many",
+]
 
 STDIN = "-"
 UNFINISHED_SUFFIXES = (".tmp", ".part", "~")
@@ -29,6 +36,14 @@ _SKIPPED = "hidden names and names ending in .tmp, .part or ~ are skipped"
 def is_skipped(name: str) -> bool:
     """Whether a folder's entry of this name is left out: hidden, or a file still being written."""
     return name.startswith(".") or name.endswith(UNFINISHED_SUFFIXES)
+
+
+def names_many(value: str) -> bool:
+    """Whether an input value is a folder or a glob (files in any number, one run each), as
+    `expand_inputs` reads it, rather than one file or `-`; told without listing any file."""
+    if value == STDIN or (os.path.lexists(value) and not os.path.isdir(value)):
+        return False
+    return os.path.isdir(value) or _GLOB_MAGIC.search(value) is not None
 
 
 def expand_inputs(values: Iterable[str]) -> list[str]:

@@ -633,11 +633,12 @@ def _execute(
     store.check_pipeline(spec)
     run = store.begin_run(spec.name, source_name, options.lock_timeout)
     events = openlineage.run_events()
+    started_from: datetime | None = None  # the watermark, once read under the pipeline's lock
     try:
         events.start(run, spec, source, store)
         with store.run_transaction(run, options.lock_timeout, spec) as tx:
             now = utcnow()
-            old = check_stored(spec.name, tx.read_watermark(), now, tolerance)
+            old = started_from = check_stored(spec.name, tx.read_watermark(), now, tolerance)
             loaded = None if file is None or options.force else tx.loaded_content(file.sha256)
             if loaded is not None:
                 summary = _same_content(tx, run, loaded, old, clock)
@@ -686,19 +687,24 @@ def _execute(
             tx.finish(summary, dict(tally.reasons))
         return _completed(events, summary, tally.reasons, store, spec, options)
     except KeyboardInterrupt:
-        ended = _record_end(store, run, RunStatus.INTERRUPTED, "interrupted by signal", clock)
+        ended = _record_end(
+            store, run, RunStatus.INTERRUPTED, "interrupted by signal", clock, started_from
+        )
         _interrupt_events(events, store, ended)
         raise _interrupted(store, run) from None
     except (CapstoneError, MemoryError) as caught:
         error = _out_of_memory(source_name) if isinstance(caught, MemoryError) else caught
-        events.fail(_record_end(store, run, RunStatus.FAILED, str(error), clock), str(error))
+        ended = _record_end(store, run, RunStatus.FAILED, str(error), clock, started_from)
+        events.fail(ended, str(error))
         error.run_id = run.run_id
         if error is caught:
             raise
         raise error from None
     except Exception as error:
         message = f"{type(error).__name__}: {error}"
-        events.fail(_record_end(store, run, RunStatus.FAILED, message, clock), message)
+        events.fail(
+            _record_end(store, run, RunStatus.FAILED, message, clock, started_from), message
+        )
         raise
 
 
@@ -896,13 +902,25 @@ def interrupted_after_commit(run: RunSummary) -> InterruptedRun:
     return error
 
 
-def _record_end(store: Store, run: RunSummary, status: str, error: str, clock: float) -> RunSummary:
+def _record_end(
+    store: Store,
+    run: RunSummary,
+    status: str,
+    error: str,
+    clock: float,
+    watermark: datetime | None = None,
+) -> RunSummary:
+    """Log a run that did not succeed. `watermark` is the one it started from, if it got as far
+    as reading it: a run that kept nothing leaves it where it was, so it is before and after."""
+    mark = None if watermark is None else format_ts(watermark)
     ended = run.model_copy(
         update={
             "status": status,
             "error": error,
             "finished_at": format_ts(utcnow()),
             "duration_ms": round((time.perf_counter() - clock) * 1000),
+            "watermark_before": mark,
+            "watermark": mark,
         }
     )
     # When the database cannot be written (disk full, locked), the original error matters more.

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from capstone import cli
+from capstone.classify import Classifier
 from capstone.cli import app
 from tests.conftest import fetch
 
@@ -371,6 +372,69 @@ def test_a_csv_header_without_the_required_columns_refuses_the_file(
     assert "the delimiter (',')" in result.stderr
     assert fetch(db, "SELECT COUNT(*) FROM dead_letters") == [(0,)]
     assert fetch(db, "SELECT status FROM run_log") == [("failed",)]
+
+
+def test_a_file_of_control_bytes_alone_is_refused_as_binary(
+    runner: CliRunner, db: str, sample: str, tmp_path: Path
+) -> None:
+    """A file of NUL and other control bytes, no newline, fails in one line as binary data
+    whatever its name says, and the file manifest does not take it in."""
+    assert invoke(runner, "run", "--input", sample, "--db", db, "-q").exit_code == 0
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\x00" * 64 + bytes(range(1, 32)))
+    result = invoke(runner, "run", "--input", str(path), "--db", db)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"capstone: error: {path} looks like binary data (control bytes such as NUL and no text), "
+        "not JSON, JSON Lines, CSV or Parquet; check the --input path (capstone reads those "
+        "plain or gzip, bzip2, xz or zstd compressed)\n"
+    )
+    assert fetch(db, "SELECT COUNT(*) FROM files") == [(1,)]
+
+
+def test_a_failed_run_logs_the_watermark_it_started_from(
+    runner: CliRunner, db: str, sample: str, tmp_path: Path
+) -> None:
+    """A run that fails after reading the watermark logs it as watermark_before (and, as it kept
+    nothing, as the watermark after), not null."""
+    assert invoke(runner, "run", "--input", sample, "--db", db, "-q").exit_code == 0
+    path = tmp_path / "broken.json"
+    path.write_text('[{"key": "a"}] {"key": "b"}')
+    result = invoke(runner, "run", "--input", str(path), "--db", db)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"capstone: error: {path} has text after the closing ']' of its array; remove it or fix "
+        "the file\n"
+    )
+    failed = json.loads(invoke(runner, "runs", "2", "--db", db, "--json").stdout)
+    assert (failed["status"], failed["watermark_before"], failed["watermark"]) == (
+        "failed",
+        "2025-01-15T12:00:00",
+        "2025-01-15T12:00:00",
+    )
+
+
+def test_an_interrupted_run_logs_the_watermark_it_started_from(
+    runner: CliRunner, db: str, sample: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C mid-run: exit 130, rolled back, and the run log keeps the watermark it started
+    from as watermark_before, not null."""
+    assert invoke(runner, "run", "--input", sample, "--db", db, "-q").exit_code == 0
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Classifier, "classify", interrupted)
+    result = invoke(runner, "run", "--input", sample, "--db", db, "--force")
+    assert result.exit_code == 130
+    assert result.stderr == (
+        "capstone: error: run 2 was interrupted and rolled back; nothing was changed\n"
+    )
+    stopped = json.loads(invoke(runner, "runs", "2", "--db", db, "--json").stdout)
+    assert (stopped["status"], stopped["watermark_before"]) == (
+        "interrupted",
+        "2025-01-15T12:00:00",
+    )
 
 
 def test_a_failed_run_is_still_described_in_json_and_output(

@@ -146,6 +146,38 @@ def test_the_cli_refuses_a_wrong_delimiter_file_with_exit_1(
     )
 
 
+def test_a_header_alone_with_the_wrong_delimiter_is_refused_naming_it(
+    runner: CliRunner, db: str, tmp_path: Path
+) -> None:
+    """A CSV of its header alone, no row and no newline, split by ';' where ',' is expected,
+    fails with exit 1 naming the delimiter to use; it does not load as an empty file."""
+    path = tmp_path / "header.csv"
+    path.write_text("key;ts;value;name")
+    result = runner.invoke(app, ["run", "--input", str(path), "--db", db])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"capstone: error: {path}: the CSV header splits into 1 column with ',' but into 4 "
+        "columns with ';'; use --delimiter ';' or set delimiter = \";\" for pipeline 'events'\n"
+    )
+
+
+def test_a_header_of_other_names_says_which_delimiter_splits_it(
+    runner: CliRunner, db: str, tmp_path: Path
+) -> None:
+    """A one-column header that no delimiter turns into the pipeline's columns (a key spelt
+    `id`) still names the delimiter that splits it, beside the columns missing."""
+    path = tmp_path / "header.csv"
+    path.write_text("id;ts;value;name")
+    result = runner.invoke(app, ["run", "--input", str(path), "--db", db])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"capstone: error: {path}: the CSV header (id;ts;value;name) has no column for key, "
+        "name, value, ts, which pipeline 'events' requires, so every row would be rejected; "
+        "check the header's names (case counts) and the delimiter (','; ';' splits it into 4 "
+        "columns)\n"
+    )
+
+
 @pytest.mark.parametrize("value", ["ab", "a", "1", '"', " ", ""])
 def test_a_delimiter_that_cannot_be_one_is_refused(value: str) -> None:
     """One character, not a letter, digit, quote, space or line break; as a setting or option."""

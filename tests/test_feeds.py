@@ -134,6 +134,21 @@ class TestCliFeeds:
         assert keep.exit_code == 1
         assert fetch(db, "SELECT COUNT(*) FROM target") == [(6,)]
 
+    def test_keep_going_names_every_failed_file_in_its_last_line(
+        self, runner: CliRunner, db: str, tmp_path: Path
+    ) -> None:
+        """With --keep-going and two failed files of three, the error line counts them, names
+        each by run and file, and points to `capstone runs --failed` for the reasons."""
+        first = cut_gzip(tmp_path / "events-2025-01-01.jsonl.gz")
+        write_day(tmp_path, 2)
+        third = cut_gzip(tmp_path / "events-2025-01-03.jsonl.gz")
+        result = runner.invoke(app, ["run", "-i", str(tmp_path), "--db", db, "--keep-going"])
+        assert result.exit_code == 1
+        assert result.stderr == (
+            f"capstone: error: 2 files of 3 failed: run 1 ({first}), run 3 ({third}); "
+            "`capstone runs --failed` shows why each failed\n"
+        )
+
     def test_a_glob_that_matches_nothing_exits_2(
         self, runner: CliRunner, db: str, tmp_path: Path
     ) -> None:
@@ -343,6 +358,34 @@ class TestCliManifest:
         summary = json.loads(forced.stdout)
         assert summary["skipped"] == 7
         assert "same_content_as" not in summary
+
+    def test_a_format_given_for_a_file_already_loaded_is_said_not_applied(
+        self, runner: CliRunner, db: str, sample: str
+    ) -> None:
+        """--format on a rerun of a loaded file: the skip stands (exit 0), and stderr says the
+        format was not applied as the file was skipped unread, and that --force reads it."""
+        assert runner.invoke(app, ["run", "-i", sample, "--db", db, "-q"]).exit_code == 0
+        result = runner.invoke(app, ["run", "-i", sample, "--db", db, "--format", "csv"])
+        assert result.exit_code == 0, result.output
+        assert result.stderr == (
+            f"capstone: --format csv not applied: {sample} was skipped unread as already loaded "
+            "(run 1 loaded the same content); --force reads it again with --format csv\n"
+        )
+
+    def test_a_format_given_for_a_folder_already_loaded_is_said_not_applied(
+        self, runner: CliRunner, db: str, tmp_path: Path
+    ) -> None:
+        """--format on a rerun of a loaded folder: one line on stderr counts the files it did
+        not apply to, skipped unread, and names --force."""
+        folder = tmp_path / "landing"
+        landing(folder, days=3)
+        assert runner.invoke(app, ["run", "-i", str(folder), "--db", db, "-q"]).exit_code == 0
+        result = runner.invoke(app, ["run", "-i", str(folder), "--db", db, "--format", "jsonl"])
+        assert result.exit_code == 0, result.output
+        assert result.stderr == (
+            "capstone: --format jsonl not applied to 3 files skipped unread as already loaded "
+            "(earlier runs loaded the same content); --force reads them again with --format jsonl\n"
+        )
 
 
 class TestMaxRejects:

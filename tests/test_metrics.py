@@ -137,6 +137,27 @@ class TestRun:
         assert "--metrics-file" in result.stderr
         assert not Path(db_path).exists()
 
+    def test_a_folder_is_refused_before_anything_is_read_or_written(
+        self, runner: CliRunner, db_path: str, sample: str, tmp_path: Path
+    ) -> None:
+        """--metrics-file with a folder (one run per file) is a usage error, exit 2, that
+        loads nothing and writes no metrics file, even when the folder holds one file."""
+        folder = tmp_path / "landing"
+        folder.mkdir()
+        (folder / "day-1.txt").write_bytes(Path(sample).read_bytes())
+        path = tmp_path / "capstone.prom"
+        result = runner.invoke(
+            app, ["run", "-i", str(folder), "--db", db_path, "--metrics-file", str(path)]
+        )
+        assert result.exit_code == 2
+        assert result.stderr == (
+            "capstone: error: --metrics-file describes one run, and a folder, a glob or a "
+            "repeated --input loads one run per file; give a single --input file, or run each "
+            "file with its own metrics file\n"
+        )
+        assert not path.exists()
+        assert not Path(db_path).exists()
+
 
 class TestWrite:
     def test_a_failed_write_leaves_the_old_file_and_no_litter(

@@ -1,5 +1,6 @@
 """`capstone run` loads a file; `capstone replay` loads stored dead letters again."""
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -24,9 +25,10 @@ from capstone.cli._options import (
     is_stdout,
 )
 from capstone.cli._output import all_steps, console, plural, print_json, stdout_to_nowhere
-from capstone.cli.render import feed_table, steps_table, summary_table
+from capstone.cli.render import feed_table, steps_table, summary_table, visible
 from capstone.config import load_config
 from capstone.errors import CapstoneError, ConfigError
+from capstone.inputs import names_many
 from capstone.limits import RejectLimit
 from capstone.metrics import write_metrics
 from capstone.pipeline import MAX_BATCH_SIZE, RunOptions, feed_files
@@ -43,7 +45,8 @@ MetricsFile = Annotated[
     typer.Option(
         "--metrics-file",
         help="Also write the run's counters and duration here in the Prometheus text format "
-        "(node_exporter's textfile collector), atomically; failed runs too.",
+        "(node_exporter's textfile collector), atomically; failed runs too. One run's: not with "
+        "a folder, a glob or many --input.",
         metavar="FILE",
     ),
 ]
@@ -187,14 +190,22 @@ def run(
         max_rejects=None if max_rejects is None else _reject_limit(max_rejects),
         delimiter=None if delimiter is None else parse_delimiter(delimiter),
     )
+    # Options that apply only as a file is read: a file skipped as already loaded is told apart.
+    unread_options = [
+        f"{option} {shlex.quote(value)}"
+        for option, value in (("--format", fmt), ("--delimiter", delimiter))
+        if value is not None
+    ]
+    if metrics_file is not None and (len(inputs) > 1 or names_many(inputs[0])):
+        # Refused before anything is read or written, whatever number of files it holds today.
+        raise ConfigError(
+            "--metrics-file describes one run, and a folder, a glob or a repeated --input loads "
+            "one run per file; give a single --input file, or run each file with its own "
+            "metrics file"
+        )
     metrics = _Metrics(metrics_file, pipeline, db, inputs[0] if len(inputs) == 1 else None)
     with metrics:  # a failure before any run began is written as one
         files = feed_files(inputs, db)
-        if metrics_file is not None and len(files) > 1:
-            raise ConfigError(
-                "--metrics-file describes one run; give a single --input file, or run each file "
-                "with its own metrics file"
-            )
     if output is not None:
         for path in files:
             check_writable(output, db, path)
@@ -212,6 +223,7 @@ def run(
             quiet=quiet,
             keep_going=keep_going,
             show_progress=show_progress,
+            unread_options=unread_options,
         )
         return
     input_path = files[0]
@@ -224,6 +236,8 @@ def run(
             _write_output(output, summary, store)
         if not quiet and not is_stdout(output):
             _show_run(summary, store, as_json=as_json, report=report)
+        if not quiet and (note := _skipped_note([summary], unread_options)):
+            typer.echo(f"capstone: {visible(note)}", err=True)
 
     def failed(summary: RunSummary, store: Store) -> None:
         # For scripts: a run that failed or was interrupted is still described on stdout
@@ -297,6 +311,7 @@ def _run_feed(
     quiet: bool,
     keep_going: bool,
     show_progress: bool,
+    unread_options: list[str],
 ) -> None:
     """Many files: one run each, then one table (or JSON document) for them all."""
     bars: list[_LoadBar] = []
@@ -329,17 +344,51 @@ def _run_feed(
             print_json(document)
         else:
             console.print(feed_table(feed.runs, console.width))
+    if not quiet and (note := _skipped_note(feed.runs, unread_options)):
+        typer.echo(f"capstone: {visible(note)}", err=True)
     if feed.failed:
-        first = feed.failed[0]
+        raise CapstoneError(_feed_failure(feed))
+
+
+_NAMED_FAILURES = 10
+"""Failed files the last line names one by one; `capstone runs --failed` lists them all."""
+
+
+def _feed_failure(feed: capstone.pipeline.FeedRuns) -> str:
+    """The last line of a feed with failed files: one failure with its error; many (with
+    --keep-going) each by run and file, pointing to `capstone runs --failed` for the errors."""
+    failed = feed.failed
+    counted = f"{plural(len(failed), 'file')} of {len(feed.runs) + len(feed.unread)} failed"
+    if len(failed) == 1:
         rest = (
             f"; {len(feed.unread)} later file(s) not loaded (--keep-going loads them)"
             if feed.unread
             else ""
         )
-        raise CapstoneError(
-            f"{plural(len(feed.failed), 'file')} of {len(feed.runs) + len(feed.unread)} failed; "
-            f"run {first.run_id} ({first.source}): {first.error}{rest}"
+        return f"{counted}; run {failed[0].run_id} ({failed[0].source}): {failed[0].error}{rest}"
+    named = ", ".join(f"run {r.run_id} ({r.source})" for r in failed[:_NAMED_FAILURES])
+    more = f" and {len(failed) - _NAMED_FAILURES} more" if len(failed) > _NAMED_FAILURES else ""
+    return f"{counted}: {named}{more}; `capstone runs --failed` shows why each failed"
+
+
+def _skipped_note(runs: list[RunSummary], unread_options: list[str]) -> str:
+    """The options that apply only as a file is read (--format, --delimiter) and were not
+    applied to the files skipped unread as already loaded, or '': the manifest knows content,
+    not how it was read, so the skip stands and --force reads them again."""
+    skipped = [r for r in runs if r.same_content_as is not None]
+    if not skipped or not unread_options:
+        return ""
+    given = " and ".join(unread_options)
+    if len(skipped) == 1:
+        run = skipped[0]
+        return (
+            f"{given} not applied: {run.source} was skipped unread as already loaded (run "
+            f"{run.same_content_as} loaded the same content); --force reads it again with {given}"
         )
+    return (
+        f"{given} not applied to {plural(len(skipped), 'file')} skipped unread as already loaded "
+        f"(earlier runs loaded the same content); --force reads them again with {given}"
+    )
 
 
 class _LoadBar:
