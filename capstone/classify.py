@@ -81,8 +81,14 @@ class Classifier:
         self._seq = 0
         self._claimed: set[int] = set()  # dead letters a record of this replay has spoken for
 
-    def classify(self, items: Sequence[Item]) -> Batch:  # noqa: PLR0915 - one hot loop; helpers cost a call per record
-        """Sort one batch of items into staged, rejected and skipped, preserving input order."""
+    def classify(self, items: Sequence[Item], seq_from: int | None = None) -> Batch:  # noqa: PLR0915 - one hot loop; helpers cost a call per record
+        """Sort one batch of items into staged, rejected and skipped, preserving input order.
+
+        Staged rows are numbered (`seq`, the order the merge applies them in) on from the last
+        batch's, or from `seq_from` when given: batches classified in two processes number
+        their rows from their batch's place in the file, so that both agree without talking."""
+        if seq_from is not None:
+            self._seq = seq_from
         batch = Batch()
         staged = batch.staged
         future_limit, replay = self.future_limit, self.replay

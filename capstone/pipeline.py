@@ -125,8 +125,16 @@ def _reserve_for(size: int) -> None:
         raise MemoryError from None
 
 
-def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
-    """Lists of at most `size` items and, past the first, at most MAX_BATCH_BYTES of raw text."""
+_AHEAD_SHARE_OF_BYTES = 4
+"""With a reader, a batch closes at this fraction of MAX_BATCH_BYTES: a batch crossing the pipe
+is held pickled and whole at once on each side, and each process has one in hand and one in
+flight."""
+
+
+def _batches(items: Iterable[Item], size: int, ahead: bool = False) -> Iterator[list[Item]]:
+    """Lists of at most `size` items and, past the first, at most MAX_BATCH_BYTES of raw text
+    (a quarter of it when a reader sends them over)."""
+    bound = MAX_BATCH_BYTES // _AHEAD_SHARE_OF_BYTES if ahead else MAX_BATCH_BYTES
     batch: list[Item] = []
     held = 0
     for item in items:
@@ -135,7 +143,7 @@ def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
             _reserve_for(length)
         batch.append(item)
         held += length
-        if len(batch) >= size or held >= MAX_BATCH_BYTES:
+        if len(batch) >= size or held >= bound:
             yield batch
             batch, held = [], 0
     if batch:
@@ -723,18 +731,30 @@ def _classify_all(
     the source `ahead`, a forked reader reads and classifies while this process writes."""
     tally = _Tally()
     limit = options.max_rejects or spec.max_rejects
+    # With a reader, every WRITER_SHARE-th batch goes over unvalidated and this process
+    # validates it between writes, so both cores validate. A replay keeps all in one process:
+    # which letter a record claims depends on the records before it.
+    share = WRITER_SHARE if ahead is not None and not classifier.replay else 0
 
-    def classified() -> Iterator[tuple[Batch, int]]:
-        for chunk in _batches(items, options.batch_size):
-            yield classifier.classify(chunk), bytes_read()
+    def classified() -> Iterator[tuple[int, Batch | list[Item], int]]:
+        for number, chunk in enumerate(_batches(items, options.batch_size, ahead is not None)):
+            if share and number % share == share - 1:
+                yield number, chunk, bytes_read()
+            else:
+                yield number, classifier.classify(chunk, number * MAX_BATCH_SIZE), bytes_read()
 
     with contextlib.ExitStack() as stack:
         if ahead is None:
-            batches: Iterable[tuple[Batch, int]] = classified()
+            batches: Iterable[tuple[int, Batch | list[Item], int]] = classified()
         else:
             reader = stack.enter_context(readahead.read_ahead(classified, ahead.content_read))
             batches = reader
-        for batch, read in batches:
+        for number, payload, read in batches:
+            batch = (
+                payload
+                if isinstance(payload, Batch)
+                else classifier.classify(payload, number * MAX_BATCH_SIZE)
+            )
             tally.add(tx, batch)
             if progress is not None:
                 progress(tally.records, read)
@@ -744,6 +764,10 @@ def _classify_all(
     _check_rejects(limit, source_name, tally, spec, final=True)
     return tally
 
+
+WRITER_SHARE = int(os.environ.get("CAPSTONE_WRITER_SHARE", "2"))
+"""With a reader, the writer validates one batch in this many (the reader the others): the
+writer's own work (staging, dead letters) is about half the reader's (reading, validating)."""
 
 _READ_AHEAD_FROM = 1 << 20
 """Bytes of input from which a forked reader pays for itself (forking takes a few ms)."""

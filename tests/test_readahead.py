@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from capstone import RunOptions, run
+from capstone.dead_letters import export_line
 from capstone.errors import InputError
 from capstone.readahead import read_ahead
 from capstone.store import open_store
@@ -121,6 +122,18 @@ def test_an_error_in_the_reader_stops_the_reader(tmp_path: Path) -> None:
         taken.extend(reader)
     assert taken == [1]
     assert reader.exitcode == 0
+
+
+def test_a_reader_out_of_memory_is_a_memory_error_in_the_writer() -> None:
+    """A MemoryError in the reader crosses as a MemoryError (the run then fails with its one
+    line about memory, as in one process)."""
+
+    def produce() -> Iterator[int]:
+        yield 1
+        raise MemoryError
+
+    with pytest.raises(MemoryError), read_ahead(produce, lambda: None) as reader:
+        list(reader)
 
 
 def test_a_reader_bug_is_one_line_not_a_traceback_of_the_reader() -> None:
@@ -272,3 +285,33 @@ def test_ctrl_c_rolls_back_and_stops_the_reader(fifo: Path, db_path: str) -> Non
     assert gone(reader)
     assert fetch(db_path, "SELECT status FROM run_log") == [("interrupted",)]
     assert fetch(db_path, "SELECT COUNT(*) FROM target") == [(0,)]
+
+
+def test_a_replayed_export_resolves_the_same_letters_with_a_reader(
+    db_factory: Any, tmp_path: Path
+) -> None:
+    """An edited dead-letter export replayed through a reader (`run --replay`) resolves and
+    keeps the same letters as in one process: which letter a line claims depends on the lines
+    before it, so a replay's reader validates every batch itself."""
+    bad = [event(f"k{i}", "2025-03-01T00:00:00", name="") for i in range(40)]
+    feed = tmp_path / "bad.jsonl"
+    feed.write_text("\n".join(orjson.dumps(r).decode() for r in bad) + "\n")
+    results = []
+    for ahead in (True, False):
+        db = db_factory()
+        run(str(feed), db)
+        with open_store(db) as store:
+            letters = store.dead_letters()
+        lines = []
+        for letter in letters:
+            line = orjson.loads(export_line(letter) or b"{}")
+            if letter.id % 2:
+                line["name"] = "fixed"  # half fixed, half still bad
+            lines.append(orjson.dumps(line).decode())
+            lines.append(orjson.dumps(line).decode())  # and every line twice
+        export = tmp_path / f"export-{ahead}.jsonl"
+        export.write_text("\n".join(lines) + "\n")
+        summary = run(str(export), db, RunOptions(read_ahead=ahead, batch_size=7), replay=True)
+        counts = summary.model_dump(include={"staged", "rejected", "dead_letters_updated"})
+        results.append((counts, fetch(db, "SELECT id, resolved_run_id IS NULL FROM dead_letters")))
+    assert results[0] == results[1]
