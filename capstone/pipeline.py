@@ -765,7 +765,7 @@ def _classify_all(
     return tally
 
 
-WRITER_SHARE = int(os.environ.get("CAPSTONE_WRITER_SHARE", "2"))
+WRITER_SHARE = 2
 """With a reader, the writer validates one batch in this many (the reader the others): the
 writer's own work (staging, dead letters) is about half the reader's (reading, validating)."""
 

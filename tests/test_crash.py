@@ -42,9 +42,9 @@ def _interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start_run(input_path: str, db: str) -> subprocess.Popen[bytes]:
+def start_run(input_path: str, db: str, *options: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "capstone", "run", "--input", input_path, "--db", db, "--quiet"],
+        [sys.executable, "-m", "capstone", "run", "-i", input_path, "--db", db, "-q", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         preexec_fn=_interruptible,  # noqa: PLW1509 (the test process starts no threads)

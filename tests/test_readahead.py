@@ -22,7 +22,7 @@ from capstone.errors import InputError
 from capstone.readahead import read_ahead
 from capstone.store import open_store
 from tests.conftest import event, fetch
-from tests.test_crash import STATE, _interruptible
+from tests.test_crash import STATE, start_run
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc for the reader")
 
@@ -152,26 +152,6 @@ def test_a_reader_bug_is_one_line_not_a_traceback_of_the_reader() -> None:
 # -- processes ------------------------------------------------------------------------------------
 
 
-def start_fifo_run(fifo: Path, db: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "capstone",
-            "run",
-            "--input",
-            str(fifo),
-            "--db",
-            db,
-            "--read-ahead",
-            "--quiet",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=_interruptible,  # noqa: PLW1509 (the test process starts no threads here)
-    )
-
-
 def children(pid: int) -> list[int]:
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return [int(part) for part in text.split()]
@@ -186,8 +166,11 @@ def gone(pid: int) -> bool:
     return "\nState:\tZ" in status
 
 
-def feeding(fifo: Path) -> tuple[threading.Event, threading.Thread]:
-    """A thread writing valid lines into `fifo` until told to stop, then closing it."""
+@contextlib.contextmanager
+def run_on(fifo: Path, db: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`capstone run --read-ahead` on `fifo`, fed valid lines by a thread until the block ends;
+    yields the run's process and its reader's pid, once records are flowing."""
+    process = start_run(str(fifo), db, "--read-ahead")
     stop = threading.Event()
 
     def write() -> None:
@@ -202,7 +185,11 @@ def feeding(fifo: Path) -> tuple[threading.Event, threading.Thread]:
 
     writer = threading.Thread(target=write, daemon=True)
     writer.start()
-    return stop, writer
+    try:
+        yield process, reader_of(process)
+    finally:
+        stop.set()
+        writer.join(timeout=10)
 
 
 def reader_of(process: subprocess.Popen[bytes]) -> int:
@@ -227,16 +214,13 @@ def fifo(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_a_killed_reader_fails_the_run_in_one_line(fifo: Path, db_path: str) -> None:
+def test_a_killed_reader_fails_the_run_in_one_line(fifo: Path, db_path: str, sample: str) -> None:
     """kill -9 of the reader: the run fails with exit 1 and one line, keeping nothing."""
-    run(str(Path(__file__).parent.parent / "data" / "sample_input.txt"), db_path)
+    run(sample, db_path)
     before = fetch(db_path, STATE)
-    process = start_fifo_run(fifo, db_path)
-    stop, writer = feeding(fifo)
-    os.kill(reader_of(process), signal.SIGKILL)
-    _, err = process.communicate(timeout=60)
-    stop.set()
-    writer.join(timeout=10)
+    with run_on(fifo, db_path) as (process, reader):
+        os.kill(reader, signal.SIGKILL)
+        _, err = process.communicate(timeout=60)
     lines = err.decode().strip().splitlines()
     assert process.returncode == 1
     assert len(lines) == 1
@@ -250,20 +234,18 @@ def test_a_killed_reader_fails_the_run_in_one_line(fifo: Path, db_path: str) -> 
 
 
 @pytest.mark.slow
-def test_kill_9_of_the_writer_takes_the_reader_with_it(fifo: Path, db_path: str) -> None:
+def test_kill_9_of_the_writer_takes_the_reader_with_it(
+    fifo: Path, db_path: str, sample: str
+) -> None:
     """kill -9 of the run's process: its reader dies too, and the database is as it was."""
-    run(str(Path(__file__).parent.parent / "data" / "sample_input.txt"), db_path)
+    run(sample, db_path)
     before = fetch(db_path, STATE)
-    process = start_fifo_run(fifo, db_path)
-    stop, writer = feeding(fifo)
-    reader = reader_of(process)
-    process.kill()
-    process.communicate(timeout=60)
-    deadline = time.monotonic() + 10
-    while not gone(reader) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    writer.join(timeout=10)
+    with run_on(fifo, db_path) as (process, reader):
+        process.kill()
+        process.communicate(timeout=60)
+        deadline = time.monotonic() + 10
+        while not gone(reader) and time.monotonic() < deadline:
+            time.sleep(0.05)
     assert gone(reader)
     assert fetch(db_path, STATE) == before
     with open_store(db_path) as store:
@@ -274,13 +256,9 @@ def test_kill_9_of_the_writer_takes_the_reader_with_it(fifo: Path, db_path: str)
 def test_ctrl_c_rolls_back_and_stops_the_reader(fifo: Path, db_path: str) -> None:
     """SIGINT to the run (the reader ignores it): exit 130, the run logged interrupted, the reader
     stopped, nothing kept."""
-    process = start_fifo_run(fifo, db_path)
-    stop, writer = feeding(fifo)
-    reader = reader_of(process)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
-    stop.set()
-    writer.join(timeout=10)
+    with run_on(fifo, db_path) as (process, reader):
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert gone(reader)
     assert fetch(db_path, "SELECT status FROM run_log") == [("interrupted",)]
