@@ -409,6 +409,9 @@ class SQLiteStore(SqlStore):
             self.conn.execute("PRAGMA cache_size = -32768")
             # Sorts for the merge spill to temporary files, so memory stays flat as runs grow.
             self.conn.execute("PRAGMA temp_store = FILE")
+            # A large sort (the merge's copy of staging in key order) may hand part of its work to
+            # a second thread: by then a run's forked reader has ended, and its core is free.
+            self.conn.execute("PRAGMA threads = 1")
             self._migrate()
             self._mark_abandoned()
 
