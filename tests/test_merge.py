@@ -66,6 +66,59 @@ def test_merge_matches_one_by_one_reference(
     assert actual == expected
 
 
+# Fractions, whole seconds and equal times, so that the lineage details' text is exercised too.
+FINE_TIMES = st.sampled_from([0, 1, 1.5, 1.25, 2, 3.000001]).map(
+    lambda s: (datetime(2025, 1, 1) + timedelta(seconds=s)).isoformat()
+)
+FINE_BATCHES = st.lists(
+    st.lists(st.tuples(KEYS, FINE_TIMES, st.integers(0, 9)), max_size=10), min_size=1, max_size=3
+)
+
+
+def reference_lineage(batches: list[list[tuple[str, str, int]]]) -> list[list[tuple[str, str]]]:
+    """Each record's fate and detail, applying records one by one: `load` with `ts T` (or, at
+    or behind the watermark earlier runs left, `late: T behind watermark W`), or `stale` with
+    `kept ts NEWEST over T`, NEWEST the newest time before it for its key."""
+    newest: dict[str, str] = {}
+    watermark: str | None = None
+    fates = []
+    for batch in batches:
+        run_fates = []
+        for key, ts, _ in batch:
+            if key in newest and ts <= newest[key]:
+                run_fates.append(("stale", f"kept ts {newest[key]} over {ts}"))
+                continue
+            newest[key] = ts
+            late = watermark is not None and ts <= watermark
+            run_fates.append(
+                ("load", f"late: {ts} behind watermark {watermark}" if late else f"ts {ts}")
+            )
+        fates.append(run_fates)
+        watermark = max([watermark or "", *(ts for _, ts, _ in batch)]) or None
+    return fates
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=FINE_BATCHES)
+def test_lineage_fates_and_details_match_one_by_one_reference(
+    db_factory: Any, tmp_path_factory: Any, batches: Any
+) -> None:
+    """Every record's fate and lineage detail (the stored row's or an earlier record's time that
+    beat it, with or without a fraction) equal the reference, within a file and across runs."""
+    folder = tmp_path_factory.mktemp("fates")
+    db = db_factory()
+    for number, (batch, expected) in enumerate(zip(batches, reference_lineage(batches))):
+        summary = run(write(folder / f"{number}.jsonl", batch), db, EVERYTHING)
+        rows = fetch(
+            db,
+            "SELECT step, detail FROM lineage WHERE step IN ('load', 'stale') "
+            f"AND run_id = {summary.run_id} ORDER BY position",
+        )
+        assert rows == expected
+
+
 # -- the same property over a generated pipeline definition ---------------------------------------
 
 FIELD_VALUES: dict[str, Any] = {
