@@ -109,7 +109,9 @@ def test_lineage_fates_and_details_match_one_by_one_reference(
     beat it, with or without a fraction) equal the reference, within a file and across runs."""
     folder = tmp_path_factory.mktemp("fates")
     db = db_factory()
-    for number, (batch, expected) in enumerate(zip(batches, reference_lineage(batches))):
+    for number, (batch, expected) in enumerate(
+        zip(batches, reference_lineage(batches), strict=True)
+    ):
         summary = run(write(folder / f"{number}.jsonl", batch), db, EVERYTHING)
         rows = fetch(
             db,
