@@ -66,9 +66,19 @@ def test_merge_matches_one_by_one_reference(
     assert actual == expected
 
 
-# Fractions, whole seconds and equal times, so that the lineage details' text is exercised too.
-FINE_TIMES = st.sampled_from([0, 1, 1.5, 1.25, 2, 3.000001]).map(
-    lambda s: (datetime(2025, 1, 1) + timedelta(seconds=s)).isoformat()
+# Fractions, whole seconds, equal times and times before 1970 (within EVERYTHING's lookback, so
+# nothing is skipped as covered): fates are decided on microseconds and stale details written
+# back as text, so both must agree with the text.
+FINE_TIMES = st.sampled_from(
+    [
+        "1900-01-01T00:00:00.000001",
+        "1969-12-31T23:59:58.500000",
+        "1969-12-31T23:59:59",
+        "2025-01-01T00:00:00",
+        "2025-01-01T00:00:01.250000",
+        "2025-01-01T00:00:01.500000",
+        "2025-01-01T00:00:03.000001",
+    ]
 )
 FINE_BATCHES = st.lists(
     st.lists(st.tuples(KEYS, FINE_TIMES, st.integers(0, 9)), max_size=10), min_size=1, max_size=3
