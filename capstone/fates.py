@@ -20,6 +20,7 @@ __all__ = [
     "RAW_FIELD",
     "RESERVED_COLUMNS",
     "RESERVED_FIELDS",
+    "TIES_BEFORE",
     "Batch",
     "Merged",
     "Reason",
@@ -59,8 +60,12 @@ SEQ, POSITION, ATTRIBUTES, LINEAGE_KEY, RUN_ID, TS_US = (
     "run_id",
     "_ts_us",
 )
-RESERVED_COLUMNS = frozenset({SEQ, POSITION, ATTRIBUTES, LINEAGE_KEY, RUN_ID, TS_US})
-"""Columns capstone adds to staging and target tables; no field may take their names."""
+TIES_BEFORE = "_ties_before"
+"""In the merge's coverage check, how many earlier staged records of a key share a record's event
+time (pipelines whose ties replace)."""
+RESERVED_COLUMNS = frozenset({SEQ, POSITION, ATTRIBUTES, LINEAGE_KEY, RUN_ID, TS_US, TIES_BEFORE})
+"""Columns capstone adds to staging and target tables (or to staging's rows in the merge); no
+field may take their names."""
 
 
 @dataclass(frozen=True, slots=True)

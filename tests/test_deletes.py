@@ -68,18 +68,22 @@ def reference(
 ) -> tuple[dict[str, tuple[str, int]], dict[str, str], list[tuple[int, int, int, int]]]:
     """Runs applied record by record, tombstones included: a record wins when newer (or as new,
     for `replace`) than its key's row or tombstone; behind the watermark, one the row or
-    tombstone held at the run's start is skipped. Returns the live rows, the tombstones and
+    tombstone held at the run's start is skipped (for `replace` and the same time, only when no
+    earlier record of the run has its key and time). Returns the live rows, the tombstones and
     (loaded, deleted, stale, skipped) per run."""
     state: dict[str, tuple[str, int, bool]] = {}
     watermark: str | None = None
     counts = []
     for batch in batches:
         before = dict(state)
+        seen: set[tuple[str, str]] = set()
         loaded = deleted = stale = skipped = 0
         for key, ts, value, closed in batch:
             held = before.get(key)
+            tie_before = (key, ts) in seen
+            seen.add((key, ts))
             if watermark is not None and ts <= watermark and held is not None:
-                same = held[2] == closed and (closed or held[1] == value)
+                same = held[2] == closed and (closed or held[1] == value) and not tie_before
                 if held[0] > ts or (held[0] == ts and (ties == "keep" or same)):
                     skipped += 1
                     continue
@@ -143,6 +147,22 @@ def test_an_older_record_never_brings_the_key_back(db: str, tmp_path: Path) -> N
     second = run(write(tmp_path / "late.jsonl", late), db, spec=spec)
     assert (second.loaded, second.skipped) == (0, 1)
     assert alive(db) == {}
+
+
+def test_a_rerun_with_a_record_and_its_tombstone_at_one_time_stays_deleted(
+    db: str, tmp_path: Path
+) -> None:
+    """Under ties = "replace", a record and its key's tombstone at the same time, loaded again:
+    the tombstone is not skipped as held, since the record before it brings the key back first;
+    the key ends deleted, as one by one (it used to come back)."""
+    spec = accounts("replace")
+    at = "2025-01-01T09:00:00"
+    path = write(tmp_path / "d.jsonl", [("a", at, 10, False), ("a", at, 0, True)])
+    run(path, db, spec=spec)
+    assert (alive(db), removed(db)) == ({}, {"a": at})
+    again = run(path, db, RunOptions(force=True), spec=spec)
+    assert (alive(db), removed(db)) == ({}, {"a": at})
+    assert (again.loaded, again.deleted, again.skipped) == (2, 1, 0)
 
 
 def test_a_newer_record_recreates_the_key(db: str, tmp_path: Path) -> None:

@@ -50,22 +50,27 @@ def reference(
     batches: list[list[Record]], ties: str
 ) -> tuple[dict[str, tuple[str, int]], list[tuple[int, int, int]]]:
     """Runs applied record by record: behind the watermark, a record the target held at the run's
-    start is skipped (for `replace`, only the same time with the same value); any other wins
-    when newer (or as new, for `replace`) than the key's current row, and is stale otherwise.
-    Returns the target and (loaded, stale, skipped) per run."""
+    start is skipped (for `replace`, only the same time with the same value, and no earlier
+    record of the run with its key and time, which may have replaced the row first); any other
+    wins when newer (or as new, for `replace`) than the key's current row, and is stale
+    otherwise. Returns the target and (loaded, stale, skipped) per run."""
     target: dict[str, tuple[str, int]] = {}
     watermark: str | None = None
     counts = []
     for batch in batches:
         before = dict(target)
+        seen: set[tuple[str, str]] = set()
         loaded = stale = skipped = 0
         for key, ts, value in batch:
             held = before.get(key)
+            tie_before = (key, ts) in seen
+            seen.add((key, ts))
+            same = ties == "keep" or (held is not None and held[1] == value and not tie_before)
             if (
                 watermark is not None
                 and ts <= watermark
                 and held is not None
-                and (held[0] > ts or (held[0] == ts and (ties == "keep" or held[1] == value)))
+                and (held[0] > ts or (held[0] == ts and same))
             ):
                 skipped += 1
                 continue
@@ -139,3 +144,19 @@ def test_changing_the_rule_is_recorded(db: str, tmp_path: Path) -> None:
     run(path, db, spec=readings("replace"))
     changes = [change for (change,) in fetch(db, "SELECT change FROM schema_changes")]
     assert "ties keep -> replace" in changes
+
+
+def test_a_rerun_of_two_corrections_at_one_time_keeps_the_last(db: str, tmp_path: Path) -> None:
+    """Two records of a key at the same time, loaded again: the first no longer matches the stored
+    row and the second does, yet the second is not skipped as held, because the first replaces
+    the row before it comes; the last one stays, as one by one (it used to flip back)."""
+    spec = readings("replace")
+    path = write(
+        tmp_path / "d.jsonl", [("a", "2025-01-01T01:00:00", 10), ("a", "2025-01-01T01:00:00", 12)]
+    )
+    run(path, db, spec=spec)
+    assert stored(db) == {"a": ("2025-01-01T01:00:00", 12)}
+    again = run(path, db, AGAIN, spec=spec)
+    assert stored(db) == {"a": ("2025-01-01T01:00:00", 12)}
+    assert (again.staged, again.loaded, again.skipped) == (2, 2, 0)
+    assert again.is_balanced()

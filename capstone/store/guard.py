@@ -10,7 +10,7 @@ from capstone.spec import PipelineSpec
 from capstone.store.sql import Dialect
 from capstone.store.tables import quote
 
-__all__ = ["gone", "guard", "holds"]
+__all__ = ["gone", "guard", "holds", "ties_before"]
 
 
 def guard(spec: PipelineSpec) -> str:
@@ -19,10 +19,20 @@ def guard(spec: PipelineSpec) -> str:
     return ">=" if spec.ties == "replace" else ">"
 
 
-def holds(spec: PipelineSpec, dialect: Dialect, staged: Callable[[str], str] | None = None) -> str:
+def holds(
+    spec: PipelineSpec,
+    dialect: Dialect,
+    staged: Callable[[str], str] | None = None,
+    ties_before: str = "0",
+) -> str:
     """SQL true when the target row `t` already holds a staged record: an event time that would
     refuse it, or (where ties replace) the same time with the same values, so that loading it
-    again would change nothing. `staged` names a staged column in SQL (default `s."name"`)."""
+    again would change nothing. `staged` names a staged column in SQL (default `s."name"`).
+
+    Where ties replace, `ties_before` counts the earlier staged records of the key with the
+    record's event time: any of them may replace the stored row before the record comes, so the
+    record is then held only by a newer time, never by an equal one (both go through the merge,
+    in order, and the last wins, as one by one)."""
     column = staged or (lambda name: f"s.{quote(name)}")
     ts = column(spec.event_time)
 
@@ -30,7 +40,7 @@ def holds(spec: PipelineSpec, dialect: Dialect, staged: Callable[[str], str] | N
         stored = f"{table}.{quote(spec.event_time)}"
         if spec.ties == "keep":
             return f"{stored} >= {ts}"
-        return f"({stored} > {ts} OR ({stored} = {ts} AND {same}))"
+        return f"({stored} > {ts} OR ({stored} = {ts} AND {same} AND {ties_before} = 0))"
 
     same_values = " AND ".join(
         f"t.{quote(c)} {dialect.same} {column(c)}"
@@ -43,6 +53,15 @@ def holds(spec: PipelineSpec, dialect: Dialect, staged: Callable[[str], str] | N
     # A tombstone `d` holds a record as new as it, or (replacing ties) a tombstone of that time.
     in_tombstones = held_by("d", gone(spec, column))
     return f"(COALESCE({in_target}, FALSE) OR COALESCE({in_tombstones}, FALSE))"
+
+
+def ties_before(spec: PipelineSpec, keys: str, ts: str, seq: str) -> str:
+    """A window counting, for each staged record, the earlier ones (by `seq`) of its key (`keys`,
+    SQL) with the same event time (`ts`): what `holds` needs where ties replace."""
+    return (
+        f"COUNT(*) OVER (PARTITION BY {keys}, {ts} ORDER BY {seq} "
+        "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+    )
 
 
 def gone(spec: PipelineSpec, column: Callable[[str], str] | None = None) -> str:

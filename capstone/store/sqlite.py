@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from capstone.errors import LockError, MissingDatabase, StoreError
-from capstone.fates import TS_US, Merged, StagedRow
+from capstone.fates import TIES_BEFORE, TS_US, Merged, StagedRow
 from capstone.lineage import STEP_CODES
 from capstone.spec import PipelineSpec
 from capstone.store.ddl import core_tables, later_migrations, pipeline_tables, run_reasons_table
-from capstone.store.guard import gone, guard, holds
+from capstone.store.guard import gone, guard, holds, ties_before
 from capstone.store.sql import Dialect, SqlRun, SqlStore, column_definitions
 from capstone.store.tables import quote
 from capstone.summary import RunSummary
@@ -353,18 +353,27 @@ class SQLiteRun(SqlRun):
         behind the skip line, their key is in the target at the same or a later event time.
 
         Such a record can change nothing: the guard would refuse it (or, replacing ties, write
-        the same row again), and no later record of its key compares against it (the stored time
-        is at least as new). Removing it first keeps a
+        the same row again, unless an earlier record of this run with the same time replaced the
+        row first: `holds` leaves such records to the merge), and no later record of its key
+        compares against it (the stored time is at least as new). Removing it first keeps a
         rerun from paying for the merge of records it only needed to recognise.
         """
         if params["skip"] is None:
             return 0
+        spec = self.spec
+        staged, earlier_ties = "temp.staging", "0"
+        if spec.ties == "replace":
+            keys = ", ".join(quote(k) for k in spec.key)
+            staged = (
+                f"(SELECT *, {ties_before(spec, keys, ts, 'seq')} AS {TIES_BEFORE} FROM {staged})"
+            )
+            earlier_ties = f"s.{TIES_BEFORE}"
         self.conn.execute("DROP TABLE IF EXISTS temp.covered")
         self.conn.execute(
             f"CREATE TEMP TABLE covered AS SELECT s.seq, {lineage_key} AS key, s.position, "
-            f"s.{TS_US} AS us FROM temp.staging AS s "
+            f"s.{TS_US} AS us FROM {staged} AS s "
             f"{'LEFT ' if tombstone else ''}JOIN main.{table} AS t ON {joined} {tombstone} "
-            f"WHERE s.{ts} <= :skip AND {holds(self.spec, DIALECT)}",
+            f"WHERE s.{ts} <= :skip AND {holds(spec, DIALECT, ties_before=earlier_ties)}",
             params,
         )
         before = self.conn.total_changes

@@ -14,7 +14,7 @@ from capstone.fates import TS_US, Merged, Screen, StagedRow
 from capstone.lineage import STEP_CODES
 from capstone.spec import PipelineSpec
 from capstone.store.ddl import core_tables, later_migrations, pipeline_tables, run_reasons_table
-from capstone.store.guard import gone, guard, holds
+from capstone.store.guard import gone, guard, holds, ties_before
 from capstone.store.postgres.connection import connect, redact_url, secrets_of, store_error
 from capstone.store.postgres.locks import AdvisoryLocks
 from capstone.store.postgres.screen import jsonb_text, nul_free, screen_for
@@ -132,7 +132,22 @@ class PostgresRun(SqlRun):
         wins = guard(spec)
         staged_column = {**{n: f"s.{a}" for n, a in alias.items()}, spec.event_time: "s.ts"}
         column = staged_column.get
-        held = holds(spec, DIALECT, lambda name: column(name, f"s.{name}"))
+        # Where ties replace, a record behind the skip line counts the earlier staged records of
+        # its key at its time (`holds`); the window is left out where nothing can be covered.
+        counts_ties = spec.ties == "replace" and skip_through is not None
+        earlier_ties = (
+            ", "
+            + ties_before(spec, ", ".join(quote(k) for k in spec.key), ts, "seq")
+            + " AS ties_before"
+            if counts_ties
+            else ""
+        )
+        held = holds(
+            spec,
+            DIALECT,
+            lambda name: column(name, f"s.{name}"),
+            ties_before="s.ties_before" if counts_ties else "0",
+        )
         deletes = spec.delete_field is not None
         tombstones = self.store._table(spec.tombstones)
         on_key = " AND ".join(f"d.{quote(k)} = s.{alias[k]}" for k in spec.key)
@@ -162,7 +177,7 @@ class PostgresRun(SqlRun):
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) AS newest_before
                     FROM (
                         SELECT seq, position, {record}, {ts}::timestamp AS ts, {ts} AS ts_text,
-                               {TS_US} AS ts_us,
+                               {TS_US} AS ts_us{earlier_ties},
                                attributes{", _lineage_key AS lineage_key" if self.layout.own_lineage_key else ""}
                         FROM pg_temp.staging
                     ) AS s LEFT JOIN {target} AS t
