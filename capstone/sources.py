@@ -404,6 +404,14 @@ def _json_lines(fh: io.BufferedReader, name: str, limit: int) -> Iterator[Item]:
                 f"{name} holds one pretty-printed JSON object; capstone reads a JSON array of "
                 "objects, JSON Lines (one object per line) or CSV"
             )
+        if number == 1 and line.strip() == b"[":
+            # Read as JSON Lines, a pretty-printed array loads its one-line elements and rejects
+            # the rest: a success that hides a wrong format. (A first line that is a whole array
+            # is a record like any other, and rejected: not an object.)
+            raise InputError(
+                f"{name} holds a pretty-printed JSON array, not one JSON object per line; pass "
+                "--format json (or name the file .json) to read it as one array"
+            )
         text = line.rstrip(b"\r\n")
         if text.strip():
             yield number, text, None
