@@ -190,7 +190,14 @@ def run(
     options = options or RunOptions()
     pipeline = resolve_pipeline(options, spec)
     file = None if replay else identify(input_path)
-    with _source(input_path, options, pipeline) as source:
+    with contextlib.ExitStack() as opened:
+        try:
+            source = opened.enter_context(_source(input_path, options, pipeline))
+        except InputError as error:
+            if replay or not os.path.isfile(input_path):
+                raise
+            _log_unreadable(db, pipeline.name, input_path, error, on_failure)
+            raise
         return _in_store(
             open_store(db),
             lambda store: run_source(
@@ -199,6 +206,22 @@ def run(
             on_commit,
             on_failure,
         )
+
+
+def _log_unreadable(
+    db: str, pipeline: str, path: str, error: InputError, on_failure: AfterRun | None
+) -> None:
+    """Log a file that exists but cannot be read as input (damaged compression, not text) as a
+    failed run, as a folder's file would be, and hand its row to `on_failure`: a scheduler
+    reading the run log or --output sees the failure. The input's error stays the one raised,
+    also when the database cannot log it."""
+
+    def logged(store: Store) -> RunSummary:
+        _failed_file(store, pipeline, path, error)
+        raise error
+
+    with contextlib.suppress(CapstoneError):
+        _in_store(open_store(db), logged, None, on_failure)
 
 
 class FeedRuns(BaseModel):

@@ -1,6 +1,9 @@
 """`capstone run` through the CLI: output modes, the --output file, exit codes and error lines."""
 
+import bz2
+import gzip
 import json
+import lzma
 import os
 import subprocess
 import sys
@@ -456,3 +459,32 @@ def test_a_failed_run_is_still_described_in_json_and_output(
     written = json.loads(output.read_text())
     assert written["run_id"] == shown["run_id"]
     assert [run["status"] for run in written["run_log"]] == ["failed"]
+
+
+@pytest.mark.parametrize("compress", [bz2.compress, lzma.compress, gzip.compress])
+def test_a_file_cut_off_before_its_first_record_is_a_failed_run(
+    runner: CliRunner, db_path: str, tmp_path: Path, compress: Any
+) -> None:
+    """A compressed file cut off so early that not even its format can be read fails as a run,
+    as it would in a folder: one line on stderr, exit 1, its failed row on stdout (--json), in
+    --output and in the run log, so a scheduler watching any of them sees it."""
+    whole = compress(b'{"key": "a", "name": "n", "value": 1, "ts": "2025-01-01T00:00:00"}\n' * 50)
+    cut = tmp_path / "cut.jsonl.x"
+    cut.write_bytes(whole[: len(whole) // 3])
+    output = tmp_path / "out.json"
+    result = invoke(runner, "run", "-i", str(cut), "--db", db_path, "--json", "-o", str(output))
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "cut off" in result.stderr or "not valid" in result.stderr
+    assert json.loads(result.stdout)["status"] == "failed"
+    assert json.loads(output.read_text())["status"] == "failed"
+    assert fetch(db_path, "SELECT status, source FROM run_log") == [("failed", str(cut))]
+
+
+def test_a_missing_input_is_no_run(runner: CliRunner, db_path: str, tmp_path: Path) -> None:
+    """A path that names no file is a mistake in the command, not a failed load: exit 1, one
+    line, and no database is created for it."""
+    result = invoke(runner, "run", "-i", str(tmp_path / "nothing.jsonl"), "--db", db_path)
+    assert result.exit_code == 1
+    assert "does not exist" in result.stderr
+    assert not Path(db_path).exists()
