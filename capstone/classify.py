@@ -341,10 +341,16 @@ def header_check(spec: PipelineSpec) -> HeaderCheck:
                 continue
             cells = [cell.strip() for cell in next(csv.reader([text], delimiter=other), [])]
             if all(name in cells for name in required):
+                # The built-in pipeline takes no settings from capstone.toml: the option only.
+                setting = (
+                    ""
+                    if spec.is_builtin
+                    else f" or set delimiter = {_toml(other)} for pipeline {spec.name!r}"
+                )
                 raise InputError(
                     f"{name}: the CSV header splits into {_columns(len(header))} with {delimiter!r} but "
-                    f"into {_columns(len(cells))} with {other!r}; use --delimiter {_shell(other)} "
-                    f"or set delimiter = {_toml(other)} for pipeline {spec.name!r}"
+                    f"into {_columns(len(cells))} with {other!r}; use --delimiter {_shell(other)}"
+                    f"{setting}"
                 )
             if len(header) == 1 and len(cells) > widest[1]:
                 widest = (other, len(cells))
