@@ -158,6 +158,24 @@ class TestRun:
         assert not path.exists()
         assert not Path(db_path).exists()
 
+    def test_the_same_file_for_metrics_and_output_is_refused(
+        self, runner: CliRunner, db_path: str, sample: str, tmp_path: Path
+    ) -> None:
+        """--metrics-file and --output naming one file would write one over the other: a usage
+        error, exit 2, before anything loads."""
+        path = tmp_path / "run.out"
+        result = runner.invoke(
+            app,
+            ["run", "-i", sample, "--db", db_path, "-o", str(path), "--metrics-file", str(path)],
+        )
+        assert result.exit_code == 2
+        assert result.stderr == (
+            f"capstone: error: --metrics-file and --output both name {path}; give each its own "
+            "file\n"
+        )
+        assert not path.exists()
+        assert not Path(db_path).exists()
+
 
 class TestWrite:
     def test_a_failed_write_leaves_the_old_file_and_no_litter(

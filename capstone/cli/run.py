@@ -1,5 +1,6 @@
 """`capstone run` loads a file; `capstone replay` loads stored dead letters again."""
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -203,6 +204,14 @@ def run(
             "one run per file; give a single --input file, or run each file with its own "
             "metrics file"
         )
+    if (
+        metrics_file is not None
+        and output is not None
+        and not is_stdout(output)
+        and os.path.realpath(metrics_file) == os.path.realpath(output)
+    ):
+        # Both would be written, one over the other.
+        raise ConfigError(f"--metrics-file and --output both name {output}; give each its own file")
     metrics = _Metrics(metrics_file, pipeline, db, inputs[0] if len(inputs) == 1 else None)
     with metrics:  # a failure before any run began is written as one
         files = feed_files(inputs, db)
