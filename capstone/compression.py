@@ -104,12 +104,34 @@ def _control_bytes_only(head: bytes) -> bool:
     return bool(text) and not text.translate(None, _CONTROL)
 
 
+_NOT_TEXT_SHARE = 4
+"""Content whose first bytes are more than 1 in this many neither text nor UTF-8 is binary."""
+
+_ODD_CONTROLS = bytes(b for b in _CONTROL if b not in b"\t\n\r\f\v")
+"""Control bytes that text does not hold (whitespace aside)."""
+
+
+def _mostly_not_text(head: bytes) -> bool:
+    """Whether more than a quarter of the first bytes are control bytes (other than whitespace)
+    or bytes that do not decode as UTF-8. Text in the wrong encoding (Latin-1, say) has a few
+    such bytes, a line of garbage some more; random or binary data has about two in three."""
+    if len(head) < 64:
+        return False  # too little to judge: a short garbage line is a record to dead-letter
+    odd = len(head) - len(head.translate(None, _ODD_CONTROLS))
+    # Each byte of an invalid sequence decodes to one replacement character (a character cut
+    # off at the end of `head` adds one or two).
+    text = head.decode("utf-8", "replace")
+    odd += text.count("\ufffd") - head.count("\ufffd".encode())
+    return odd * _NOT_TEXT_SHARE > len(head)
+
+
 def check_text(head: bytes, name: str, compression: Compression | None = None) -> None:
     """Raise InputError when the (decompressed) content starts like a known binary format.
 
     Text that merely holds odd bytes is left alone: a line of garbage is a record to dead-letter,
-    not a reason to refuse the file. Only a format recognised for sure is refused, by name, and
-    content whose first bytes hold no text at all, only control bytes (NUL and the like).
+    not a reason to refuse the file. A format recognised for sure is refused, by name, and so is
+    content whose first bytes hold no text at all, only control bytes (NUL and the like), or
+    are mostly neither text nor UTF-8 (random bytes, an unknown binary format).
     """
     found = next(((what, fix) for magic, what, fix in _SIGNATURES if head.startswith(magic)), None)
     if found is None and head[_TAR[0] : _TAR[0] + len(_TAR[1])] == _TAR[1]:
@@ -121,6 +143,12 @@ def check_text(head: bytes, name: str, compression: Compression | None = None) -
         )
     if found is None and _control_bytes_only(head):
         found = ("binary data (control bytes such as NUL and no text)", _CHECK_PATH)
+    if found is None and _mostly_not_text(head.removeprefix(_BOM)):
+        found = (
+            "binary data, or text in an encoding other than UTF-8 (most of its first bytes are "
+            "not UTF-8 text)",
+            "check the --input path, or re-encode the file as UTF-8 (iconv -f ENCODING -t utf-8)",
+        )
     if found is None:
         return
     what, fix = found

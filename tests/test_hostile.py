@@ -6,9 +6,11 @@ and nothing but a `failed` run row when it fails. Known bugs are strict xfails n
 """
 
 import csv
+import gzip
 import io
 import json
 import math
+import random
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -423,10 +425,11 @@ def starts_like_binary(data: bytes) -> bool:
 def assert_jsonl_read_every_line(
     result: Result, summary: dict[str, Any] | None, data: bytes
 ) -> None:
-    """JSON Lines: exit 1 only for a lone '{' on line 1, or bytes that start like compressed data or
-    a known binary format; otherwise one record per non-blank line."""
+    """JSON Lines: exit 1 only for a lone '{' or '[' on line 1 (a pretty-printed object or array),
+    or bytes that start like compressed data, a known binary format or no text; otherwise one
+    record per non-blank line."""
     lines = data.removeprefix(BOM).split(b"\n")
-    if lines[0].strip() == b"{" or starts_like_binary(data):
+    if lines[0].strip() in (b"{", b"[") or starts_like_binary(data):
         assert result.exit_code == 1
         return
     assert summary is not None, result.output
@@ -591,3 +594,35 @@ def test_random_json_values_in_an_array_are_each_one_record(
     summary = assert_survives(result, db)
     assert summary is not None, result.output
     assert summary["input_records"] == len(elements)
+
+
+@pytest.mark.parametrize("wrap", [lambda b: b, gzip.compress], ids=["plain", "gzip"])
+def test_random_bytes_named_jsonl_are_refused_not_dead_lettered(
+    runner: CliRunner, db: str, tmp_path: Path, wrap: Any
+) -> None:
+    """Bytes that are mostly not UTF-8 text (random data, an unknown binary format) are refused
+    in one line, exit 1, whatever the name says: read as lines they would load as a success of
+    nothing but dead letters. The failed run is logged and nothing else is kept."""
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(wrap(random.Random(7).randbytes(20_000)))
+    result = invoke(runner, path, db)
+    assert result.exit_code == 1
+    assert "looks like binary data, or text in an encoding other than UTF-8" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert fetch(db, "SELECT COUNT(*) FROM dead_letters") == [(0,)]
+    assert fetch(db, "SELECT status FROM run_log") == [("failed",)]
+
+
+def test_text_with_a_few_latin1_bytes_still_loads(
+    runner: CliRunner, db: str, tmp_path: Path
+) -> None:
+    """A JSON Lines file with some records in Latin-1 is text with odd bytes, not binary: its
+    good records load and the others are dead letters with their reason."""
+    good = b'{"key": "a%d", "name": "cafe", "value": 1, "ts": "2025-01-01T00:00:00"}\n'
+    odd = b'{"key": "b%d", "name": "caf\xe9", "value": 1, "ts": "2025-01-01T00:00:00"}\n'
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"".join((good if i % 2 else odd) % i for i in range(40)))
+    result = invoke(runner, path, db)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["loaded"], summary["rejected"]) == (20, 20)
