@@ -488,3 +488,34 @@ def test_a_missing_input_is_no_run(runner: CliRunner, db_path: str, tmp_path: Pa
     assert result.exit_code == 1
     assert "does not exist" in result.stderr
     assert not Path(db_path).exists()
+
+
+def test_a_folder_as_db_is_named_as_such(runner: CliRunner, sample: str, tmp_path: Path) -> None:
+    """--db naming a folder says so and how to fix it (not that the folder may be missing)."""
+    result = invoke(runner, "run", "-i", sample, "--db", str(tmp_path))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"capstone: error: database {tmp_path} is a folder; point --db at a file (a new one is "
+        "created)\n"
+    )
+
+
+def test_another_apps_database_is_refused_naming_the_fix(
+    runner: CliRunner, sample: str, tmp_path: Path
+) -> None:
+    """A SQLite file of another application, with a table of a name capstone uses, is refused in
+    one line naming the table and the fix; the table is left as it was."""
+    import sqlite3
+
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE target (x)")
+    result = invoke(runner, "run", "-i", sample, "--db", str(other))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"capstone: error: {other} holds tables capstone did not create (table target already "
+        "exists); point --db at a capstone database or a new file\n"
+    )
+    assert fetch(str(other), "SELECT sql FROM sqlite_master WHERE name = 'target'") == [
+        ("CREATE TABLE target (x)",)
+    ]

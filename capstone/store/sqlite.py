@@ -112,6 +112,12 @@ _KNOWN_ERRORS: tuple[tuple[tuple[str, ...], type[StoreError], str], ...] = (
         "cannot open database {path}; check that its folder exists and is writable",
     ),
     (
+        ("already exists",),
+        StoreError,
+        "{path} holds tables capstone did not create ({text}); point --db at a capstone "
+        "database or a new file",
+    ),
+    (
         ("locked", "busy"),
         LockError,
         "database {path} is locked by another process; wait for it or raise --lock-timeout",
@@ -403,6 +409,10 @@ class SQLiteStore(SqlStore):
     def __init__(self, path: str, *, create: bool = True) -> None:
         self.path = path
         self.display_url = path
+        if Path(path).is_dir():
+            raise StoreError(
+                f"database {path} is a folder; point --db at a file (a new one is created)"
+            )
         if not create and not Path(path).exists():
             raise MissingDatabase(
                 f"database {path} does not exist; run `capstone run` first or check --db"
