@@ -519,3 +519,19 @@ def test_another_apps_database_is_refused_naming_the_fix(
     assert fetch(str(other), "SELECT sql FROM sqlite_master WHERE name = 'target'") == [
         ("CREATE TABLE target (x)",)
     ]
+
+
+@pytest.mark.parametrize("command", [["run", "-i", "IN"], ["replay"]])
+def test_json_with_quiet_is_a_usage_error(
+    runner: CliRunner, db_path: str, sample: str, command: list[str]
+) -> None:
+    """--json asks for the summary on stdout and --quiet for nothing: together they are refused
+    (exit 2) before anything loads, instead of printing nothing and exiting 0."""
+    args = [sample if arg == "IN" else arg for arg in command]
+    result = invoke(runner, *args, "--db", db_path, "--json", "--quiet")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "capstone: error: --json prints the run's summary and --quiet prints nothing but errors; "
+        "drop one (--output FILE writes the JSON whatever stdout shows)\n"
+    )
+    assert not Path(db_path).exists()

@@ -21,6 +21,7 @@ __all__ = [
     "OnlyPipeline",
     "Pipeline",
     "Quiet",
+    "check_output_mode",
     "check_run_exists",
     "check_writable",
     "existing",
@@ -102,6 +103,15 @@ def is_stdout(path: Path | None) -> bool:
 def existing(db: str) -> contextlib.closing[Store]:
     """A database that must already exist (report commands never create one), closed after use."""
     return contextlib.closing(open_store(db, create=False))
+
+
+def check_output_mode(as_json: bool, quiet: bool) -> None:
+    """Refuse --json with --quiet: one asks for the summary on stdout, the other for nothing."""
+    if as_json and quiet:
+        raise ConfigError(
+            "--json prints the run's summary and --quiet prints nothing but errors; drop one "
+            "(--output FILE writes the JSON whatever stdout shows)"
+        )
 
 
 def check_run_exists(store: Store, run_id: int | None) -> None:

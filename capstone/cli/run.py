@@ -21,6 +21,7 @@ from capstone.cli._options import (
     LockTimeout,
     Pipeline,
     Quiet,
+    check_output_mode,
     check_writable,
     fits_64_bits,
     is_stdout,
@@ -175,6 +176,7 @@ def run(
 
     Example: capstone run --input data/sample_input.txt --output data/output_summary.json
     """
+    check_output_mode(as_json, quiet)
     if input_format is not None and input_format not in FORMATS:
         raise ConfigError(f"--format must be json, jsonl, csv or parquet, not {input_format!r}")
     fmt: Format | None = input_format
@@ -506,6 +508,7 @@ def replay(
 
     Example: capstone replay --reason value.float_parsing
     """
+    check_output_mode(as_json, quiet)
     spec = load_config(config).pipeline(pipeline)
     options = RunOptions(pipeline=pipeline, lock_timeout=lock_timeout)
     metrics = _Metrics(metrics_file, pipeline, db, None)
