@@ -23,16 +23,16 @@ def holds(
     spec: PipelineSpec,
     dialect: Dialect,
     staged: Callable[[str], str] | None = None,
-    ties_before: str = "0",
+    earlier_ties: str = "0",
 ) -> str:
     """SQL true when the target row `t` already holds a staged record: an event time that would
     refuse it, or (where ties replace) the same time with the same values, so that loading it
     again would change nothing. `staged` names a staged column in SQL (default `s."name"`).
 
-    Where ties replace, `ties_before` counts the earlier staged records of the key with the
-    record's event time: any of them may replace the stored row before the record comes, so the
-    record is then held only by a newer time, never by an equal one (both go through the merge,
-    in order, and the last wins, as one by one)."""
+    Where ties replace, `earlier_ties` (SQL, see `ties_before`) counts the earlier staged
+    records of the key with the record's event time: any of them may replace the stored row
+    before the record comes, so the record is then held only by a newer time, never by an equal
+    one (both go through the merge, in order, and the last wins, as one by one)."""
     column = staged or (lambda name: f"s.{quote(name)}")
     ts = column(spec.event_time)
 
@@ -40,7 +40,7 @@ def holds(
         stored = f"{table}.{quote(spec.event_time)}"
         if spec.ties == "keep":
             return f"{stored} >= {ts}"
-        return f"({stored} > {ts} OR ({stored} = {ts} AND {same} AND {ties_before} = 0))"
+        return f"({stored} > {ts} OR ({stored} = {ts} AND {same} AND {earlier_ties} = 0))"
 
     same_values = " AND ".join(
         f"t.{quote(c)} {dialect.same} {column(c)}"
@@ -55,7 +55,7 @@ def holds(
     return f"(COALESCE({in_target}, FALSE) OR COALESCE({in_tombstones}, FALSE))"
 
 
-def ties_before(spec: PipelineSpec, keys: str, ts: str, seq: str) -> str:
+def ties_before(keys: str, ts: str, seq: str) -> str:
     """A window counting, for each staged record, the earlier ones (by `seq`) of its key (`keys`,
     SQL) with the same event time (`ts`): what `holds` needs where ties replace."""
     return (

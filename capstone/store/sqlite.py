@@ -370,16 +370,14 @@ class SQLiteRun(SqlRun):
         staged, earlier_ties = "temp.staging", "0"
         if spec.ties == "replace":
             keys = ", ".join(quote(k) for k in spec.key)
-            staged = (
-                f"(SELECT *, {ties_before(spec, keys, ts, 'seq')} AS {TIES_BEFORE} FROM {staged})"
-            )
+            staged = f"(SELECT *, {ties_before(keys, ts, 'seq')} AS {TIES_BEFORE} FROM {staged})"
             earlier_ties = f"s.{TIES_BEFORE}"
         self.conn.execute("DROP TABLE IF EXISTS temp.covered")
         self.conn.execute(
             f"CREATE TEMP TABLE covered AS SELECT s.seq, {lineage_key} AS key, s.position, "
             f"s.{TS_US} AS us FROM {staged} AS s "
             f"{'LEFT ' if tombstone else ''}JOIN main.{table} AS t ON {joined} {tombstone} "
-            f"WHERE s.{ts} <= :skip AND {holds(spec, DIALECT, ties_before=earlier_ties)}",
+            f"WHERE s.{ts} <= :skip AND {holds(spec, DIALECT, earlier_ties=earlier_ties)}",
             params,
         )
         before = self.conn.total_changes

@@ -136,9 +136,7 @@ class PostgresRun(SqlRun):
         # its key at its time (`holds`); the window is left out where nothing can be covered.
         counts_ties = spec.ties == "replace" and skip_through is not None
         earlier_ties = (
-            ", "
-            + ties_before(spec, ", ".join(quote(k) for k in spec.key), ts, "seq")
-            + " AS ties_before"
+            ", " + ties_before(", ".join(quote(k) for k in spec.key), ts, "seq") + " AS ties_before"
             if counts_ties
             else ""
         )
@@ -146,7 +144,7 @@ class PostgresRun(SqlRun):
             spec,
             DIALECT,
             lambda name: column(name, f"s.{name}"),
-            ties_before="s.ties_before" if counts_ties else "0",
+            earlier_ties="s.ties_before" if counts_ties else "0",
         )
         deletes = spec.delete_field is not None
         tombstones = self.store._table(spec.tombstones)
