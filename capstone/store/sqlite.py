@@ -294,6 +294,9 @@ class SQLiteRun(SqlRun):
                 first_id, f"step IN ({load}, {delete}) AND detail LIKE 'late: %'"
             )
         self.conn.execute("DELETE FROM temp.staging")
+        # Emptied first: DELETE frees a table's pages wholesale, while a DROP of the full sorted
+        # copy took 0.1 to 0.6 s of a 1M-record run here (0.03 s for DELETE, then DROP).
+        self.conn.execute("DELETE FROM temp.ordered")
         self.conn.execute("DROP TABLE temp.ordered")
         staged = self.staged - skipped
         self.staged = self.behind = 0
