@@ -754,21 +754,25 @@ def _classify_all(
     the source `ahead`, a forked reader reads and classifies while this process writes."""
     tally = _Tally()
     limit = options.max_rejects or spec.max_rejects
-    # With a reader, every WRITER_SHARE-th batch goes over unvalidated and this process
-    # validates it between writes, so both cores validate. A replay keeps all in one process:
-    # which letter a record claims depends on the records before it.
-    share = WRITER_SHARE if ahead is not None and not classifier.replay else 0
+    # With a reader, a batch it reads while this process is still busy with the ones before (the
+    # pipe holds bytes unread) it validates itself; one read while this process waits for work
+    # goes over unvalidated and is validated here. So both cores validate, in the share that
+    # keeps them equally busy, whatever the format and the machine. A replay keeps all in one
+    # process: which letter a record claims depends on the records before it.
+    shared = ahead is not None and not classifier.replay
 
-    def classified() -> Iterator[tuple[int, Batch | list[Item], int]]:
+    def classified(
+        writer_busy: Callable[[], bool],
+    ) -> Iterator[tuple[int, Batch | list[Item], int]]:
         for number, chunk in enumerate(_batches(items, options.batch_size, ahead is not None)):
-            if share and number % share == share - 1:
+            if shared and not writer_busy():
                 yield number, chunk, bytes_read()
             else:
                 yield number, classifier.classify(chunk, number * MAX_BATCH_SIZE), bytes_read()
 
     with contextlib.ExitStack() as stack:
         if ahead is None:
-            batches: Iterable[tuple[int, Batch | list[Item], int]] = classified()
+            batches: Iterable[tuple[int, Batch | list[Item], int]] = classified(lambda: True)
         else:
             reader = stack.enter_context(readahead.read_ahead(classified, ahead.content_read))
             batches = reader
@@ -787,10 +791,6 @@ def _classify_all(
     _check_rejects(limit, source_name, tally, spec, final=True)
     return tally
 
-
-WRITER_SHARE = 2
-"""With a reader, the writer validates one batch in this many (the reader the others): the
-writer's own work (staging, dead letters) is about half the reader's (reading, validating)."""
 
 _READ_AHEAD_FROM = 1 << 20
 """Bytes of input from which a forked reader pays for itself (forking takes a few ms)."""

@@ -4,8 +4,10 @@ Validation is Python (Pydantic's model per record) and so is the writer's side o
 GIL lets one thread of them run at a time: a writer thread bought nothing (notes.md, section 5).
 A forked process does: it inherits the opened source and the run's classifier as they are (no
 pickling of either), produces the run's batches in order, and sends each, pickled, through a
-pipe. The pipe's small buffer is the back-pressure: the reader is at most a batch or two ahead,
-so memory stays bounded however large the file.
+pipe. The pipe's buffer is the back-pressure: the reader is at most a batch or two ahead, so
+memory stays bounded however large the file. The pipe also tells the reader how the writer fares
+(`writer_busy`): bytes still unread mean the writer is behind, and the reader does more of the
+shared work itself (pipeline.py validates a batch there or leaves it to the writer by it).
 
 The writer keeps the run's one transaction and all of its failure semantics:
 - an error in the reader (bad input, MemoryError, a bug) is sent over and raised in the writer,
@@ -16,12 +18,16 @@ The writer keeps the run's one transaction and all of its failure semantics:
 - a reader that dies without a word (killed, crashed) fails the run with one line.
 """
 
+import array
 import contextlib
 import ctypes
+import fcntl
+import itertools
 import os
 import pickle
 import signal
 import sys
+import termios
 import warnings
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
@@ -36,6 +42,9 @@ F = TypeVar("F")
 
 _ITEM, _DONE, _ERROR, _MEMORY = range(4)
 _PR_SET_PDEATHSIG = 1
+_PIPE_BYTES = 1 << 20
+"""The pipe's buffer where the system allows (Linux's default limit for a pipe): about one
+batch, so the reader is not held at each send until the writer has taken the one before."""
 
 
 def available() -> bool:
@@ -101,15 +110,19 @@ class ReadAhead(Generic[T, F]):
 
 @contextlib.contextmanager
 def read_ahead(
-    produce: Callable[[], Iterator[T]], finish: Callable[[], F]
+    produce: Callable[[Callable[[], bool]], Iterator[T]], finish: Callable[[], F]
 ) -> Iterator[ReadAhead[T, F]]:
     """Run `produce` in a forked reader and yield the writer's end of it; `finish` runs in the
     reader after the last item and its result comes over as `finished`. Leaving the block (an
-    error, an interrupt) stops the reader.
+    error, an interrupt) stops the reader. `produce` is given `writer_busy` (see `_writer_busy`)
+    to decide, item by item, how much of the work to do itself.
 
     A bare fork, not multiprocessing's Process: that one closes standard input in the child,
     which is what `--input -` reads, and runs exit handlers the writer owns."""
     receive, send = os.pipe()
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        with contextlib.suppress(OSError):  # a lower system limit keeps the default buffer
+            fcntl.fcntl(send, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
     writer = os.getpid()
     with warnings.catch_warnings():
         # Python 3.12+ warns about forking a process that has threads (a progress display's):
@@ -134,13 +147,16 @@ def read_ahead(
 
 
 def _read(
-    produce: Callable[[], Iterator[Any]], finish: Callable[[], Any], send: Connection, writer: int
+    produce: Callable[[Callable[[], bool]], Iterator[Any]],
+    finish: Callable[[], Any],
+    send: Connection,
+    writer: int,
 ) -> None:
     """The reader's life: produce, send, and say how it ended. A writer gone (its end of the pipe
     closed) ends it quietly."""
     _detach(writer)
     try:
-        for item in produce():
+        for item in produce(_writer_busy(send.fileno())):
             send.send((_ITEM, item))
         send.send((_DONE, finish()))
     except (BrokenPipeError, ConnectionResetError):
@@ -151,6 +167,25 @@ def _read(
         _say(send, (_ERROR, _portable(error)))
     except Exception as error:
         _say(send, (_ERROR, RuntimeError(f"{type(error).__name__}: {error}")))
+
+
+def _writer_busy(fd: int) -> Callable[[], bool]:
+    """A test for the reader: has the writer not yet taken everything sent through `fd`?
+
+    It asks the pipe for its unread bytes (FIONREAD, which Linux answers on either end). Where
+    the system does not answer, it says yes and no in turn, so that each side does half."""
+    unread = array.array("i", [0])
+
+    def asked() -> bool:
+        fcntl.ioctl(fd, termios.FIONREAD, unread, True)
+        return unread[0] > 0
+
+    try:
+        asked()
+    except OSError:
+        turn = itertools.cycle((False, True))
+        return lambda: next(turn)
+    return asked
 
 
 def _detach(writer: int) -> None:

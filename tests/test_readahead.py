@@ -9,14 +9,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from capstone import RunOptions, run
+from capstone import RunOptions, readahead, run
 from capstone.dead_letters import export_line
 from capstone.errors import InputError
 from capstone.readahead import read_ahead
@@ -76,6 +76,36 @@ def test_read_ahead_leaves_what_one_process_leaves(
     assert results[0][0]["stale"] > 0
 
 
+@pytest.mark.parametrize("busy", [True, False], ids=["reader validates", "writer validates"])
+def test_where_a_batch_is_validated_changes_nothing(
+    db_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, busy: bool
+) -> None:
+    """Whichever process validates the batches (the share is decided by timing, batch by batch),
+    the run leaves what one process leaves."""
+    feed = mixed_feed(tmp_path / "feed.jsonl.gz", 3_000)
+    alone = db_factory()
+    run(feed, alone, RunOptions(read_ahead=False, batch_size=64))
+    monkeypatch.setattr(readahead, "_writer_busy", lambda fd: lambda: busy)
+    shared = db_factory()
+    run(feed, shared, RunOptions(read_ahead=True, batch_size=64))
+    assert everything(shared) == everything(alone)
+
+
+def test_the_reader_sees_the_writer_busy_while_the_pipe_holds_unread_bytes() -> None:
+    """`_writer_busy` is true while bytes sent have not been received, false once they have."""
+    receive, send = os.pipe()
+    try:
+        busy = readahead._writer_busy(send)
+        assert not busy()
+        os.write(send, b"a batch")
+        assert busy()
+        os.read(receive, 7)
+        assert not busy()
+    finally:
+        os.close(receive)
+        os.close(send)
+
+
 def test_a_second_run_of_a_read_ahead_file_is_skipped_by_its_hash(db: str, tmp_path: Path) -> None:
     """The manifest records the hash of the bytes the reader read: rerun, the file is skipped
     unread."""
@@ -110,7 +140,7 @@ def test_an_error_in_the_reader_stops_the_reader(tmp_path: Path) -> None:
     """A reader whose items raise sends the error over; the writer raises it and the reader is
     gone when the block ends."""
 
-    def produce() -> Iterator[int]:
+    def produce(writer_busy: Callable[[], bool]) -> Iterator[int]:
         yield 1
         raise InputError("bad input at item 2; fix it")
 
@@ -132,7 +162,7 @@ def test_a_reader_out_of_memory_is_a_memory_error_in_the_writer() -> None:
     """A MemoryError in the reader crosses as a MemoryError (the run then fails with its one
     line about memory, as in one process)."""
 
-    def produce() -> Iterator[int]:
+    def produce(writer_busy: Callable[[], bool]) -> Iterator[int]:
         yield 1
         raise MemoryError
 
@@ -143,7 +173,7 @@ def test_a_reader_out_of_memory_is_a_memory_error_in_the_writer() -> None:
 def test_a_reader_bug_is_one_line_not_a_traceback_of_the_reader() -> None:
     """An unexpected exception in the reader crosses as one RuntimeError naming it."""
 
-    def produce() -> Iterator[int]:
+    def produce(writer_busy: Callable[[], bool]) -> Iterator[int]:
         yield {}["missing"]  # type: ignore[index]
 
     with (
