@@ -6,7 +6,7 @@ A forked process does: it inherits the opened source and the run's classifier as
 pickling of either), produces the run's batches in order, and sends each, pickled, through a
 pipe. The pipe's buffer is the back-pressure: the reader is at most a batch or two ahead, so
 memory stays bounded however large the file. The pipe also tells the reader how the writer fares
-(`writer_busy`): bytes still unread mean the writer is behind, and the reader does more of the
+(`_Pace`): bytes still unread mean the writer is behind, and the reader does more of the
 shared work itself (pipeline.py validates a batch there or leaves it to the writer by it).
 
 The writer keeps the run's one transaction and all of its failure semantics:
@@ -22,15 +22,16 @@ import array
 import contextlib
 import ctypes
 import fcntl
-import itertools
 import os
 import pickle
 import signal
 import sys
 import termios
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, Generic, TypeVar
 
 from capstone.errors import CapstoneError, InputError
@@ -114,7 +115,7 @@ def read_ahead(
 ) -> Iterator[ReadAhead[T, F]]:
     """Run `produce` in a forked reader and yield the writer's end of it; `finish` runs in the
     reader after the last item and its result comes over as `finished`. Leaving the block (an
-    error, an interrupt) stops the reader. `produce` is given `writer_busy` (see `_writer_busy`)
+    error, an interrupt) stops the reader. `produce` is given `writer_busy` (see `_Pace`)
     to decide, item by item, how much of the work to do itself.
 
     A bare fork, not multiprocessing's Process: that one closes standard input in the child,
@@ -155,9 +156,10 @@ def _read(
     """The reader's life: produce, send, and say how it ended. A writer gone (its end of the pipe
     closed) ends it quietly."""
     _detach(writer)
+    pace = _Pace(send)
     try:
-        for item in produce(_writer_busy(send.fileno())):
-            send.send((_ITEM, item))
+        for item in produce(pace.writer_busy):
+            pace.send((_ITEM, item))
         send.send((_DONE, finish()))
     except (BrokenPipeError, ConnectionResetError):
         return
@@ -169,23 +171,40 @@ def _read(
         _say(send, (_ERROR, RuntimeError(f"{type(error).__name__}: {error}")))
 
 
-def _writer_busy(fd: int) -> Callable[[], bool]:
-    """A test for the reader: has the writer not yet taken everything sent through `fd`?
+class _Pace:
+    """The reader's view of the writer, for sharing the work: the writer is busy while the pipe
+    holds bytes it has not taken (FIONREAD, which Linux answers on either end of a pipe), or
+    when the reader's last send had to wait for it (where the pipe is smaller than a batch, it
+    holds none once a send returns)."""
 
-    It asks the pipe for its unread bytes (FIONREAD, which Linux answers on either end). Where
-    the system does not answer, it says yes and no in turn, so that each side does half."""
-    unread = array.array("i", [0])
+    def __init__(self, send: Connection) -> None:
+        self._send = send
+        self._unread = array.array("i", [0])
+        self._ask = self._asked() is not None
+        self._made = time.perf_counter()
+        self._waited = False
 
-    def asked() -> bool:
-        fcntl.ioctl(fd, termios.FIONREAD, unread, True)
-        return unread[0] > 0
+    def send(self, message: Any) -> None:
+        # Pickling is the reader's own work: only the write can wait for the writer.
+        data = ForkingPickler.dumps(message)
+        start = time.perf_counter()
+        self._send.send_bytes(data)
+        end = time.perf_counter()
+        # Waited: longer than a quarter of the time the reader took to make the batch (and than
+        # a millisecond, which a write into a pipe that is being read can take).
+        self._waited = end - start > max((start - self._made) / 4, 0.001)
+        self._made = end
 
-    try:
-        asked()
-    except OSError:
-        turn = itertools.cycle((False, True))
-        return lambda: next(turn)
-    return asked
+    def writer_busy(self) -> bool:
+        return self._waited or (self._ask and bool(self._asked()))
+
+    def _asked(self) -> int | None:
+        """The bytes sent and not yet received, if the system tells."""
+        try:
+            fcntl.ioctl(self._send.fileno(), termios.FIONREAD, self._unread, True)
+        except OSError:
+            return None
+        return self._unread[0]
 
 
 def _detach(writer: int) -> None:

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -85,25 +86,22 @@ def test_where_a_batch_is_validated_changes_nothing(
     feed = mixed_feed(tmp_path / "feed.jsonl.gz", 3_000)
     alone = db_factory()
     run(feed, alone, RunOptions(read_ahead=False, batch_size=64))
-    monkeypatch.setattr(readahead, "_writer_busy", lambda fd: lambda: busy)
+    monkeypatch.setattr(readahead._Pace, "writer_busy", lambda self: busy)
     shared = db_factory()
     run(feed, shared, RunOptions(read_ahead=True, batch_size=64))
     assert everything(shared) == everything(alone)
 
 
 def test_the_reader_sees_the_writer_busy_while_the_pipe_holds_unread_bytes() -> None:
-    """`_writer_busy` is true while bytes sent have not been received, false once they have."""
+    """The writer counts as busy while a batch sent has not been received, and not once it has."""
     receive, send = os.pipe()
-    try:
-        busy = readahead._writer_busy(send)
-        assert not busy()
-        os.write(send, b"a batch")
-        assert busy()
-        os.read(receive, 7)
-        assert not busy()
-    finally:
-        os.close(receive)
-        os.close(send)
+    with Connection(receive, writable=False) as writer, Connection(send, readable=False) as sent:
+        pace = readahead._Pace(sent)
+        assert not pace.writer_busy()
+        pace.send(["a", "batch"])
+        assert pace.writer_busy()
+        assert writer.recv() == ["a", "batch"]
+        assert not pace.writer_busy()
 
 
 def test_a_second_run_of_a_read_ahead_file_is_skipped_by_its_hash(db: str, tmp_path: Path) -> None:
