@@ -150,6 +150,14 @@ def _batches(items: Iterable[Item], size: int, ahead: bool = False) -> Iterator[
         yield batch
 
 
+_FORMAT_NAMES = {
+    "json": "a JSON array",
+    "jsonl": "JSON Lines",
+    "parquet": "Parquet",
+    None: "not CSV",
+}
+
+
 def _source(path: str, options: RunOptions, spec: PipelineSpec) -> SourceFile:
     """The input file as the pipeline reads it: its format, delimiter and header check."""
     return SourceFile(
@@ -198,6 +206,12 @@ def run(
                 raise
             _log_unreadable(db, pipeline.name, input_path, error, on_failure)
             raise
+        if options.delimiter is not None and source.format != "csv":
+            # Given for one file that is not CSV, it would be ignored: a mistake about the file.
+            raise ConfigError(
+                f"--delimiter applies to CSV, and {source.name} is {_FORMAT_NAMES[source.format]}; "
+                "drop --delimiter, or add --format csv if the file is CSV"
+            )
         return _in_store(
             open_store(db),
             lambda store: run_source(

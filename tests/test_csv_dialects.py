@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from capstone import RunOptions, run
 from capstone.cli import app
 from capstone.errors import ConfigError, InputError
+from capstone.pipeline import run_many
 from capstone.spec import PipelineSpec, parse_delimiter
 from tests.conftest import fetch
 
@@ -145,6 +146,40 @@ def test_the_cli_refuses_a_wrong_delimiter_file_with_exit_1(
         f"capstone: error: {path}: the CSV header splits into 1 column with ',' but into 4 "
         "columns with ';'; use --delimiter ';'\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "lines", "what"),
+    [
+        ("events.jsonl", ['{"key": "k1", "ts": "2025-01-01T00:00:00"}'], "JSON Lines"),
+        ("events.json", ['[{"key": "k1", "ts": "2025-01-01T00:00:00"}]'], "a JSON array"),
+    ],
+)
+def test_the_cli_refuses_a_delimiter_for_a_file_that_is_not_csv(
+    runner: CliRunner, db: str, tmp_path: Path, name: str, lines: list[str], what: str
+) -> None:
+    """--delimiter for one JSON file would be ignored: a usage error (exit 2) naming the file's
+    format and the fix, before anything is read into the database."""
+    path = write(tmp_path / name, lines)
+    result = runner.invoke(app, ["run", "--input", path, "--db", db, "--delimiter", ";"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"capstone: error: --delimiter applies to CSV, and {path} is {what}; drop --delimiter, "
+        "or add --format csv if the file is CSV\n"
+    )
+    assert not Path(db).exists()
+
+
+def test_a_delimiter_for_a_feed_applies_to_its_csv_files(db: str, tmp_path: Path) -> None:
+    """In a folder of CSV and JSON Lines files, the delimiter is for the CSV ones; the JSON
+    Lines file loads as it is."""
+    write(tmp_path / "a.csv", EURO_ROWS[:2])
+    write(
+        tmp_path / "b.jsonl",
+        ['{"key": "k9", "name": "n", "value": 1, "ts": "2025-01-02T00:00:00"}'],
+    )
+    feed = run_many([str(tmp_path)], db, RunOptions(delimiter=";"), spec=euro(decimal=","))
+    assert [(r.loaded, r.rejected) for r in feed.runs] == [(1, 0), (1, 0)]
 
 
 def test_a_header_alone_with_the_wrong_delimiter_is_refused_naming_it(
