@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -412,9 +413,30 @@ def _json_lines(fh: io.BufferedReader, name: str, limit: int) -> Iterator[Item]:
                 f"{name} holds a pretty-printed JSON array, not one JSON object per line; pass "
                 "--format json (or name the file .json) to read it as one array"
             )
+        if number == 1 and (split := _csv_header(line)):
+            # Every line would be a dead letter: a success that hides a wrong format.
+            raise InputError(
+                f"{name} was read as JSON Lines, but its first line is a CSV header "
+                f"({split}); pass --format csv (or name the file .csv)"
+            )
         text = line.rstrip(b"\r\n")
         if text.strip():
             yield number, text, None
+
+
+_HEADER_CELL = re.compile(r'\s*"?[A-Za-z_][A-Za-z0-9_ .\-]*"?\s*')
+
+
+def _csv_header(line: bytes) -> str:
+    """How `line` splits as a CSV header of two or more plain column names ('' if it does not):
+    no JSON line does, whole or broken, since names carry no braces, colons or inner quotes."""
+    text = line.decode("utf-8", "replace").strip()
+    for delimiter in (",", ";", "\t", "|"):
+        cells = text.split(delimiter)
+        if len(cells) >= 2 and all(_HEADER_CELL.fullmatch(cell) for cell in cells):
+            shown = "tab" if delimiter == "\t" else repr(delimiter)
+            return f"{len(cells)} columns split by {shown}"
+    return ""
 
 
 def _json_array(fh: io.BufferedReader, name: str, limit: int) -> Iterator[Item]:

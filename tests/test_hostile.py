@@ -27,6 +27,7 @@ from capstone.cli import app
 from capstone.cli.render import visible
 from capstone.compression import check_text, detect
 from capstone.errors import InputError
+from capstone.sources import _csv_header
 from capstone.spec import MAX_TEXT_LENGTH
 from capstone.store import is_postgres
 from capstone.timeutil import format_ts, parse_ts
@@ -426,10 +427,10 @@ def assert_jsonl_read_every_line(
     result: Result, summary: dict[str, Any] | None, data: bytes
 ) -> None:
     """JSON Lines: exit 1 only for a lone '{' or '[' on line 1 (a pretty-printed object or array),
-    or bytes that start like compressed data, a known binary format or no text; otherwise one
-    record per non-blank line."""
+    a CSV header on line 1, or bytes that start like compressed data, a known binary format or
+    no text; otherwise one record per non-blank line."""
     lines = data.removeprefix(BOM).split(b"\n")
-    if lines[0].strip() in (b"{", b"[") or starts_like_binary(data):
+    if lines[0].strip() in (b"{", b"[") or _csv_header(lines[0]) or starts_like_binary(data):
         assert result.exit_code == 1
         return
     assert summary is not None, result.output

@@ -10,7 +10,7 @@ import pytest
 
 from capstone.errors import InputError
 from capstone.jsontext import dumps_exact, loads_exact
-from capstone.sources import Format, Malformed, SourceFile, parse_object
+from capstone.sources import Format, Malformed, SourceFile, _csv_header, parse_object
 
 
 def read(path: Path, fmt: Format | None = None) -> list[tuple[int, Any, Any]]:
@@ -176,6 +176,38 @@ def test_top_level_object_is_refused_with_a_hint(tmp_path: Path) -> None:
     path.write_text('{\n  "key": "a"\n}\n')
     with pytest.raises(InputError, match="pretty-printed"):
         read(path)
+
+
+def test_csv_read_as_json_lines_is_refused_naming_the_format(tmp_path: Path) -> None:
+    """A CSV file forced to JSON Lines fails at its header, instead of loading every row as a
+    dead letter with a success."""
+    path = tmp_path / "a.csv"
+    path.write_text("key;name;value;ts\nk1;a;1;2025-01-01T00:00:00\n")
+    with pytest.raises(
+        InputError,
+        match=r"a.csv was read as JSON Lines, but its first line is a CSV header \(4 columns "
+        r"split by ';'\); pass --format csv",
+    ):
+        read(path, "jsonl")
+
+
+@pytest.mark.parametrize(
+    ("line", "split"),
+    [
+        (b"key,name,value,ts\n", "4 columns split by ','"),
+        (b'"key";"reading ts"\r\n', "2 columns split by ';'"),
+        (b"key\tts", "2 columns split by tab"),
+        (b'{"key": "a", "ts": 1}', ""),
+        (b'"key": "a", "ts": "b"', ""),
+        (b"key", ""),
+        (b"1,2,3", ""),
+        (b"key,,ts", ""),
+    ],
+)
+def test_a_csv_header_is_told_from_a_json_line(line: bytes, split: str) -> None:
+    """Two or more plain column names split by a delimiter make a CSV header; no JSON line,
+    whole or broken, is one."""
+    assert _csv_header(line) == split
 
 
 def test_forced_json_on_non_array_is_refused(tmp_path: Path) -> None:
