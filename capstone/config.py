@@ -123,6 +123,10 @@ def _config_error(
     # the line to fix is.
     named_field = re.search(r"\bfield '([^']+)'", message)
     where = (*loc, "fields", named_field.group(1)) if named_field and "fields" not in loc else loc
+    # So is a setting the message opens with ("target 'x' is not a table name").
+    first_word = re.match(r"(\w+)\b", message)
+    if where == prefix and first_word and first_word.group(1) in PipelineSpec.model_fields:
+        where = (*loc, first_word.group(1))
     if first["type"] == "extra_forbidden":
         message = "is not a setting capstone knows (check its spelling)"
     # The others are named, so one fix-and-rerun shows every setting to look at.

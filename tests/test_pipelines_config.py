@@ -1095,3 +1095,26 @@ def test_an_unreadable_stored_definition_names_a_way_out_that_works(
     result = runner.invoke(app, [*args, "--input", write_jsonl(records)])
     assert result.exit_code == 0, result.output
     assert fetch(db, "SELECT id FROM nums") == [("a",)]
+
+
+def test_an_error_about_a_setting_names_the_line_that_sets_it(
+    tmp_path: Path, runner: CliRunner
+) -> None:
+    """A check on the whole pipeline that names one setting (a bad target name) points at that
+    setting's line, not at the pipeline's header."""
+    path = tmp_path / "capstone.toml"
+    path.write_text(
+        "[pipelines.meters]\n"
+        'key = "meter"\n'
+        'event_time = "ts"\n'
+        'target = "bad name!"\n'
+        "\n"
+        "[pipelines.meters.fields]\n"
+        'meter = { type = "string" }\n'
+        'ts = { type = "timestamp" }\n'
+    )
+    result = runner.invoke(app, ["pipelines", "--config", str(path), "--db", str(tmp_path / "d")])
+    assert result.exit_code == 2, result.output
+    assert f"{path} line 4: pipelines.meters: target 'bad name!' is not a table name" in (
+        result.stderr
+    )
