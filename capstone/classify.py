@@ -5,13 +5,17 @@
    field. In a CSV row the cells of json fields are parsed as JSON text first; one that does not
    parse is a reason too (`FIELD.json_invalid`).
 
-Nothing is skipped here. A record at or below `watermark - lookback` is marked as behind the
-watermark (counted in `Batch.behind`, or `Rejected.behind`); the store skips it only when it can
-prove an earlier run had it: the target holds its key at the same or a later event time, or its
-dead letter exists. Anything else behind the watermark is late, and loads like any record.
+Nothing is skipped here, and nothing here depends on the watermark, so that a file can be
+validated before the run before it has committed (`pipeline` reads the next file of a feed while
+the writer merges). `mark_behind` then marks, in the writer, a record at or below the watermark
+(counted in `Batch.behind`) or, rejected, at or below `watermark - lookback` (`Rejected.behind`);
+the store skips it only when it can prove an earlier run had it: the target holds its key at the
+same or a later event time, or its dead letter exists. Anything else behind the watermark is
+late, and loads like any record.
 """
 
 import csv
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -35,7 +39,7 @@ from capstone.sources import HeaderCheck, Item, Malformed, parse_object
 from capstone.spec import EVENTS, MAX_TEXT_LENGTH, PipelineSpec
 from capstone.timeutil import EPOCH, MICROSECOND, parse_ts
 
-__all__ = ["Classifier"]
+__all__ = ["Classifier", "mark_behind"]
 
 
 def _text(raw: bytes | str) -> str:
@@ -52,7 +56,7 @@ def _loose_ts(value: str | None) -> datetime | None:
 
 
 class Classifier:
-    """Decides fates against one run's watermark threshold and future limit.
+    """Decides fates against one run's future limit.
 
     With `replay=True` (replays of dead letters, which are late by definition) nothing is skipped
     and each record's `_dead_letter` field is taken off and remembered for resolution. With
@@ -62,19 +66,15 @@ class Classifier:
 
     def __init__(
         self,
-        skip_through: datetime | None,
         future_limit: datetime,
         *,
         replay: bool = False,
         screen: Screen | None = None,
         shape: RecordShape | None = None,
         csv: bool = False,
-        watermark: datetime | None = None,
     ) -> None:
         self.shape = shape or shape_of(EVENTS)
         self.json_cells = self.shape.json_fields if csv else ()
-        self.skip_through = None if replay else skip_through
-        self.watermark = watermark
         self.future_limit = future_limit
         self.replay = replay
         self.screen = screen
@@ -92,7 +92,6 @@ class Classifier:
         batch = Batch()
         staged = batch.staged
         future_limit, replay = self.future_limit, self.replay
-        watermark = self.watermark
         shape, json_cells = self.shape, self.json_cells
         # The model's validator itself: model_validate_json is a Python wrapper around it that
         # costs as much per record as one of the field validators.
@@ -231,8 +230,6 @@ class Classifier:
                 batch.resolved.append(replayed)
             self._seq += 1
             staged.append(row)
-            if watermark is not None and ts <= watermark:
-                batch.behind += 1
             if batch.newest is None or ts > batch.newest:
                 batch.newest = ts
         return batch
@@ -266,22 +263,35 @@ class Classifier:
         reasons: list[Reason],
         replayed: int | None,
     ) -> None:
-        """Reject an invalid record, its unparsed cells named in the record kept for a replay.
-        At or below the watermark it is marked as behind: the store skips it if its dead letter
-        exists already."""
+        """Reject an invalid record, its unparsed cells named in the record kept for a replay, and
+        its event time where it has one (`mark_behind` compares it with the watermark)."""
         ts = _loose_ts(self.shape.loose_event_time(record))
         key = self.shape.loose_key(record)
-        behind = None
-        if self.skip_through is not None and ts is not None and ts <= self.skip_through:
-            behind = ts.isoformat()
         cell_reasons = [
             (f"{name}.json_invalid", f"{name}: the cell is not JSON text: {error}")
             for name, error in unparsed.items()
         ]
         kept = record | {CELLS_FIELD: list(unparsed)} if unparsed else record
         batch.rejected.append(
-            Rejected(position, key, _text(raw), cell_reasons + reasons, kept, replayed, behind)
+            Rejected(position, key, _text(raw), cell_reasons + reasons, kept, replayed, ts=ts)
         )
+
+
+def mark_behind(batch: Batch, watermark: datetime | None, skip_through: datetime | None) -> None:
+    """Mark what the watermark decides in `batch`: the staged records at or below `watermark`
+    (`Batch.behind`: they may turn out late) and the invalid records at or below `skip_through`
+    (`Rejected.behind`: skipped, not rejected again, when their dead letter exists)."""
+    if watermark is not None:
+        line = (watermark - EPOCH) // MICROSECOND
+        # A staged row ends with its event time in microseconds (`fates.TS_US`).
+        batch.behind = sum(1 for row in batch.staged if row[-1] <= line)
+    if skip_through is not None:
+        batch.rejected = [
+            dataclasses.replace(r, behind=r.ts.isoformat())
+            if r.ts is not None and r.ts <= skip_through
+            else r
+            for r in batch.rejected
+        ]
 
 
 def _names_a_letter(raw: bytes | str, record: dict[str, Any] | None) -> bool:

@@ -124,6 +124,8 @@ class Rejected:
     behind: str | None = None
     """The record's event time when it is at or below the watermark: skipped, not rejected,
     when its dead letter exists already (an earlier run rejected it)."""
+    ts: datetime | None = None
+    """An invalid record's event time, where it has one that parses (`classify.mark_behind`)."""
 
     @property
     def codes(self) -> str:

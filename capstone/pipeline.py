@@ -9,11 +9,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from capstone import openlineage, readahead, retention
-from capstone.classify import Classifier, header_check
+from capstone.classify import Classifier, header_check, mark_behind
 from capstone.config import load_config
 from capstone.dead_letters import replay_items
 from capstone.errors import (
@@ -273,11 +274,22 @@ def run_many(
     pipeline = resolve_pipeline(options, spec)
     files = feed_files(inputs, db)
     done: list[RunSummary] = []
-    with open_store(db) as store:
+    with open_store(db) as store, contextlib.ExitStack() as ahead:
+        prefetched: _Prefetch | None = None
         for place, path in enumerate(files, 1):
             tracker = None if progress is None else progress(path, place, len(files))
+            following = files[place] if place < len(files) else None
+            this, prefetched = prefetched, None
+
+            def read_next(following: str | None = following) -> None:
+                nonlocal prefetched
+                if following is not None:
+                    prefetched = _prefetch(following, store, options, pipeline)
+                    if prefetched is not None:
+                        ahead.callback(prefetched.close)
+
             try:
-                summary = load_file(store, path, options, pipeline, tracker)
+                summary = load_file(store, path, options, pipeline, tracker, this, read_next)
             except InterruptedRun as error:
                 raise _interrupted_feed(error, done) from None
             except LockError as error:
@@ -290,6 +302,56 @@ def run_many(
             if summary.status != RunStatus.SUCCESS and not keep_going:
                 return FeedRuns(runs=done, unread=files[place:])
     return FeedRuns(runs=done)
+
+
+@dataclass
+class _Prefetch:
+    """The next file of a feed, opened and being read and validated by a forked reader while
+    the run before it merges and commits: validating depends on nothing a run writes (the
+    watermark's marks are made as batches arrive, `classify.mark_behind`)."""
+
+    path: str
+    file: FileIdentity | None
+    source: SourceFile
+    classifier: Classifier
+    reader: "readahead.ReadAhead[Any, Any]"
+    _opened: contextlib.ExitStack
+
+    def close(self) -> None:
+        """Stop the reader (done or not) and close the file."""
+        self._opened.close()
+
+
+def _prefetch(path: str, store: Store, options: RunOptions, spec: PipelineSpec) -> _Prefetch | None:
+    """Start reading `path` ahead; None where it would not be read ahead (small, Parquet, no
+    fork) or cannot be opened (its own run then says why, as without a prefetch)."""
+    opened = contextlib.ExitStack()
+    try:
+        file = identify(path)
+        source = opened.enter_context(_source(path, options, spec))
+        if not _reads_ahead(options, source):
+            opened.close()
+            return None
+        tolerance = (
+            spec.future_tolerance if options.future_tolerance is None else options.future_tolerance
+        )
+        classifier = Classifier(
+            later(utcnow(), tolerance),
+            screen=store.run_class.screen_for(spec),
+            shape=shape_of(spec),
+            csv=source.format == "csv",
+        )
+        produce = _classified(
+            classifier, source.records(), options.batch_size, source.bytes_read, ahead=True
+        )
+        reader = opened.enter_context(readahead.read_ahead(produce, source.content_read))
+    except CapstoneError:
+        opened.close()
+        return None
+    except BaseException:
+        opened.close()
+        raise
+    return _Prefetch(path, file, source, classifier, reader, opened)
 
 
 def feed_files(inputs: Sequence[str], db: str) -> list[str]:
@@ -308,6 +370,8 @@ def load_file(
     options: RunOptions,
     spec: PipelineSpec,
     progress: Progress | None = None,
+    prefetched: _Prefetch | None = None,
+    read_next: Callable[[], None] | None = None,
 ) -> RunSummary:
     """Load one file of a feed as its own run through the manifest and return its run-log row,
     whether it succeeded or failed (a file that failed before its run began is logged failed
@@ -315,7 +379,7 @@ def load_file(
     database too long (a failed run may be logged: try again later), and StoreError when the
     database cannot log a run at all."""
     try:
-        return _run_file(store, path, options, progress, spec)
+        return _run_file(store, path, options, progress, spec, prefetched, read_next)
     except (InterruptedRun, LockError):
         raise
     except CapstoneError as error:
@@ -325,11 +389,59 @@ def load_file(
 
 
 def _run_file(
-    store: Store, path: str, options: RunOptions, progress: Progress | None, spec: PipelineSpec
+    store: Store,
+    path: str,
+    options: RunOptions,
+    progress: Progress | None,
+    spec: PipelineSpec,
+    prefetched: _Prefetch | None = None,
+    read_next: Callable[[], None] | None = None,
 ) -> RunSummary:
+    """Load `path` (being read already when `prefetched`); `read_next` starts the next file's
+    reader once this file is read."""
+    if prefetched is not None and prefetched.path == path:
+        try:
+            return _execute_source(
+                prefetched.source,
+                store,
+                options,
+                progress,
+                spec,
+                prefetched.file,
+                prefetched,
+                read_next,
+            )
+        finally:
+            prefetched.close()
     file = identify(path)
     with _source(path, options, spec) as source:
-        return run_source(source, store, options, progress, spec=spec, file=file)
+        return _execute_source(source, store, options, progress, spec, file, None, read_next)
+
+
+def _execute_source(
+    source: SourceFile,
+    store: Store,
+    options: RunOptions,
+    progress: Progress | None,
+    spec: PipelineSpec,
+    file: FileIdentity | None,
+    prefetched: _Prefetch | None,
+    read_next: Callable[[], None] | None,
+) -> RunSummary:
+    return _execute(
+        store,
+        spec,
+        options,
+        source.name,
+        lambda _tx: source.records(),
+        source=source,
+        progress=progress,
+        bytes_read=source.bytes_read,
+        csv=source.format == "csv",
+        file=file,
+        prefetched=prefetched,
+        read_next=read_next,
+    )
 
 
 def _failed_file(store: Store, pipeline: str, path: str, error: CapstoneError) -> RunSummary:
@@ -603,6 +715,10 @@ def _status(spec: PipelineSpec, store: Store | None) -> PipelineStatus:
 class _Tally:
     """A run's fates so far, batch by batch."""
 
+    watermark: datetime | None = None
+    """The watermark the run started from, and the line below which an invalid record may be
+    skipped as already rejected (`classify.mark_behind`)."""
+    skip_through: datetime | None = None
     staged: int = 0
     rejected: int = 0
     skipped: int = 0
@@ -617,6 +733,7 @@ class _Tally:
 
     def add(self, tx: RunTransaction, batch: Batch) -> None:
         """Write one batch's fates through `tx` and count them."""
+        mark_behind(batch, self.watermark, self.skip_through)
         if batch.staged:
             tx.stage(batch.staged, batch.behind)
         # Resolve before rejecting: a bad record that comes back in the same batch as the fix
@@ -665,6 +782,8 @@ def _execute(
     replay: bool = False,
     csv: bool = False,
     file: FileIdentity | None = None,
+    prefetched: "_Prefetch | None" = None,
+    read_next: Callable[[], None] | None = None,
 ) -> RunSummary:
     clock = time.perf_counter()
     if progress is not None:
@@ -691,14 +810,12 @@ def _execute(
                 # It wrote no lineage: the next run that loads something prunes.
                 return summary
             skip_through = None if old is None or replay else earlier(old, lookback)
-            classifier = Classifier(
-                skip_through=skip_through,
-                future_limit=later(now, tolerance),
-                replay=replay,
-                screen=tx.screen,
-                shape=shape,
-                csv=csv,
-                watermark=old,
+            classifier = (
+                prefetched.classifier
+                if prefetched is not None
+                else Classifier(
+                    later(now, tolerance), replay=replay, screen=tx.screen, shape=shape, csv=csv
+                )
             )
             tally = _classify_all(
                 tx,
@@ -709,7 +826,10 @@ def _execute(
                 source_name,
                 progress,
                 bytes_read,
-                source if _reads_ahead(options, source) else None,
+                _Tally(watermark=old, skip_through=skip_through),
+                source if prefetched is not None or _reads_ahead(options, source) else None,
+                prefetched,
+                read_next,
             )
             skip_text = None if skip_through is None else format_ts(skip_through)
             merged = tx.merge(skip_text, None if old is None else format_ts(old))
@@ -762,33 +882,24 @@ def _classify_all(
     source_name: str,
     progress: Progress | None,
     bytes_read: Callable[[], int],
+    tally: "_Tally",
     ahead: SourceFile | None = None,
+    prefetched: "_Prefetch | None" = None,
+    read_next: Callable[[], None] | None = None,
 ) -> "_Tally":
-    """Classify the records batch by batch into the run's transaction, and count them; with
-    the source `ahead`, a forked reader reads and classifies while this process writes."""
-    tally = _Tally()
+    """Classify the records batch by batch into the run's transaction, and count them in
+    `tally`; with the source `ahead`, a forked reader reads and classifies while this process
+    writes (one started before the run when `prefetched`). Once the last record is in,
+    `read_next` starts the next file's reader, to read while this run merges and commits."""
+    reader = prefetched.reader if prefetched is not None else None
     limit = options.max_rejects or spec.max_rejects
-    # With a reader, a batch it reads while this process is still busy with the ones before (the
-    # pipe holds bytes unread) it validates itself; one read while this process waits for work
-    # goes over unvalidated and is validated here. So both cores validate, in the share that
-    # keeps them equally busy, whatever the format and the machine. A replay keeps all in one
-    # process: which letter a record claims depends on the records before it.
-    shared = ahead is not None and not classifier.replay
-
-    def classified(
-        writer_busy: Callable[[], bool],
-    ) -> Iterator[tuple[int, Batch | list[Item], int]]:
-        for number, chunk in enumerate(_batches(items, options.batch_size, ahead is not None)):
-            if shared and not writer_busy():
-                yield number, chunk, bytes_read()
-            else:
-                yield number, classifier.classify(chunk, number * MAX_BATCH_SIZE), bytes_read()
-
+    classified = _classified(classifier, items, options.batch_size, bytes_read, ahead is not None)
     with contextlib.ExitStack() as stack:
         if ahead is None:
             batches: Iterable[tuple[int, Batch | list[Item], int]] = classified(lambda: True)
         else:
-            reader = stack.enter_context(readahead.read_ahead(classified, ahead.content_read))
+            if reader is None:
+                reader = stack.enter_context(readahead.read_ahead(classified, ahead.content_read))
             batches = reader
         for number, payload, read in batches:
             batch = (
@@ -801,9 +912,40 @@ def _classify_all(
                 progress(tally.records, read)
             _check_rejects(limit, source_name, tally, spec, final=False)
         if ahead is not None:
+            assert reader is not None
             ahead.read_elsewhere(reader.finished)
+    if read_next is not None:
+        read_next()
     _check_rejects(limit, source_name, tally, spec, final=True)
     return tally
+
+
+def _classified(
+    classifier: Classifier,
+    items: Iterable[Item],
+    batch_size: int,
+    bytes_read: Callable[[], int],
+    ahead: bool,
+) -> Callable[[Callable[[], bool]], Iterator[tuple[int, Batch | list[Item], int]]]:
+    """The batches of `items`, each classified, or left raw for the writer (`ahead`: produced
+    in a forked reader, while the writer is idle).
+
+    With a reader, a batch it reads while the writer is still busy with the ones before (the
+    pipe holds bytes unread) it validates itself; one read while the writer waits for work goes
+    over unvalidated and is validated there. So both cores validate, in the share that keeps
+    them equally busy, whatever the format and the machine. A replay keeps all in one process:
+    which letter a record claims depends on the records before it."""
+
+    shared = ahead and not classifier.replay
+
+    def produce(writer_busy: Callable[[], bool]) -> Iterator[tuple[int, Batch | list[Item], int]]:
+        for number, chunk in enumerate(_batches(items, batch_size, ahead)):
+            if shared and not writer_busy():
+                yield number, chunk, bytes_read()
+            else:
+                yield number, classifier.classify(chunk, number * MAX_BATCH_SIZE), bytes_read()
+
+    return produce
 
 
 _READ_AHEAD_FROM = 1 << 20

@@ -24,10 +24,11 @@ import ctypes
 import fcntl
 import os
 import pickle
+import queue
 import signal
 import sys
 import termios
-import time
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
@@ -43,6 +44,8 @@ F = TypeVar("F")
 
 _ITEM, _DONE, _ERROR, _MEMORY = range(4)
 _PR_SET_PDEATHSIG = 1
+_AHEAD_BATCHES = 16
+"""Batches the reader may hold sent but not yet taken by the writer (about 1 MB each, pickled)."""
 _PIPE_BYTES = 1 << 20
 """The pipe's buffer where the system allows (Linux's default limit for a pipe): about one
 batch, so the reader is not held at each send until the writer has taken the one before."""
@@ -158,45 +161,75 @@ def _read(
     _detach(writer)
     pace = _Pace(send)
     try:
-        for item in produce(pace.writer_busy):
-            pace.send((_ITEM, item))
-        send.send((_DONE, finish()))
+        try:
+            for item in produce(pace.writer_busy):
+                pace.send((_ITEM, item))
+            pace.send((_DONE, finish()))
+        except (BrokenPipeError, ConnectionResetError):
+            raise
+        except MemoryError:
+            pace.send((_MEMORY, None))
+        except CapstoneError as error:
+            pace.send((_ERROR, _portable(error)))
+        except Exception as error:
+            pace.send((_ERROR, RuntimeError(f"{type(error).__name__}: {error}")))
+        pace.close()
     except (BrokenPipeError, ConnectionResetError):
         return
-    except MemoryError:
-        _say(send, (_MEMORY, None))
-    except CapstoneError as error:
-        _say(send, (_ERROR, _portable(error)))
-    except Exception as error:
-        _say(send, (_ERROR, RuntimeError(f"{type(error).__name__}: {error}")))
 
 
 class _Pace:
-    """The reader's view of the writer, for sharing the work: the writer is busy while the pipe
-    holds bytes it has not taken (FIONREAD, which Linux answers on either end of a pipe), or
-    when the reader's last send had to wait for it (where the pipe is smaller than a batch, it
-    holds none once a send returns)."""
+    """The reader's sending, and its view of the writer for sharing the work.
+
+    Batches go out through a sender thread from a queue of up to `_AHEAD_BATCHES`, so the reader
+    keeps reading and validating while the writer is not taking any: while it merges a feed's
+    file, the reader of the next one gets that far ahead. The writer is busy while the queue
+    or the pipe holds what it has not taken (the pipe's unread bytes: FIONREAD, which Linux
+    answers on either end), or when the last batch had to wait for room in the queue."""
 
     def __init__(self, send: Connection) -> None:
         self._send = send
         self._unread = array.array("i", [0])
         self._ask = self._asked() is not None
-        self._made = time.perf_counter()
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(_AHEAD_BATCHES)
+        self._broken: BaseException | None = None
         self._waited = False
+        self._sender = threading.Thread(target=self._send_all, daemon=True)
+        self._sender.start()
 
     def send(self, message: Any) -> None:
-        # Pickling is the reader's own work: only the write can wait for the writer.
+        """Queue `message` for the writer; BrokenPipeError once the writer is gone."""
+        if self._broken is not None:
+            raise BrokenPipeError
         data = ForkingPickler.dumps(message)
-        start = time.perf_counter()
-        self._send.send_bytes(data)
-        end = time.perf_counter()
-        # Waited: longer than a quarter of the time the reader took to make the batch (and than
-        # a millisecond, which a write into a pipe that is being read can take).
-        self._waited = end - start > max((start - self._made) / 4, 0.001)
-        self._made = end
+        try:
+            self._queue.put_nowait(data)
+            self._waited = False
+        except queue.Full:
+            self._queue.put(data)
+            self._waited = True
+
+    def close(self) -> None:
+        """Wait until everything queued is sent; BrokenPipeError if the writer left first."""
+        self._queue.put(None)
+        self._sender.join()
+        if self._broken is not None:
+            raise BrokenPipeError
 
     def writer_busy(self) -> bool:
-        return self._waited or (self._ask and bool(self._asked()))
+        return self._waited or not self._queue.empty() or (self._ask and bool(self._asked()))
+
+    def _send_all(self) -> None:
+        while (data := self._queue.get()) is not None:
+            try:
+                self._send.send_bytes(data)
+            except (BrokenPipeError, ConnectionResetError, OSError) as error:
+                self._broken = error
+                # Unblock a producer waiting for room; nothing more is sent.
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        self._queue.get_nowait()
+                return
 
     def _asked(self) -> int | None:
         """The bytes sent and not yet received, if the system tells."""
@@ -226,8 +259,3 @@ def _portable(error: CapstoneError) -> CapstoneError:
     except Exception:
         return InputError(str(error))
     return error
-
-
-def _say(send: Connection, message: tuple[int, Any]) -> None:
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        send.send(message)

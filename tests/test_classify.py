@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from capstone.classify import Classifier
+from capstone.classify import Classifier, mark_behind
 from capstone.sources import Malformed
 from capstone.spec import MAX_TEXT_LENGTH
 
@@ -14,8 +14,11 @@ GOOD = {"key": "a", "name": "n", "value": 1, "ts": "2025-01-01T00:00:00"}
 
 
 def classify(*records: Any, skip_through: datetime | None = None) -> Any:
-    classifier = Classifier(skip_through, NOW + timedelta(days=1), watermark=skip_through)
-    return classifier.classify([(i, "raw", r) for i, r in enumerate(records)])
+    batch = Classifier(NOW + timedelta(days=1)).classify(
+        [(i, "raw", r) for i, r in enumerate(records)]
+    )
+    mark_behind(batch, skip_through, skip_through)
+    return batch
 
 
 def codes(record: dict[str, Any]) -> list[str]:

@@ -950,6 +950,12 @@ class SqlRun(ABC):
     screen: Screen | None = None
     """Reasons this backend cannot store a valid record (None: it can store any)."""
 
+    @classmethod
+    def screen_for(cls, spec: PipelineSpec) -> Screen | None:
+        """The `screen` a run of `spec` will have, before any run begins (a feed validates its
+        next file while the run before it merges)."""
+        return None
+
     def __init__(self, store: SqlStore, run: RunSummary, spec: PipelineSpec) -> None:
         self.store = store
         self.run = run

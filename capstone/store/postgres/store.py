@@ -84,6 +84,10 @@ class PostgresRun(SqlRun):
 
     store: "PostgresStore"
 
+    @classmethod
+    def screen_for(cls, spec: PipelineSpec) -> Screen:
+        return screen_for(spec)
+
     def __init__(self, store: "PostgresStore", run: RunSummary, spec: PipelineSpec) -> None:
         super().__init__(store, run, spec)
         self.screen: Screen = screen_for(spec)
