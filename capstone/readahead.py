@@ -4,10 +4,11 @@ Validation is Python (Pydantic's model per record) and so is the writer's side o
 GIL lets one thread of them run at a time: a writer thread bought nothing (notes.md, section 5).
 A forked process does: it inherits the opened source and the run's classifier as they are (no
 pickling of either), produces the run's batches in order, and sends each, pickled, through a
-pipe. The pipe's buffer is the back-pressure: the reader is at most a batch or two ahead, so
-memory stays bounded however large the file. The pipe also tells the reader how the writer fares
-(`_Pace`): bytes still unread mean the writer is behind, and the reader does more of the
-shared work itself (pipeline.py validates a batch there or leaves it to the writer by it).
+pipe. A queue of `_AHEAD_BATCHES` batches and the pipe's buffer are the back-pressure: the
+reader is at most that far ahead, so memory stays bounded however large the file. They also
+tell the reader how the writer fares (`_Pace`): batches not yet taken mean the writer is behind,
+and the reader does more of the shared work itself (pipeline.py validates a batch there or
+leaves it to the writer by it).
 
 The writer keeps the run's one transaction and all of its failure semantics:
 - an error in the reader (bad input, MemoryError, a bug) is sent over and raised in the writer,
