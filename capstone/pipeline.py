@@ -274,33 +274,35 @@ def run_many(
     pipeline = resolve_pipeline(options, spec)
     files = feed_files(inputs, db)
     done: list[RunSummary] = []
-    with open_store(db) as store, contextlib.ExitStack() as ahead:
-        prefetched: _Prefetch | None = None
-        for place, path in enumerate(files, 1):
-            tracker = None if progress is None else progress(path, place, len(files))
-            following = files[place] if place < len(files) else None
-            this, prefetched = prefetched, None
+    prefetched: _Prefetch | None = None
+    with open_store(db) as store:
+        try:
+            for place, path in enumerate(files, 1):
+                tracker = None if progress is None else progress(path, place, len(files))
+                following = files[place] if place < len(files) else None
+                this, prefetched = prefetched, None
 
-            def read_next(following: str | None = following) -> None:
-                nonlocal prefetched
-                if following is not None:
-                    prefetched = _prefetch(following, store, options, pipeline)
-                    if prefetched is not None:
-                        ahead.callback(prefetched.close)
+                def read_next(following: str | None = following) -> None:
+                    nonlocal prefetched
+                    if following is not None:
+                        prefetched = _prefetch(following, store, options, pipeline)
 
-            try:
-                summary = load_file(store, path, options, pipeline, tracker, this, read_next)
-            except InterruptedRun as error:
-                raise _interrupted_feed(error, done) from None
-            except LockError as error:
-                if error.run_id is None:
-                    raise
-                summary = _failed_file(store, pipeline.name, path, error)
-            done.append(summary)
-            if on_file is not None:
-                on_file(summary)
-            if summary.status != RunStatus.SUCCESS and not keep_going:
-                return FeedRuns(runs=done, unread=files[place:])
+                try:
+                    summary = load_file(store, path, options, pipeline, tracker, this, read_next)
+                except InterruptedRun as error:
+                    raise _interrupted_feed(error, done) from None
+                except LockError as error:
+                    if error.run_id is None:
+                        raise
+                    summary = _failed_file(store, pipeline.name, path, error)
+                done.append(summary)
+                if on_file is not None:
+                    on_file(summary)
+                if summary.status != RunStatus.SUCCESS and not keep_going:
+                    return FeedRuns(runs=done, unread=files[place:])
+        finally:
+            if prefetched is not None:  # the feed stopped before the file read ahead
+                prefetched.close()
     return FeedRuns(runs=done)
 
 
