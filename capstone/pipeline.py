@@ -427,8 +427,10 @@ def _execute_source(
     progress: Progress | None,
     spec: PipelineSpec,
     file: FileIdentity | None,
-    prefetched: _Prefetch | None,
-    read_next: Callable[[], None] | None,
+    prefetched: _Prefetch | None = None,
+    read_next: Callable[[], None] | None = None,
+    *,
+    replay: bool = False,
 ) -> RunSummary:
     return _execute(
         store,
@@ -439,6 +441,7 @@ def _execute_source(
         source=source,
         progress=progress,
         bytes_read=source.bytes_read,
+        replay=replay,
         csv=source.format == "csv",
         file=file,
         prefetched=prefetched,
@@ -553,19 +556,8 @@ def run_source(
     loaded before is skipped whole, unread (unless `options.force`), and a loaded file is
     recorded with its data.
     """
-    return _execute(
-        store,
-        resolve_pipeline(options, spec),
-        options,
-        source.name,
-        lambda _tx: source.records(),
-        source=source,
-        progress=progress,
-        bytes_read=source.bytes_read,
-        replay=replay,
-        csv=source.format == "csv",
-        file=file,
-    )
+    pipeline = resolve_pipeline(options, spec)
+    return _execute_source(source, store, options, progress, pipeline, file, replay=replay)
 
 
 def replay_dead_letters(
