@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -334,11 +334,8 @@ def _prefetch(path: str, store: Store, options: RunOptions, spec: PipelineSpec) 
         if not _reads_ahead(options, source):
             opened.close()
             return None
-        tolerance = (
-            spec.future_tolerance if options.future_tolerance is None else options.future_tolerance
-        )
         classifier = Classifier(
-            later(utcnow(), tolerance),
+            later(utcnow(), _future_tolerance(spec, options)),
             screen=store.run_class.screen_for(spec),
             shape=shape_of(spec),
             csv=source.format == "csv",
@@ -354,6 +351,11 @@ def _prefetch(path: str, store: Store, options: RunOptions, spec: PipelineSpec) 
         opened.close()
         raise
     return _Prefetch(path, file, source, classifier, reader, opened)
+
+
+def _future_tolerance(spec: PipelineSpec, options: RunOptions) -> timedelta:
+    """How far past now an event time may be: the run's option, else the pipeline's."""
+    return spec.future_tolerance if options.future_tolerance is None else options.future_tolerance
 
 
 def feed_files(inputs: Sequence[str], db: str) -> list[str]:
@@ -784,9 +786,7 @@ def _execute(
         progress(0, bytes_read())
     shape = shape_of(spec)
     lookback = spec.lookback if options.lookback is None else options.lookback
-    tolerance = (
-        spec.future_tolerance if options.future_tolerance is None else options.future_tolerance
-    )
+    tolerance = _future_tolerance(spec, options)
     # A definition change the stored table cannot take is refused before the run is logged.
     store.check_pipeline(spec)
     run = store.begin_run(spec.name, source_name, options.lock_timeout)
@@ -924,8 +924,8 @@ def _classified(
     """The batches of `items`, each classified, or left raw for the writer (`ahead`: produced
     in a forked reader, while the writer is idle).
 
-    With a reader, a batch it reads while the writer is still busy with the ones before (the
-    pipe holds bytes unread) it validates itself; one read while the writer waits for work goes
+    With a reader, a batch it reads while the writer is still busy with the ones before (what
+    was sent is not all taken: `readahead._Pace`) it validates itself; one read while the writer waits for work goes
     over unvalidated and is validated there. So both cores validate, in the share that keeps
     them equally busy, whatever the format and the machine. A replay keeps all in one process:
     which letter a record claims depends on the records before it."""

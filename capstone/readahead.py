@@ -224,7 +224,7 @@ class _Pace:
         while (data := self._queue.get()) is not None:
             try:
                 self._send.send_bytes(data)
-            except (BrokenPipeError, ConnectionResetError, OSError) as error:
+            except OSError as error:  # the writer is gone (a broken pipe, most often)
                 self._broken = error
                 # Unblock a producer waiting for room; nothing more is sent.
                 with contextlib.suppress(queue.Empty):
