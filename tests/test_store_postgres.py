@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -581,6 +581,48 @@ class TestPipelineTables:
             ("stage", '["O-1",2]', None),
             ("stale", '["O-1",2]', "kept ts 2025-01-02T00:00:00 over 2025-01-01T00:00:00"),
         ]
+
+    def test_an_older_row_committed_mid_merge_of_new_keys_is_replaced(
+        self, pg_db: str, write_jsonl: Any
+    ) -> None:
+        """Keys new to the target go in by plain INSERT; when another session commits one of
+        them meanwhile, the insert fails on it and the upsert takes over: the staged record,
+        newer, replaces the committed row and counts as loaded."""
+        run(write_jsonl([{"order": "O-0", "line": 1, "at": "2025-01-01"}]), pg_db, spec=LINES)
+        store = PostgresStore(pg_db)
+        other = psycopg.connect(pg_db)
+        try:
+            begun = store.begin_run("lines", "test")
+            with store.run_transaction(begun, 1.0, LINES) as tx:
+                row = (1, 1, "O-1", 2, "2025-01-03T00:00:00", None, '["O-1",2]')
+                tx.stage([(*row, to_micros(parse_ts(row[4])))])
+                other.execute(
+                    "INSERT INTO lines (\"order\", line, at, run_id) VALUES ('O-1', 2, '2025-01-02', 0)"
+                )
+                merged: list[Merged] = []
+                merging = threading.Thread(target=lambda: merged.append(tx.merge(None, None)))
+                merging.start()
+                deadline = time.monotonic() + 30
+                while not fetch(
+                    pg_db,
+                    f"SELECT 1 FROM pg_stat_activity WHERE pid = {store.backend_pid} "
+                    "AND wait_event_type = 'Lock'",
+                ):
+                    assert time.monotonic() < deadline, "the merge never waited"
+                    time.sleep(0.02)
+                other.commit()
+                merging.join(30)
+                tx.finish(
+                    begun.model_copy(update={"status": "success", "staged": 1, "loaded": 1}), {}
+                )
+        finally:
+            other.close()
+            store.close()
+        assert merged == [Merged(loaded=1, stale=0, skipped=0, late=0)]
+        assert fetch(pg_db, "SELECT at, run_id FROM lines WHERE \"order\" = 'O-1'") == [
+            (datetime(2025, 1, 3), 2)
+        ]
+        assert fetch(pg_db, "SELECT COUNT(*) FROM lines") == [(2,)]
 
     def test_a_schema_change_waits_no_longer_than_the_lock_timeout(
         self, pg_db: str, write_jsonl: Any

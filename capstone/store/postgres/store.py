@@ -39,6 +39,7 @@ DIALECT = Dialect(
     error=psycopg.Error,
     json_param="CAST(:record AS jsonb)",
     ts_text="capstone_ts_text",
+    temp="pg_temp",
     # Seconds and microseconds apart: interval * bigint goes through a float, which rounds the
     # microseconds of times after 2255.
     micros_text="capstone_ts_text(timestamp '1970-01-01' + {0} / 1000000 * interval '1 second' "
@@ -131,8 +132,12 @@ class PostgresRun(SqlRun):
         record = ", ".join(
             f"{quote(name)} AS {alias[name]}" for name in spec.columns if name != spec.event_time
         )
-        keys = ", ".join(alias[k] for k in spec.key)
+        # Sorts and partitions compare text keys byte by byte (COLLATE "C"): equal keys are equal
+        # bytes in any deterministic collation, and a byte sort takes half the time of one by
+        # the database's locale (measured at 1M rows, in memory or on disk).
+        keys = ", ".join(_bytewise(spec, k, alias[k]) for k in spec.key)
         key_text = "lineage_key" if self.layout.own_lineage_key else alias[spec.key[0]]
+        key_text_order = f'{key_text} COLLATE "C"'
         wins = guard(spec)
         staged_column = {**{n: f"s.{a}" for n, a in alias.items()}, spec.event_time: "s.ts"}
         column = staged_column.get
@@ -173,8 +178,9 @@ class PostgresRun(SqlRun):
                 FROM (
                     SELECT s.*, COALESCE(s.ts <= {skip}::timestamp AND {held}, false) AS covered,
                            {gone(spec, lambda name: column(name, name))} AS gone,
+                           t.{quote(spec.key[0])} IS NOT NULL AS in_target,
                            GREATEST({stored}, MAX(s.ts) OVER (
-                               PARTITION BY {", ".join(f"s.{alias[k]}" for k in spec.key)}
+                               PARTITION BY {", ".join(_bytewise(spec, k, f"s.{alias[k]}") for k in spec.key)}
                                ORDER BY s.seq
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) AS newest_before
                     FROM (
@@ -190,43 +196,7 @@ class PostgresRun(SqlRun):
             """
         )
         execute("ANALYZE pg_temp.merge_plan")
-        values = ", ".join(
-            "ts" if name == spec.event_time else alias[name] for name in spec.columns
-        )
-        updates = ", ".join(
-            f"{quote(name)} = excluded.{quote(name)}"
-            for name in spec.columns
-            if name not in spec.key
-        )
-        # Key order: a run writing the same keys waits instead of deadlocking.
-        written = execute(
-            f"""
-            WITH written AS (
-                INSERT INTO {target} AS t ({", ".join(quote(c) for c in spec.columns)},
-                                           attributes, run_id)
-                SELECT {values}, attributes, %(run)s
-                FROM pg_temp.merge_plan WHERE winner AND NOT gone ORDER BY {keys}
-                ON CONFLICT ({", ".join(quote(k) for k in spec.key)}) DO UPDATE SET
-                    {updates}, attributes = excluded.attributes, run_id = excluded.run_id
-                WHERE excluded.{ts} {wins} t.{ts}
-                RETURNING 1
-            )
-            SELECT COUNT(*) AS written,
-                   (SELECT COUNT(*) FROM pg_temp.merge_plan WHERE winner AND NOT gone) AS winners
-            FROM written
-            """,
-            run,
-        ).fetchone()
-        if written and written["written"] != written["winners"]:
-            # Another run committed a newer row for a key after the plan was made: every record
-            # of that key is stale against it.
-            execute(
-                f"UPDATE pg_temp.merge_plan AS p SET applied = false, newest_before = t.{ts} "
-                f"FROM {target} AS t WHERE "
-                + " AND ".join(f"t.{quote(k)} = p.{alias[k]}" for k in spec.key)
-                + " AND p.applied AND t.run_id <> %(run)s",
-                run,
-            )
+        self._write_winners(target, alias, keys, run)
         if deletes:
             self._keep_tombstones(target, tombstones, alias, run)
         # Key order again: the lineage key index takes the rows in sequence, not scattered.
@@ -234,7 +204,7 @@ class PostgresRun(SqlRun):
         skip_rows = execute(
             "INSERT INTO lineage_records (run_id, step, key, position, ts) "
             f"SELECT %(run)s, {codes['skip']}, {key_text}, position, ts_us "
-            f"FROM pg_temp.merge_plan WHERE covered ORDER BY {key_text}, seq",
+            f"FROM pg_temp.merge_plan WHERE covered ORDER BY {key_text_order}, seq",
             run,
         ).rowcount
         # One row a record: its fate, implying its `stage` step; a loaded record's detail is its
@@ -251,7 +221,7 @@ class PostgresRun(SqlRun):
                         WHEN applied THEN NULL
                         ELSE 'kept ts ' || capstone_ts_text(newest_before) || ' over ' || ts_text
                    END
-            FROM pg_temp.merge_plan WHERE NOT covered ORDER BY {key_text}, seq
+            FROM pg_temp.merge_plan WHERE NOT covered ORDER BY {key_text_order}, seq
             """,
             run,
         ).rowcount
@@ -274,6 +244,63 @@ class PostgresRun(SqlRun):
             late=int(counts["late"]),
             deleted=int(counts["deleted"]),
         )
+
+    def _write_winners(
+        self, target: str, alias: dict[str, str], keys: str, run: dict[str, Any]
+    ) -> None:
+        """Write each key's winner (`merge_plan`) into the target, unless a run has committed a
+        newer row for the key since the plan was made: its records are then marked stale."""
+        spec, execute = self.spec, self.store.conn.execute
+        ts, wins = quote(spec.event_time), guard(spec)
+        values = ", ".join(
+            "ts" if name == spec.event_time else alias[name] for name in spec.columns
+        )
+        updates = ", ".join(
+            f"{quote(name)} = excluded.{quote(name)}"
+            for name in spec.columns
+            if name not in spec.key
+        )
+        insert = (
+            f"INSERT INTO {target} AS t ({', '.join(quote(c) for c in spec.columns)}, attributes, "
+            f"run_id) SELECT {values}, attributes, %(run)s FROM pg_temp.merge_plan "
+            f"WHERE winner AND NOT gone ORDER BY {keys}"
+        )
+        upsert = (
+            f"{insert} ON CONFLICT ({', '.join(quote(k) for k in spec.key)}) DO UPDATE SET "
+            f"{updates}, attributes = excluded.attributes, run_id = excluded.run_id "
+            f"WHERE excluded.{ts} {wins} t.{ts}"
+        )
+        counted = execute(
+            "SELECT COUNT(*) AS winners, COUNT(*) FILTER (WHERE in_target) AS stored "
+            "FROM pg_temp.merge_plan WHERE winner AND NOT gone"
+        ).fetchone()
+        assert counted is not None
+        # Key order: a run writing the same keys waits instead of deadlocking.
+        if counted["stored"]:
+            written = execute(upsert, run).rowcount
+        else:
+            # No key is in the target yet (a first load, a batch of new keys): a plain INSERT
+            # skips the upsert's probe for a conflict (1.2 s of 2.7 s for 690k new keys). A run
+            # that wrote one of the keys since the plan was made fails it: the upsert then does
+            # the work instead, as if it had run alone.
+            execute("SAVEPOINT new_keys")
+            try:
+                written = execute(insert, run).rowcount
+            except errors.UniqueViolation:
+                execute("ROLLBACK TO SAVEPOINT new_keys")
+                written = execute(upsert, run).rowcount
+            else:
+                execute("RELEASE SAVEPOINT new_keys")
+        if written != counted["winners"]:
+            # Another run committed a newer row for a key after the plan was made: every record
+            # of that key is stale against it.
+            execute(
+                f"UPDATE pg_temp.merge_plan AS p SET applied = false, newest_before = t.{ts} "
+                f"FROM {target} AS t WHERE "
+                + " AND ".join(f"t.{quote(k)} = p.{alias[k]}" for k in spec.key)
+                + " AND p.applied AND t.run_id <> %(run)s",
+                run,
+            )
 
     def _keep_tombstones(
         self, target: str, tombstones: str, alias: dict[str, str], run: dict[str, Any]
@@ -300,6 +327,11 @@ class PostgresRun(SqlRun):
             f"DELETE FROM {tombstones} AS d USING pg_temp.merge_plan AS p "
             f"WHERE p.winner AND NOT p.gone AND {on_tombstone}"
         )
+
+
+def _bytewise(spec: PipelineSpec, field: str, expression: str) -> str:
+    """A key part's expression, compared by bytes where it is text."""
+    return f'{expression} COLLATE "C"' if spec.fields[field].type == "string" else expression
 
 
 class PostgresStore(SqlStore):
