@@ -244,6 +244,23 @@ class TestWithServer:
         )
         assert fetch(pg_db, query) == fetch(db_path, query)
 
+    def test_the_merge_writes_target_and_lineage_in_key_order(
+        self, pg_db: str, write_jsonl: Any
+    ) -> None:
+        """The merge inserts without sorting again, reading its plan in the order its windows
+        left it: new target rows and lineage rows come out in key order (then input order), as
+        the deadlock rule and the lineage index's sequential inserts need."""
+        keys = [f"k{n:03}" for n in random.Random(7).sample(range(200), 200)]
+        records = [event(key, f"2025-01-{1 + n % 9:02}") for n, key in enumerate(keys * 2)]
+        run(write_jsonl(records), pg_db)
+        target_order = [key for (key,) in fetch(pg_db, "SELECT key FROM target ORDER BY ctid")]
+        lineage_order = fetch(
+            pg_db, "SELECT key, position FROM lineage_records WHERE run_id = 1 ORDER BY id"
+        )
+        assert target_order == sorted(keys)
+        assert lineage_order == sorted(lineage_order)
+        assert len(lineage_order) == 400
+
 
 def long_key_pipeline(tmp_path: Path) -> PipelineSpec:
     """A pipeline whose string key `id` has no length limit."""

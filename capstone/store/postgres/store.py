@@ -196,15 +196,19 @@ class PostgresRun(SqlRun):
             """
         )
         execute("ANALYZE pg_temp.merge_plan")
-        self._write_winners(target, alias, keys, run)
+        replanned = self._write_winners(target, alias, keys, run)
         if deletes:
             self._keep_tombstones(target, tombstones, alias, run)
-        # Key order again: the lineage key index takes the rows in sequence, not scattered.
+        # Key order again: the lineage key index takes the rows in sequence, not scattered. The
+        # plan is already in that order where the lineage key is the key's own text, unless
+        # `_write_winners` rewrote rows of it.
+        in_order = not self.layout.own_lineage_key and not replanned
+        order = "" if in_order else f" ORDER BY {key_text_order}, seq"
         codes = STEP_CODES
         skip_rows = execute(
             "INSERT INTO lineage_records (run_id, step, key, position, ts) "
             f"SELECT %(run)s, {codes['skip']}, {key_text}, position, ts_us "
-            f"FROM pg_temp.merge_plan WHERE covered ORDER BY {key_text_order}, seq",
+            f"FROM pg_temp.merge_plan WHERE covered{order}",
             run,
         ).rowcount
         # One row a record: its fate, implying its `stage` step; a loaded record's detail is its
@@ -221,7 +225,7 @@ class PostgresRun(SqlRun):
                         WHEN applied THEN NULL
                         ELSE 'kept ts ' || capstone_ts_text(newest_before) || ' over ' || ts_text
                    END
-            FROM pg_temp.merge_plan WHERE NOT covered ORDER BY {key_text_order}, seq
+            FROM pg_temp.merge_plan WHERE NOT covered{order}
             """,
             run,
         ).rowcount
@@ -247,9 +251,10 @@ class PostgresRun(SqlRun):
 
     def _write_winners(
         self, target: str, alias: dict[str, str], keys: str, run: dict[str, Any]
-    ) -> None:
+    ) -> bool:
         """Write each key's winner (`merge_plan`) into the target, unless a run has committed a
-        newer row for the key since the plan was made: its records are then marked stale."""
+        newer row for the key since the plan was made: its records are then marked stale in the
+        plan (True: the plan was rewritten)."""
         spec, execute = self.spec, self.store.conn.execute
         ts, wins = quote(spec.event_time), guard(spec)
         values = ", ".join(
@@ -263,7 +268,7 @@ class PostgresRun(SqlRun):
         insert = (
             f"INSERT INTO {target} AS t ({', '.join(quote(c) for c in spec.columns)}, attributes, "
             f"run_id) SELECT {values}, attributes, %(run)s FROM pg_temp.merge_plan "
-            f"WHERE winner AND NOT gone ORDER BY {keys}"
+            "WHERE winner AND NOT gone"
         )
         upsert = (
             f"{insert} ON CONFLICT ({', '.join(quote(k) for k in spec.key)}) DO UPDATE SET "
@@ -275,7 +280,10 @@ class PostgresRun(SqlRun):
             "FROM pg_temp.merge_plan WHERE winner AND NOT gone"
         ).fetchone()
         assert counted is not None
-        # Key order: a run writing the same keys waits instead of deadlocking.
+        # Key order: a run writing the same keys waits instead of deadlocking. No ORDER BY: the
+        # plan was written in key order (the order its windows sorted it in), and a sequential
+        # scan of a temporary table reads it back so (no parallel or synchronized scans there),
+        # which spares a second sort of every winner (0.25 s at 690k; lineage 0.2 s more).
         if counted["stored"]:
             written = execute(upsert, run).rowcount
         else:
@@ -291,16 +299,18 @@ class PostgresRun(SqlRun):
                 written = execute(upsert, run).rowcount
             else:
                 execute("RELEASE SAVEPOINT new_keys")
-        if written != counted["winners"]:
-            # Another run committed a newer row for a key after the plan was made: every record
-            # of that key is stale against it.
-            execute(
-                f"UPDATE pg_temp.merge_plan AS p SET applied = false, newest_before = t.{ts} "
-                f"FROM {target} AS t WHERE "
-                + " AND ".join(f"t.{quote(k)} = p.{alias[k]}" for k in spec.key)
-                + " AND p.applied AND t.run_id <> %(run)s",
-                run,
-            )
+        if written == counted["winners"]:
+            return False
+        # Another run committed a newer row for a key after the plan was made: every record of
+        # that key is stale against it.
+        execute(
+            f"UPDATE pg_temp.merge_plan AS p SET applied = false, newest_before = t.{ts} "
+            f"FROM {target} AS t WHERE "
+            + " AND ".join(f"t.{quote(k)} = p.{alias[k]}" for k in spec.key)
+            + " AND p.applied AND t.run_id <> %(run)s",
+            run,
+        )
+        return True
 
     def _keep_tombstones(
         self, target: str, tombstones: str, alias: dict[str, str], run: dict[str, Any]
