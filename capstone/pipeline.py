@@ -275,7 +275,7 @@ def run_many(
     files = feed_files(inputs, db)
     done: list[RunSummary] = []
     prefetched: _Prefetch | None = None
-    with open_store(db) as store:
+    with open_store(db) as store, store.feed():
         try:
             for place, path in enumerate(files, 1):
                 tracker = None if progress is None else progress(path, place, len(files))

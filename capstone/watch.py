@@ -130,7 +130,7 @@ def watch(
     pipeline = resolve_pipeline(options, spec)
     watcher = Watcher(inputs, db, settle)
     done: list[RunSummary] = []
-    with open_store(db) as store:
+    with open_store(db) as store, store.feed():
         found, known = watcher.prime(
             lambda path, stat: already_loaded(store, pipeline.name, path, stat)
         )

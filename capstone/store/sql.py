@@ -357,6 +357,15 @@ class SqlStore(ABC):
         """Release the connection."""
         self.conn.close()
 
+    @contextmanager
+    def feed(self) -> Iterator[None]:
+        """Around a feed's runs: what the backend does between them may go on beside the next
+        run (SQLite's checkpoints). The server does that on its own elsewhere."""
+        yield
+
+    def _committed(self) -> None:  # noqa: B027 (a hook: most backends need nothing here)
+        """A run's COMMIT returned."""
+
     # -- schema ---------------------------------------------------------------------------------
 
     def _schema_version(self) -> int:
@@ -1300,6 +1309,7 @@ class SqlRun(ABC):
             | {"same_content_as": summary.same_content_as, "changed_since": summary.changed_since},
         )
         store.conn.execute("COMMIT")
+        store._committed()
         store._release_run(run_id)
 
 

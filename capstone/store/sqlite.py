@@ -18,6 +18,7 @@ from capstone.errors import LockError, MissingDatabase, StoreError
 from capstone.fates import TIES_BEFORE, TS_US, Merged, StagedRow
 from capstone.lineage import STEP_CODES
 from capstone.spec import PipelineSpec
+from capstone.store.checkpoint import Checkpointer, background_checkpoints
 from capstone.store.ddl import core_tables, later_migrations, pipeline_tables, run_reasons_table
 from capstone.store.guard import gone, guard, holds, ties_before
 from capstone.store.sql import Dialect, SqlRun, SqlStore, column_definitions
@@ -409,6 +410,7 @@ class SQLiteStore(SqlStore):
 
     def __init__(self, path: str, *, create: bool = True) -> None:
         self.path = path
+        self._checkpointer: Checkpointer | None = None
         self.display_url = path
         if Path(path).is_dir():
             raise StoreError(
@@ -480,6 +482,19 @@ class SQLiteStore(SqlStore):
 
     def _table(self, name: str) -> str:
         return f"main.{quote(name)}"
+
+    @contextmanager
+    def feed(self) -> Iterator[None]:
+        with background_checkpoints(self.conn, self.path) as checkpointer:
+            self._checkpointer = checkpointer
+            try:
+                yield
+            finally:
+                self._checkpointer = None
+
+    def _committed(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.wake()
 
     def _table_exists(self, name: str) -> bool:
         row = self._one(
