@@ -349,12 +349,15 @@ def _usable(name: str, notes: list[str]) -> bool:
 
 
 def _propose_key(choices: dict[str, Choice], seen: dict[str, _Seen], records: int) -> tuple[str]:
+    # A field named like an id may repeat: in an event feed a key's later events update it, so
+    # its repeats are what a key looks like. Any other field must be unique in the sample.
     candidates = [
         name
         for name, choice in choices.items()
         if choice.settings["type"] in ("string", "integer")
         and seen[name].present == records
-        and seen[name].distinct
+        and seen[name].kinds <= {"text", "integer"}
+        and (seen[name].distinct or (_named_like_id(name) and len(seen[name].values) > 1))
     ]
     if not candidates:
         raise ConfigError(
@@ -388,9 +391,16 @@ def _key_why(key: Sequence[str], seen: dict[str, _Seen], records: int) -> str:
         return "given"
     part = seen.get(key[0])
     unique = part is not None and part.distinct and part.present == records
-    return (
-        f"unique in all {records:,} records" if unique else "given (not unique in the sample)"
-    ) + (", named like an id" if _named_like_id(key[0]) else "")
+    if unique:
+        why = f"unique in all {records:,} records"
+    elif part is not None and part.present == records and _named_like_id(key[0]):
+        why = (
+            f"{len(part.values):,} values in {records:,} records: a key's later events update "
+            "it (newest event time wins)"
+        )
+    else:
+        why = "given (not unique in the sample)"
+    return why + (", named like an id" if _named_like_id(key[0]) else "")
 
 
 def _event_time_why(choice: Choice) -> str:

@@ -136,6 +136,30 @@ def test_given_key_and_event_time_win(tmp_path: Path) -> None:
     assert (draft.spec.key, draft.spec.event_time) == (("user", "click_id"), "ts")
 
 
+def test_an_id_that_repeats_is_the_key_of_an_event_feed(tmp_path: Path) -> None:
+    """Later events of an order repeat its id: the id is the key (its repeats are updates), not
+    another field that happens to be unique in the sample."""
+    path = tmp_path / "orders.csv"
+    path.write_text(
+        "order_id;amount;updated_at\nA1;10,5;2025-01-01T10:00:00\nA2;7,25;2025-01-01T11:00:00\n"
+        "A1;11,0;2025-01-02T10:00:00\n"
+    )
+    draft = draft_pipeline(str(path))
+    assert draft.spec.key == ("order_id",)
+    assert "2 values in 3 records" in draft.key_why
+
+
+def test_a_constant_id_is_no_key(tmp_path: Path) -> None:
+    """An id-named field with one value in every record names nothing: a unique field is the
+    key instead."""
+    path = tmp_path / "constant.jsonl"
+    path.write_text(
+        '{"id": "x", "n": "a", "ts": "2025-01-01T00:00:00"}\n'
+        '{"id": "x", "n": "b", "ts": "2025-01-01T00:00:01"}\n'
+    )
+    assert draft_pipeline(str(path)).spec.key == ("n",)
+
+
 def test_without_a_unique_field_the_key_must_be_given(tmp_path: Path) -> None:
     """No field is unique: the error names --key."""
     path = tmp_path / "dupes.jsonl"
