@@ -911,6 +911,8 @@ def _classify_all(
     if read_next is not None:
         read_next()
     _check_rejects(limit, source_name, tally, spec, final=True)
+    if limit is None and not classifier.replay:
+        _check_belongs(source_name, tally, spec)
     return tally
 
 
@@ -1036,6 +1038,30 @@ def _check_rejects(
     """Fail the run once its rejects pass the limit (a percentage only at the end)."""
     if limit is not None and limit.exceeded(tally.rejected, tally.records, final=final):
         raise _too_many_rejects(limit, source, tally, spec)
+
+
+FOREIGN_FILE_RECORDS = 10
+"""A file of at least this many records, none with the pipeline's key (or event time), is
+refused as another pipeline's; fewer are too few to tell a wrong pipeline from bad records."""
+
+
+def _check_belongs(source: str, tally: _Tally, spec: PipelineSpec) -> None:
+    """Fail the run of a file whose records all lack a field the pipeline needs: loading it
+    would report success with nothing but dead letters, where the likely mistake is the pipeline
+    (the seed's `events` given a file of `id`s). `--max-rejects 100%` keeps them as letters."""
+    if tally.records < FOREIGN_FILE_RECORDS or tally.rejected < tally.records:
+        return
+    lacking = [
+        f for f in (*spec.key, spec.event_time) if tally.reasons[f"{f}.missing"] == tally.records
+    ]
+    if lacking:
+        raise InputError(
+            f"{source}: none of its {tally.records:,} records has "
+            f"{', '.join(repr(f) for f in lacking)}, which pipeline {spec.name!r} needs: the file "
+            "may belong to another pipeline (--pipeline NAME; `capstone pipelines` lists them); "
+            "to keep its records as dead letters anyway, give --max-rejects 100%; the run was "
+            "rolled back and nothing was kept"
+        )
 
 
 def _too_many_rejects(

@@ -440,6 +440,39 @@ class TestMaxRejects:
         assert "--max-rejects must be a count" in bad.stderr
 
 
+class TestAnotherPipelinesFile:
+    def test_a_file_without_the_key_fails_without_a_limit(
+        self, runner: CliRunner, db: str, write_jsonl: Any
+    ) -> None:
+        """No record of 12 has the pipeline's key: the run fails (exit 1) in one line naming the
+        field and the fix, and keeps nothing but its failed run-log row."""
+        path = write_jsonl([{"id": f"k{n}", "ts": "2025-01-01T00:00:00Z"} for n in range(12)])
+        result = runner.invoke(app, ["run", "-i", path, "--db", db])
+        assert result.exit_code == 1
+        assert "none of its 12 records has 'key', which pipeline 'events' needs" in result.stderr
+        assert "--max-rejects 100%" in result.stderr
+        left = counts(db)
+        assert left.pop("run_log") == 1
+        assert set(left.values()) == {0}
+
+    def test_a_limit_of_100_percent_keeps_them_as_dead_letters(
+        self, db: str, write_jsonl: Any
+    ) -> None:
+        """Asked for, every record of such a file becomes a dead letter, as before."""
+        path = write_jsonl([{"id": f"k{n}", "ts": "2025-01-01T00:00:00Z"} for n in range(12)])
+        summary = run(path, db, RunOptions(max_rejects=RejectLimit.parse("100%")))
+        assert (summary.status, summary.rejected, summary.dead_letters) == ("success", 12, 12)
+
+    def test_a_few_bad_records_are_still_dead_letters(self, db: str, write_jsonl: Any) -> None:
+        """Under ten records, or with one record that has the key, the run dead-letters the
+        rest as usual: too few, or not all, to say the file is another pipeline's."""
+        few = write_jsonl([{"id": n, "ts": "2025-01-01T00:00:00Z"} for n in range(9)])
+        assert run(few, db).rejected == 9
+        mixed = [{"id": n, "ts": "2025-01-02T00:00:00Z"} for n in range(20)]
+        summary = run(write_jsonl([*mixed, event("a", "2025-01-02T00:00:00Z")]), db)
+        assert (summary.loaded, summary.rejected) == (1, 20)
+
+
 @pytest.mark.slow
 def test_kill_9_in_file_3_of_5_keeps_files_1_and_2(db: str, tmp_path: Path) -> None:
     """SIGKILL during file 3: 1 and 2 stay committed with their manifest rows, 3 is rolled back;
