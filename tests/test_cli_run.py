@@ -332,7 +332,8 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(
     would exit 1) and an export to stdout all end with no message and exit 0."""
     db = str(tmp_path / "c.db")
     big = tmp_path / "big.jsonl"
-    big.write_text("".join(f'{{"key": "k{i}"}}\n' for i in range(2_000)))  # 2,000 dead letters
+    # 2,000 dead letters: each has its key, and a time that is none.
+    big.write_text("".join(f'{{"key": "k{i}", "ts": "never"}}\n' for i in range(2_000)))
     capstone = [sys.executable, "-m", "capstone"]
     subprocess.run([*capstone, "run", "-i", str(big), "--db", db, "-q"], check=True)
     limit = ["--limit", "5000"] if len(command) < 3 else []
