@@ -23,7 +23,7 @@ class RunSummary(BaseModel):
 
     run_id: int
     pipeline: str
-    status: str
+    status: RunStatus
     source: str | None = None
     started_at: str | None = None
     finished_at: str | None = None

@@ -30,6 +30,7 @@ from capstone.limits import RejectLimit
 from capstone.manifest import FileIdentity
 from capstone.pipeline import RunOptions, run, run_many
 from capstone.spec import PipelineSpec
+from capstone.summary import RunStatus
 from tests.conftest import event, fetch
 
 
@@ -82,6 +83,15 @@ class TestRunMany:
         assert [r.status for r in feed.runs] == ["success", "success", "failed", "success"]
         assert [r.run_id for r in feed.failed] == [feed.runs[2].run_id]
         assert fetch(db, "SELECT COUNT(*) FROM target") == [(9,)]
+
+    def test_a_failed_files_status_is_a_run_status(self, db: str, tmp_path: Path) -> None:
+        """A failed file's summary, read back from the run log, has the same status type as a
+        successful one's: `RunStatus`, not the plain text stored in the column."""
+        write_day(tmp_path, 1)
+        cut_gzip(tmp_path / "events-2025-01-02.jsonl.gz")
+        feed = run_many([str(tmp_path)], db)
+        assert [type(r.status) for r in feed.runs] == [RunStatus, RunStatus]
+        assert feed.runs[1].status is RunStatus.FAILED
 
     def test_an_empty_folder_is_an_error(self, db: str, tmp_path: Path) -> None:
         """A folder that holds no file is refused before anything runs."""
