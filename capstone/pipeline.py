@@ -1046,22 +1046,34 @@ refused as another pipeline's; fewer are too few to tell a wrong pipeline from b
 
 
 def _check_belongs(source: str, tally: _Tally, spec: PipelineSpec) -> None:
-    """Fail the run of a file whose records all lack a field the pipeline needs: loading it
-    would report success with nothing but dead letters, where the likely mistake is the pipeline
-    (the seed's `events` given a file of `id`s). `--max-rejects 100%` keeps them as letters."""
+    """Fail the run of a file none of whose records could be staged: loading it would report
+    success with nothing but dead letters. When every record lacks a field the pipeline needs,
+    the likely mistake is the pipeline (the seed's `events` given a file of `id`s); otherwise
+    the file and the pipeline's declaration disagree (a field the producer stopped sending).
+    `--max-rejects 100%` keeps them as letters."""
     if tally.records < FOREIGN_FILE_RECORDS or tally.rejected < tally.records:
         return
     lacking = [
         f for f in (*spec.key, spec.event_time) if tally.reasons[f"{f}.missing"] == tally.records
     ]
+    keep = (
+        "to keep its records as dead letters anyway, give --max-rejects 100%; the run was "
+        "rolled back and nothing was kept"
+    )
     if lacking:
         raise InputError(
             f"{source}: none of its {tally.records:,} records has "
             f"{', '.join(repr(f) for f in lacking)}, which pipeline {spec.name!r} needs: the file "
             "may belong to another pipeline (--pipeline NAME; `capstone pipelines` lists them); "
-            "to keep its records as dead letters anyway, give --max-rejects 100%; the run was "
-            "rolled back and nothing was kept"
+            f"{keep}"
         )
+    common = ", ".join(f"{code} {n:,}" for code, n in tally.reasons.most_common(3))
+    raise InputError(
+        f"{source}: all {tally.records:,} of its records were rejected ({common}), so pipeline "
+        f"{spec.name!r} would load nothing from it: fix the file, or the pipeline's fields in "
+        "capstone.toml (`required = false` for a field the file lacks, a wider type); "
+        f"{keep}"
+    )
 
 
 def _too_many_rejects(

@@ -13,11 +13,16 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from capstone.limits import RejectLimit
+from capstone.pipeline import RunOptions
 from capstone.summary import DeadLetter
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample_input.txt"
 PG_URL = os.environ.get("CAPSTONE_TEST_PG_URL")
+KEEP_REJECTS = RunOptions(max_rejects=RejectLimit.parse("100%"))
+"""For a test whose file is all bad records on purpose: without a limit, a file of 10 or more
+records none of which loads fails its run (`pipeline._check_belongs`)."""
 
 os.environ.setdefault("COLUMNS", "160")  # Rich wraps at the terminal width; keep assertions stable
 os.environ["NO_COLOR"] = "1"

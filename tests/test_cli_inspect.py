@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from capstone import RunOptions, run
 from capstone.cli import app
 from capstone.store import open_store
+from capstone.summary import RunStatus
 
 
 def test_lineage_traces_every_step_of_a_key(runner: CliRunner, db: str, sample: str) -> None:
@@ -69,7 +70,9 @@ def test_runs_failed_includes_interrupted_and_killed_runs(
     run(sample, db)
     store = open_store(db)
     stopped = store.begin_run("events", "x.jsonl")
-    store.end_run(stopped.model_copy(update={"status": "interrupted", "error": "by signal"}))
+    store.end_run(
+        stopped.model_copy(update={"status": RunStatus.INTERRUPTED, "error": "by signal"})
+    )
     store.close()
     result = runner.invoke(app, ["runs", "--failed", "--db", db, "--json"])
     assert [r["status"] for r in orjson.loads(result.stdout)] == ["interrupted"]

@@ -22,6 +22,7 @@ from capstone.sources import SourceFile
 from capstone.spec import EVENTS, PipelineSpec
 from capstone.store import open_store
 from capstone.store.postgres import PostgresStore
+from capstone.summary import RunStatus
 from capstone.timeutil import parse_ts, to_micros
 from tests.conftest import fetch
 from tests.pg import drop_schema, fresh_schema_url
@@ -201,7 +202,7 @@ def test_newer_row_committed_during_a_merge_makes_its_records_stale(pg_db: str) 
     try:
         begun = creator.begin_run("events", "setup")
         with creator.run_transaction(begun, 0, EVENTS) as tx:
-            tx.finish(begun.model_copy(update={"status": "success"}), {})
+            tx.finish(begun.model_copy(update={"status": RunStatus.SUCCESS}), {})
     finally:
         creator.close()
     first, second = PostgresStore(pg_db), PostgresStore(pg_db)
@@ -224,10 +225,12 @@ def test_newer_row_committed_during_a_merge_makes_its_records_stale(pg_db: str) 
                 assert time.monotonic() < deadline, "the second merge never waited"
                 time.sleep(0.02)
             tx_a.finish(
-                run_a.model_copy(update={"status": "success", "staged": 1, "loaded": 1}), {}
+                run_a.model_copy(update={"status": RunStatus.SUCCESS, "staged": 1, "loaded": 1}), {}
             )
             merging.join(30)
-            tx_b.finish(run_b.model_copy(update={"status": "success", "staged": 1, "stale": 1}), {})
+            tx_b.finish(
+                run_b.model_copy(update={"status": RunStatus.SUCCESS, "staged": 1, "stale": 1}), {}
+            )
     finally:
         first.close()
         second.close()

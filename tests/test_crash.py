@@ -18,6 +18,7 @@ from capstone.pipeline import run_source
 from capstone.sources import SourceFile
 from capstone.store import open_store
 from capstone.store.sqlite import SQLiteStore
+from capstone.summary import RunStatus
 from tests.conftest import fetch
 
 STATE = (
@@ -241,7 +242,7 @@ def test_a_failed_run_record_never_overwrites_a_committed_run(db_path: str, samp
     """end_run only ends runs still marked running: the run log cannot contradict the data."""
     summary = run(sample, db_path)
     store = open_store(db_path)
-    store.end_run(summary.model_copy(update={"status": "interrupted", "watermark": None}))
+    store.end_run(summary.model_copy(update={"status": RunStatus.INTERRUPTED, "watermark": None}))
     store.close()
     assert fetch(db_path, "SELECT status, watermark_after IS NOT NULL FROM run_log") == [
         ("success", 1)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from capstone import RunOptions, run
 from capstone.cli import app
-from tests.conftest import fetch, stored_letters
+from tests.conftest import KEEP_REJECTS, fetch, stored_letters
 
 BAD_VALUE = '{"key": "v%d", "name": "n", "value": "one", "ts": "2025-01-01T00:00:00"}'
 NO_KEY = '{"name": "n", "value": 1, "ts": "2025-01-01T00:00:00"}'
@@ -133,7 +133,7 @@ def test_json_without_limit_lists_every_letter(
     runner: CliRunner, db: str, write_jsonl: Any
 ) -> None:
     """--json has no default limit (the table shows 50); --limit N still bounds it."""
-    run(write_jsonl([BAD_VALUE % i for i in range(60)]), db)
+    run(write_jsonl([BAD_VALUE % i for i in range(60)]), db, KEEP_REJECTS)
     every = runner.invoke(app, ["dead-letters", "--db", db, "--json"])
     assert every.exit_code == 0, every.output
     letters = orjson.loads(every.stdout)
@@ -157,7 +157,7 @@ def test_json_streams_in_the_layout_of_the_other_commands(
 
 def test_limit_zero_means_no_limit(runner: CliRunner, db: str, write_jsonl: Any) -> None:
     """--limit 0 shows every letter in the table, without the 'showing the first' note."""
-    run(write_jsonl([BAD_VALUE % i for i in range(60)]), db)
+    run(write_jsonl([BAD_VALUE % i for i in range(60)]), db, KEEP_REJECTS)
     capped = runner.invoke(app, ["dead-letters", "--db", db])
     assert "showing the first 50" in capped.stderr
     every = runner.invoke(app, ["dead-letters", "--db", db, "--limit", "0"])

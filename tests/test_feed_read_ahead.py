@@ -35,7 +35,9 @@ def landing(folder: Path) -> Path:
         fh.write("\n".join(reversed(lines)) + "\n")
     shutil.copy(first, folder / "c.jsonl.gz")
     with gzip.open(folder / "d.jsonl.gz", "wt") as fh:
-        fh.write("\n".join(line.replace('"k', '"d') for line in lines) + "\n")
+        fh.write(
+            "\n".join(line.replace('"k', '"d').replace('"dey"', '"key"') for line in lines) + "\n"
+        )
     return folder
 
 

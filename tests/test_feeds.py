@@ -482,6 +482,33 @@ class TestAnotherPipelinesFile:
         summary = run(write_jsonl([*mixed, event("a", "2025-01-02T00:00:00Z")]), db)
         assert (summary.loaded, summary.rejected) == (1, 20)
 
+    def test_a_file_of_only_invalid_records_fails_naming_the_reasons(
+        self, runner: CliRunner, db: str, write_jsonl: Any
+    ) -> None:
+        """Every one of 12 records has its key and time but fails validation (a field the
+        producer now sends as text): nothing would load, so the run fails in one line naming the
+        commonest reasons with their counts and the fixes, and keeps nothing."""
+        bad = [{**event(f"k{n}", "2025-01-01T00:00:00Z"), "value": "n/a"} for n in range(12)]
+        result = runner.invoke(app, ["run", "-i", write_jsonl(bad), "--db", db])
+        assert result.exit_code == 1
+        assert "all 12 of its records were rejected (value.float_parsing 12)" in result.stderr
+        assert "pipeline 'events' would load nothing from it" in result.stderr
+        assert "`required = false`" in result.stderr
+        assert "--max-rejects 100%" in result.stderr
+        assert result.stderr.count("\n") == 1
+        left = counts(db)
+        assert left.pop("run_log") == 1
+        assert set(left.values()) == {0}
+
+    def test_one_loaded_record_makes_the_others_dead_letters(
+        self, db: str, write_jsonl: Any
+    ) -> None:
+        """With one valid record among 20 invalid ones the file is this pipeline's: it loads the
+        one and dead-letters the rest, with a success status."""
+        bad = [{**event(f"k{n}", "2025-01-01T00:00:00Z"), "value": "n/a"} for n in range(20)]
+        summary = run(write_jsonl([*bad, event("a", "2025-01-01T00:00:00Z")]), db)
+        assert (summary.status, summary.loaded, summary.rejected) == ("success", 1, 20)
+
 
 @pytest.mark.slow
 def test_kill_9_in_file_3_of_5_keeps_files_1_and_2(db: str, tmp_path: Path) -> None:

@@ -215,9 +215,12 @@ def test_corpus_file_keeps_the_invariants(runner: CliRunner, db: str, name: str)
 def test_corpus_file_has_the_outcome_its_name_promises(
     runner: CliRunner, db: str, name: str
 ) -> None:
-    """load_ loads all, reject_ rejects all, empty_ reads none, fail_ exits 1, ok_ exits 0."""
-    result = invoke(runner, CORPUS / name, db)
+    """load_ loads all, reject_ rejects all, empty_ reads none, fail_ exits 1, ok_ exits 0.
+    A reject_ file keeps its records as dead letters on purpose (`--max-rejects 100%`): without
+    it, one of 10 or more records fails (`test_a_file_of_only_bad_records_fails_without_a_limit`)."""
     prefix = name.split("_", 1)[0]
+    keep = ["--max-rejects", "100%"] if prefix == "reject" else []
+    result = invoke(runner, CORPUS / name, db, *keep)
     if name.startswith("load_nul") and not is_sqlite(db):
         pytest.skip(
             "PostgreSQL text cannot hold NUL: test_nul_characters_on_postgresql_are_dead_lettered"
@@ -234,6 +237,17 @@ def test_corpus_file_has_the_outcome_its_name_promises(
         "ok": True,
     }
     assert expected[prefix], summary
+
+
+def test_a_file_of_only_bad_records_fails_without_a_limit(runner: CliRunner, db: str) -> None:
+    """reject_impossible_dates.jsonl (10 or more records, each with its key and time, none
+    valid) fails with exit 1 when no --max-rejects says to keep them, naming its reasons, and
+    leaves no dead letter."""
+    result = invoke(runner, CORPUS / "reject_impossible_dates.jsonl", db)
+    assert result.exit_code == 1, result.output
+    assert "of its records were rejected (ts." in result.stderr
+    assert "--max-rejects 100%" in result.stderr
+    assert fetch(db, "SELECT COUNT(*) FROM dead_letters") == [(0,)]
 
 
 def test_corpus_names_promise_an_outcome() -> None:
@@ -574,7 +588,8 @@ def test_random_json_values_as_json_lines_are_each_one_record(
     """Random JSON values, one per line, keep the invariants and each is one record."""
     db = db_factory()
     data = "".join(dumps(element, ascii_only) + "\n" for element in elements).encode("utf-8")
-    result = invoke(runner, write(tmp_path_factory, data, ".jsonl"), db, "--format", "jsonl")
+    path = write(tmp_path_factory, data, ".jsonl")
+    result = invoke(runner, path, db, "--format", "jsonl", "--max-rejects", "100%")
     summary = assert_survives(result, db, data)
     assert summary is not None, result.output
     assert summary["input_records"] == len(elements)
@@ -591,7 +606,8 @@ def test_random_json_values_in_an_array_are_each_one_record(
 ) -> None:
     """Random JSON values in one array keep the invariants and each element is one record."""
     db, data = db_factory(), dumps(elements, ascii_only).encode("utf-8")
-    result = invoke(runner, write(tmp_path_factory, data, ".json"), db, "--format", "json")
+    path = write(tmp_path_factory, data, ".json")
+    result = invoke(runner, path, db, "--format", "json", "--max-rejects", "100%")
     summary = assert_survives(result, db)
     assert summary is not None, result.output
     assert summary["input_records"] == len(elements)

@@ -29,7 +29,7 @@ from capstone.html_report import (
 )
 from capstone.store import open_store
 from capstone.store.url import redact
-from capstone.summary import RunSummary
+from capstone.summary import RunStatus, RunSummary
 from tests.conftest import ROOT, change, event
 
 HOSTILE = "<script>alert(1)</script>"
@@ -452,7 +452,7 @@ class TestLibrary:
             run_id=1, pipeline=HOSTILE, status="failed", source=HOSTILE,
             error=f"{HOSTILE}\x1b[31m", started_at="2025-01-01T00:00:00",
         )  # fmt: skip
-        ok = bad.model_copy(update={"run_id": 2, "status": "success", "error": None})
+        ok = bad.model_copy(update={"run_id": 2, "status": RunStatus.SUCCESS, "error": None})
         data = ReportData(
             database=HOSTILE,
             generated_at="2025-01-02T00:00:00",

@@ -22,7 +22,7 @@ from capstone.dead_letters import export_line
 from capstone.errors import InputError
 from capstone.readahead import read_ahead
 from capstone.store import open_store
-from tests.conftest import event, fetch
+from tests.conftest import KEEP_REJECTS, event, fetch
 from tests.test_crash import STATE, start_run
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc for the reader")
@@ -309,7 +309,7 @@ def test_a_replayed_export_resolves_the_same_letters_with_a_reader(
     results = []
     for ahead in (True, False):
         db = db_factory()
-        run(str(feed), db)
+        run(str(feed), db, KEEP_REJECTS)
         with open_store(db) as store:
             letters = store.dead_letters()
         lines = []

@@ -30,6 +30,7 @@ from capstone.store.postgres import (
     redact_url,
     screen_for,
 )
+from capstone.summary import RunStatus
 from capstone.timeutil import parse_ts, to_micros
 from tests.conftest import event, fetch
 from tests.pg import execute, with_password
@@ -585,7 +586,8 @@ class TestPipelineTables:
                 other.commit()
                 merging.join(30)
                 tx.finish(
-                    begun.model_copy(update={"status": "success", "staged": 1, "stale": 1}), {}
+                    begun.model_copy(update={"status": RunStatus.SUCCESS, "staged": 1, "stale": 1}),
+                    {},
                 )
         finally:
             other.close()
@@ -630,7 +632,10 @@ class TestPipelineTables:
                 other.commit()
                 merging.join(30)
                 tx.finish(
-                    begun.model_copy(update={"status": "success", "staged": 1, "loaded": 1}), {}
+                    begun.model_copy(
+                        update={"status": RunStatus.SUCCESS, "staged": 1, "loaded": 1}
+                    ),
+                    {},
                 )
         finally:
             other.close()

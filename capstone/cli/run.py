@@ -124,7 +124,8 @@ def run(
         typer.Option(
             "--max-rejects",
             help="Fail a file's run, keeping nothing, when more of its records than this are "
-            "rejected: a count (100) or a percentage (5%) (default: the pipeline's, no limit).",
+            "rejected: a count (100) or a percentage (5%) (default: the pipeline's; without one, "
+            "only a file of 10+ records none of which loads fails; 100% keeps those as letters).",
             metavar="N|N%",
         ),
     ] = None,
