@@ -500,6 +500,20 @@ class TestAnotherPipelinesFile:
         assert left.pop("run_log") == 1
         assert set(left.values()) == {0}
 
+    def test_a_replay_that_rejects_every_letter_again_succeeds(
+        self, db: str, write_jsonl: Any
+    ) -> None:
+        """Replaying 12 letters that are all still bad is a normal answer, not a wrong file:
+        the replay succeeds and updates the letters."""
+        bad = [{**event(f"k{n}", "2025-01-01T00:00:00Z"), "value": "n/a"} for n in range(12)]
+        run(write_jsonl(bad), db, RunOptions(max_rejects=RejectLimit.parse("100%")))
+        summary = capstone.pipeline.replay(db)
+        assert (summary.status, summary.rejected, summary.dead_letters_updated) == (
+            "success",
+            12,
+            12,
+        )
+
     def test_one_loaded_record_makes_the_others_dead_letters(
         self, db: str, write_jsonl: Any
     ) -> None:
