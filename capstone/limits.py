@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-__all__ = ["MaxRejects", "RejectLimit", "over_limit"]
+__all__ = ["ANOTHER_PIPELINE", "MaxRejects", "RejectLimit", "lacking", "over_limit"]
 
 _LIMIT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*")
 
@@ -74,10 +74,18 @@ def over_limit(
         code, n = reasons.most_common(1)[0]
         line += f" (most common reason: {code}, {n:,} records)"
     line += "; the run was rolled back and nothing was kept"
-    lacking = [f for f in required if reasons[f"{f}.missing"] == records > 0]
-    if lacking and rejected == records:
-        line += (
-            f". No record has {', '.join(repr(f) for f in lacking)}: the file may belong to "
-            "another pipeline (--pipeline NAME; `capstone pipelines` lists them)"
-        )
+    missing = lacking(required, reasons, records)
+    if missing and rejected == records:
+        line += f". No record has {', '.join(repr(f) for f in missing)}: {ANOTHER_PIPELINE}"
     return line
+
+
+ANOTHER_PIPELINE = (
+    "the file may belong to another pipeline (--pipeline NAME; `capstone pipelines` lists them)"
+)
+"""The hint when no record of a file has a field its pipeline needs."""
+
+
+def lacking(required: Sequence[str], reasons: Counter[str], records: int) -> list[str]:
+    """The `required` fields that every one of a file's `records` was rejected for missing."""
+    return [f for f in required if reasons[f"{f}.missing"] == records > 0]

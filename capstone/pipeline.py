@@ -28,7 +28,7 @@ from capstone.errors import (
 )
 from capstone.fates import Batch, Merged
 from capstone.inputs import expand_inputs
-from capstone.limits import MaxRejects, RejectLimit, over_limit
+from capstone.limits import ANOTHER_PIPELINE, MaxRejects, RejectLimit, lacking, over_limit
 from capstone.manifest import FileIdentity, LoadedFile, identify
 from capstone.model import shape_of
 from capstone.sources import Format, Item, SourceFile
@@ -1040,9 +1040,9 @@ def _check_rejects(
         raise _too_many_rejects(limit, source, tally, spec)
 
 
-FOREIGN_FILE_RECORDS = 10
-"""A file of at least this many records, none with the pipeline's key (or event time), is
-refused as another pipeline's; fewer are too few to tell a wrong pipeline from bad records."""
+ALL_REJECTED_MIN_RECORDS = 10
+"""A file of at least this many records, none of which loads, fails its run without a reject
+limit; fewer are too few to tell a wrong pipeline from a few bad records."""
 
 
 def _check_belongs(source: str, tally: _Tally, spec: PipelineSpec) -> None:
@@ -1051,21 +1051,18 @@ def _check_belongs(source: str, tally: _Tally, spec: PipelineSpec) -> None:
     the likely mistake is the pipeline (the seed's `events` given a file of `id`s); otherwise
     the file and the pipeline's declaration disagree (a field the producer stopped sending).
     `--max-rejects 100%` keeps them as letters."""
-    if tally.records < FOREIGN_FILE_RECORDS or tally.rejected < tally.records:
+    if tally.records < ALL_REJECTED_MIN_RECORDS or tally.rejected < tally.records:
         return
-    lacking = [
-        f for f in (*spec.key, spec.event_time) if tally.reasons[f"{f}.missing"] == tally.records
-    ]
     keep = (
         "to keep its records as dead letters anyway, give --max-rejects 100%; the run was "
         "rolled back and nothing was kept"
     )
-    if lacking:
+    missing = lacking((*spec.key, spec.event_time), tally.reasons, tally.records)
+    if missing:
         raise InputError(
             f"{source}: none of its {tally.records:,} records has "
-            f"{', '.join(repr(f) for f in lacking)}, which pipeline {spec.name!r} needs: the file "
-            "may belong to another pipeline (--pipeline NAME; `capstone pipelines` lists them); "
-            f"{keep}"
+            f"{', '.join(repr(f) for f in missing)}, which pipeline {spec.name!r} needs: "
+            f"{ANOTHER_PIPELINE}; {keep}"
         )
     common = ", ".join(f"{code} {n:,}" for code, n in tally.reasons.most_common(3))
     raise InputError(

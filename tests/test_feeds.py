@@ -31,7 +31,7 @@ from capstone.manifest import FileIdentity
 from capstone.pipeline import RunOptions, run, run_many
 from capstone.spec import PipelineSpec
 from capstone.summary import RunStatus
-from tests.conftest import event, fetch
+from tests.conftest import KEEP_REJECTS, event, fetch
 
 
 def write_day(folder: Path, day: int, keys: int = 3, name: str | None = None) -> Path:
@@ -398,6 +398,18 @@ class TestCliManifest:
         )
 
 
+def assert_only_its_failed_run_left(db: str) -> None:
+    """A refused file kept nothing but its failed run-log row."""
+    left = counts(db)
+    assert left.pop("run_log") == 1
+    assert set(left.values()) == {0}
+
+
+def unparsable_values(n: int) -> list[dict[str, Any]]:
+    """n events with their key and time whose `value` is text no float parses."""
+    return [{**event(f"k{i}", "2025-01-01T00:00:00Z"), "value": "n/a"} for i in range(n)]
+
+
 class TestMaxRejects:
     def test_a_file_over_the_limit_keeps_nothing(self, db: str, write_jsonl: Any) -> None:
         """Past --max-rejects the run fails, and no record, letter, lineage or manifest row stays."""
@@ -405,9 +417,7 @@ class TestMaxRejects:
         path = write_jsonl([*good, {"key": "x"}, {"key": "y"}])
         with pytest.raises(InputError, match=r"2 of 10 records rejected, over --max-rejects 10%"):
             run(path, db, RunOptions(max_rejects=RejectLimit.parse("10%")))
-        left = counts(db)
-        assert left.pop("run_log") == 1
-        assert set(left.values()) == {0}
+        assert_only_its_failed_run_left(db)
         assert fetch(db, "SELECT status FROM run_log") == [("failed",)]
 
     def test_at_the_limit_the_file_loads(self, db: str, write_jsonl: Any) -> None:
@@ -461,16 +471,14 @@ class TestAnotherPipelinesFile:
         assert result.exit_code == 1
         assert "none of its 12 records has 'key', which pipeline 'events' needs" in result.stderr
         assert "--max-rejects 100%" in result.stderr
-        left = counts(db)
-        assert left.pop("run_log") == 1
-        assert set(left.values()) == {0}
+        assert_only_its_failed_run_left(db)
 
     def test_a_limit_of_100_percent_keeps_them_as_dead_letters(
         self, db: str, write_jsonl: Any
     ) -> None:
         """Asked for, every record of such a file becomes a dead letter, as before."""
         path = write_jsonl([{"id": f"k{n}", "ts": "2025-01-01T00:00:00Z"} for n in range(12)])
-        summary = run(path, db, RunOptions(max_rejects=RejectLimit.parse("100%")))
+        summary = run(path, db, KEEP_REJECTS)
         assert (summary.status, summary.rejected, summary.dead_letters) == ("success", 12, 12)
 
     def test_a_few_bad_records_are_still_dead_letters(self, db: str, write_jsonl: Any) -> None:
@@ -488,7 +496,7 @@ class TestAnotherPipelinesFile:
         """Every one of 12 records has its key and time but fails validation (a field the
         producer now sends as text): nothing would load, so the run fails in one line naming the
         commonest reasons with their counts and the fixes, and keeps nothing."""
-        bad = [{**event(f"k{n}", "2025-01-01T00:00:00Z"), "value": "n/a"} for n in range(12)]
+        bad = unparsable_values(12)
         result = runner.invoke(app, ["run", "-i", write_jsonl(bad), "--db", db])
         assert result.exit_code == 1
         assert "all 12 of its records were rejected (value.float_parsing 12)" in result.stderr
@@ -496,17 +504,15 @@ class TestAnotherPipelinesFile:
         assert "`required = false`" in result.stderr
         assert "--max-rejects 100%" in result.stderr
         assert result.stderr.count("\n") == 1
-        left = counts(db)
-        assert left.pop("run_log") == 1
-        assert set(left.values()) == {0}
+        assert_only_its_failed_run_left(db)
 
     def test_a_replay_that_rejects_every_letter_again_succeeds(
         self, db: str, write_jsonl: Any
     ) -> None:
         """Replaying 12 letters that are all still bad is a normal answer, not a wrong file:
         the replay succeeds and updates the letters."""
-        bad = [{**event(f"k{n}", "2025-01-01T00:00:00Z"), "value": "n/a"} for n in range(12)]
-        run(write_jsonl(bad), db, RunOptions(max_rejects=RejectLimit.parse("100%")))
+        bad = unparsable_values(12)
+        run(write_jsonl(bad), db, KEEP_REJECTS)
         summary = capstone.pipeline.replay(db)
         assert (summary.status, summary.rejected, summary.dead_letters_updated) == (
             "success",
@@ -519,7 +525,7 @@ class TestAnotherPipelinesFile:
     ) -> None:
         """With one valid record among 20 invalid ones the file is this pipeline's: it loads the
         one and dead-letters the rest, with a success status."""
-        bad = [{**event(f"k{n}", "2025-01-01T00:00:00Z"), "value": "n/a"} for n in range(20)]
+        bad = unparsable_values(20)
         summary = run(write_jsonl([*bad, event("a", "2025-01-01T00:00:00Z")]), db)
         assert (summary.status, summary.loaded, summary.rejected) == ("success", 1, 20)
 
